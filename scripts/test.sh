@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The tests: set up (idempotent), then run pytest. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup.sh"
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m pytest -q "$@"

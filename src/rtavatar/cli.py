@@ -1,0 +1,88 @@
+"""The `rtavatar` command (DESIGN.md §8). Subcommands appear here as they start working."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rtavatar.errors import RTAvatarError
+from rtavatar.utils import setup_logging
+
+log = logging.getLogger("rtavatar.cli")
+
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    try:
+        lo, _, hi = text.partition("-")
+        lo_f, hi_f = float(lo), float(hi or lo)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected LO-HI seconds like 4-10, got {text!r}") from e
+    if not 0.5 <= lo_f <= hi_f <= 600:
+        raise argparse.ArgumentTypeError(f"seconds range {text!r} must satisfy 0.5 <= LO <= HI <= 600")
+    return lo_f, hi_f
+
+
+def cmd_synth_data(args: argparse.Namespace) -> dict:
+    from rtavatar.data.synth import SynthConfig, synthesize_dataset
+
+    cfg = SynthConfig(
+        clips=args.clips, seed=args.seed, resolution=args.resolution, seconds=args.seconds,
+        identities=args.identities, workers=args.workers,
+    )
+    return synthesize_dataset(cfg, args.out, progress=not args.quiet)
+
+
+def cmd_demo(args: argparse.Namespace) -> dict:
+    from rtavatar.demo import run_demo
+
+    return run_demo(out=args.out, text=args.text, seed=args.seed, resolution=args.resolution)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="render a talking clip with the shipped default (see README)")
+    d.add_argument("--out", default="demo.mp4", help="output mp4 (default demo.mp4)")
+    d.add_argument("--text", default=None, help="what the avatar says (default: a bundled sentence)")
+    d.add_argument("--seed", type=int, default=7, help="identity seed")
+    d.add_argument("--resolution", type=int, default=256)
+    d.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("synth-data", help="generate a synthetic talking-face dataset (docs/DATA.md)")
+    s.add_argument("--out", required=True, help="dataset directory (created; an existing one is completed)")
+    s.add_argument("--clips", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resolution", type=int, default=128)
+    s.add_argument("--seconds", type=_seconds_range, default=(4.0, 10.0), help="clip length range LO-HI (default 4-10)")
+    s.add_argument("--identities", type=int, default=0, help="0: a new identity per clip; N: reuse N identities")
+    s.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    s.set_defaults(func=cmd_synth_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        result = args.func(args)
+    except RTAvatarError as e:
+        log.error("%s", e)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

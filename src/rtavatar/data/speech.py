@@ -1,0 +1,208 @@
+"""Speech synthesis with espeak-ng, with phoneme timings from its event API.
+
+We call libespeak-ng through ctypes rather than the `espeak-ng` command because only the
+C API reports *when* each phoneme starts (event type 7, `audio_position` in ms), and those
+timings are the ground truth the synthetic generator aligns visemes to.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from rtavatar import SAMPLE_RATE
+from rtavatar.errors import SpeechSynthesisError
+
+log = logging.getLogger(__name__)
+
+_EV_LIST_TERMINATED, _EV_WORD, _EV_END, _EV_PHONEME = 0, 1, 5, 7
+_OUTPUT_SYNCHRONOUS = 2
+_INIT_PHONEME_EVENTS, _INIT_PHONEME_IPA, _INIT_DONT_EXIT = 0x0001, 0x0002, 0x8000
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
+_POS_CHARACTER, _CHARS_UTF8 = 1, 1
+
+
+class _Event(ctypes.Structure):  # espeak_EVENT from speak_lib.h (64-bit layout)
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),  # union{int number; const char* name; char string[8]}
+    ]
+
+
+_Callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    """One phoneme: IPA name ("" for a pause) and its interval in seconds from utterance start."""
+
+    ipa: str
+    start: float
+    end: float
+
+
+@dataclass
+class Utterance:
+    """16 kHz mono float32 speech with its phoneme timeline."""
+
+    text: str
+    audio: np.ndarray
+    phonemes: list[Phoneme] = field(default_factory=list)
+    voice: str = ""
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Voice:
+    """espeak-ng voice settings. rate: words/min (80-450); pitch, range: 0-100."""
+
+    name: str = "en-us"
+    rate: int = 165
+    pitch: int = 50
+    range: int = 50
+
+
+class Espeak:
+    """Process-wide espeak-ng engine (the C library keeps global state, so one per process)."""
+
+    _instance: "Espeak | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        path = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self._lib = ctypes.CDLL(path)
+        except OSError as e:
+            raise SpeechSynthesisError(
+                "espeak-ng's library (libespeak-ng1) is not installed; run scripts/setup.sh "
+                "or `apt-get install espeak-ng`"
+            ) from e
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        rate = self._lib.espeak_Initialize(
+            _OUTPUT_SYNCHRONOUS, 0, None, _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
+        )
+        if rate <= 0:
+            raise SpeechSynthesisError(f"espeak_Initialize failed (returned {rate}); is espeak-ng-data installed?")
+        self.native_rate = rate
+        self._samples: list[np.ndarray] = []
+        self._events: list[tuple[int, int, bytes]] = []
+        self._cb = _Callback(self._on_synth)  # keep a reference: ctypes callbacks must outlive the C side
+        self._lib.espeak_SetSynthCallback(self._cb)
+
+    @classmethod
+    def get(cls) -> "Espeak":
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def _on_synth(self, wav, n, events) -> int:  # noqa: ANN001 - ctypes signature
+        if n > 0:
+            self._samples.append(np.ctypeslib.as_array(wav, (n,)).copy())
+        i = 0
+        while events[i].type != _EV_LIST_TERMINATED:
+            ev = events[i]
+            name = ev.id if ev.type == _EV_PHONEME else b""
+            self._events.append((ev.type, ev.audio_position, name))
+            i += 1
+        return 0
+
+    def synthesize(self, text: str, voice: Voice = Voice()) -> Utterance:
+        """Speak `text`; returns 16 kHz audio and phonemes (pauses have ipa "")."""
+        if not text.strip():
+            raise SpeechSynthesisError("cannot synthesize empty text")
+        with self._lock:
+            self._samples, self._events = [], []
+            if self._lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+                raise SpeechSynthesisError(f"espeak-ng has no voice {voice.name!r}")
+            for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.range)):
+                self._lib.espeak_SetParameter(param, int(value), 0)
+            data = text.encode()
+            err = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            self._lib.espeak_Synchronize()
+            if err != 0:
+                raise SpeechSynthesisError(f"espeak_Synth failed with code {err} for text {text[:40]!r}")
+            samples, events = self._samples, self._events
+        native = np.concatenate(samples).astype(np.float32) / 32768.0 if samples else np.zeros(0, np.float32)
+        # 22050 -> 16000 Hz: polyphase resampling (16000/22050 = 320/441).
+        audio = resample_poly(native, SAMPLE_RATE // 50, self.native_rate // 50).astype(np.float32)
+        duration = len(audio) / SAMPLE_RATE
+        marks = [(pos / 1000.0, name.decode("utf-8", "replace")) for typ, pos, name in events if typ == _EV_PHONEME]
+        marks.sort(key=lambda m: m[0])
+        phonemes = []
+        for k, (start, name) in enumerate(marks):
+            end = marks[k + 1][0] if k + 1 < len(marks) else duration
+            end = min(end, duration)
+            if end > start:
+                phonemes.append(Phoneme(ipa=name.strip(), start=start, end=end))
+        return Utterance(text=text, audio=audio, phonemes=phonemes, voice=voice.name)
+
+
+def synthesize(text: str, voice: Voice = Voice()) -> Utterance:
+    """Convenience wrapper around the process-wide engine."""
+    return Espeak.get().synthesize(text, voice)
+
+
+# Voices with varied timbre: espeak-ng English voices x its variants (male m1-m7, female f1-f5).
+ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029")
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+
+
+def random_voice(rng: np.random.Generator) -> Voice:
+    name = f"{rng.choice(ACCENTS)}+{rng.choice(VARIANTS)}"
+    return Voice(name=name, rate=int(rng.integers(130, 211)), pitch=int(rng.integers(25, 76)), range=int(rng.integers(30, 91)))
+
+
+_SUBJECTS = (
+    "the old captain", "my neighbour", "a quiet student", "the city council", "our teacher", "the tired pilot",
+    "every morning the baker", "a small group of friends", "the weather report", "this new phone", "my brother",
+    "the museum guide", "a young doctor", "the football team", "her grandmother", "the lazy cat", "nobody here",
+)
+_VERBS = (
+    "wants to visit", "forgot about", "always talks about", "painted", "carefully opened", "will never sell",
+    "quickly found", "is looking for", "brought back", "loves to watch", "argued about", "could not believe",
+    "wrote a letter about", "is waiting for", "laughed at", "cleaned", "remembered",
+)
+_OBJECTS = (
+    "the blue boat on the river", "a map of the northern islands", "seven yellow umbrellas", "the broken window",
+    "an enormous chocolate cake", "the quiet village by the sea", "a box of old photographs", "the morning train",
+    "a strange noise in the kitchen", "the price of fresh bread", "our plans for the summer", "the missing keys",
+    "a very loud orchestra", "the garden behind the school", "two hundred paper cranes", "the final exam",
+)
+_TAILS = ("", "", " yesterday", " last week", " again", " before lunch", " after the storm", " every single day")
+_OPENERS = ("", "", "", "Well, ", "Honestly, ", "You know, ", "Oh, ", "Look, ", "Really? ")
+_QUESTIONS = ("Do you think", "Why would", "Have you heard that", "Is it true that")
+
+
+# Held-out sentences: the "test" split draws objects the "train" split never says.
+_HELD_OUT_OBJECTS = 4
+
+
+def random_sentence(rng: np.random.Generator, split: str = "train") -> str:
+    """A random English sentence (statement or question) from a small grammar."""
+    objects = _OBJECTS[-_HELD_OUT_OBJECTS:] if split == "test" else _OBJECTS[:-_HELD_OUT_OBJECTS]
+    subj, verb, obj = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(objects)
+    tail = rng.choice(_TAILS)
+    if rng.random() < 0.25:
+        return f"{rng.choice(_QUESTIONS)} {subj} {verb} {obj}{tail}?"
+    text = f"{rng.choice(_OPENERS)}{subj} {verb} {obj}{tail}."
+    return text[0].upper() + text[1:]

@@ -1,0 +1,695 @@
+"""Media I/O: the one place rtavatar reads and writes audio, images and video.
+
+Everything else in the package works on plain arrays with fixed conventions
+(DESIGN.md §2):
+
+* audio  — float32 mono in [-1, 1] at ``SAMPLE_RATE`` (16 kHz);
+* images — ``H x W x 3`` uint8 RGB;
+* video  — ``FPS`` (25) frames per second, frame ``i`` covers audio samples
+  ``[i * 640, (i + 1) * 640)``.
+
+Files are decoded with PyAV (FFmpeg) and Pillow; every failure is turned into a
+typed :mod:`rtavatar.errors` exception whose message names the file (or
+``"<array>"`` for in-memory input) and says what is wrong in plain words.
+
+PyAV / FFmpeg behaviour this module relies on (checked against PyAV 18):
+
+* AAC encoders prepend 1024 "priming" samples. When audio starts with the
+  video, the MP4 muxer records them in an edit list and the decoder drops them
+  (skip-samples side data), so the first decoded audio frame has pts 0. When
+  audio starts later, the priming frame is kept and simply carries pts
+  ``start - 1024``. Either way the first decoded frame's pts is right, so
+  :func:`read_video` aligns audio by it (relative to the first video frame)
+  instead of assuming audio sample 0 is frame 0.
+* libswresample's stereo->mono matrix scales each side by 1/sqrt(2); we
+  resample per channel and average instead, matching :func:`validate_audio`.
+* AAC pads the *end* to a whole 1024-sample frame and FFmpeg does not trim that
+  tail on decode; the audio stream's declared duration is exact, so decoded
+  audio is trimmed to it (only when the excess is small enough to be padding —
+  durations estimated from bitrate can be wrong and must not cut real audio).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import FPS, SAMPLE_RATE
+from .errors import (
+    ChannelLayoutError,
+    CorruptMediaError,
+    EmptyAudioError,
+    MediaError,
+    MediaNotFoundError,
+    MediaSizeError,
+    UnsupportedMediaError,
+)
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: Longest audio we agree to decode (4 h is ~0.9 GB of float32 at 16 kHz).
+MAX_AUDIO_SECONDS: float = 4 * 3600.0
+#: Most audio channels we interpret (7.1 is 8).
+MAX_CHANNELS: int = 8
+#: Largest image / video side we accept.
+MAX_IMAGE_SIDE: int = 8192
+#: read_video() holds every frame in memory; past this, use iter_video_frames().
+MAX_READ_VIDEO_BYTES: int = 8 * 1024**3
+#: Decoded audio longer than the declared duration by at most this is encoder
+#: padding and is trimmed; a larger excess means the declared duration is wrong.
+_MAX_PADDING_SECONDS: float = 0.25
+#: AAC frame size; also a sensible chunk for feeding any audio encoder.
+_AUDIO_CHUNK: int = 1024
+#: Containers write_video can put H.264 + AAC into, by file suffix.
+_MUXERS: dict[str, str] = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+#: Pixel formats whose chroma is subsampled horizontally / vertically.
+_HALF_WIDTH = {"yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p", "yuv420p10le", "yuv422p10le"}
+_HALF_HEIGHT = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_path(path: PathLike, what: str) -> Path:
+    """Resolve the existence questions before FFmpeg/Pillow turn them into vaguer errors."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaNotFoundError(f"{what} file {p} does not exist")
+    if p.is_dir():
+        raise UnsupportedMediaError(f"{what} path {p} is a directory, not a file")
+    return p
+
+
+def _open_av(p: Path, what: str) -> Any:
+    """av.open with FFmpeg's errors mapped onto ours."""
+    try:
+        # metadata_errors="replace": a badly encoded title tag must not make a file unreadable.
+        return av.open(str(p), metadata_errors="replace")
+    except av.error.FileNotFoundError as e:  # raced with a delete
+        raise MediaNotFoundError(f"{what} file {p} does not exist") from e
+    except av.error.IsADirectoryError as e:
+        raise UnsupportedMediaError(f"{what} path {p} is a directory, not a file") from e
+    except av.error.PermissionError as e:
+        raise UnsupportedMediaError(f"{what} file {p} cannot be read: permission denied") from e
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise CorruptMediaError(
+            f"{what} file {p} is not a readable media file (unknown format or corrupt data: {e})"
+        ) from e
+
+
+def _decode_error(p: Path, what: str, e: Exception) -> CorruptMediaError:
+    return CorruptMediaError(f"{what} file {p} is corrupt: decoding failed ({e})")
+
+
+def _stream_seconds(stream: Any) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _container_seconds(container: Any) -> float | None:
+    # container.duration is in AV_TIME_BASE (microseconds).
+    return None if container.duration is None else container.duration / 1_000_000
+
+
+def _check_audio_stream(stream: Any, p: Path, what: str) -> None:
+    """Reject absurd audio before decoding a single packet."""
+    channels = stream.codec_context.channels
+    if channels > MAX_CHANNELS:
+        raise ChannelLayoutError(
+            f"{what} file {p} has {channels} audio channels; at most {MAX_CHANNELS} are supported"
+        )
+    seconds = _stream_seconds(stream)
+    if seconds is not None and seconds > MAX_AUDIO_SECONDS:
+        raise MediaSizeError(
+            f"{what} file {p} has {seconds / 3600:.1f} h of audio; the limit is {MAX_AUDIO_SECONDS / 3600:.0f} h"
+        )
+
+
+class _AudioCollector:
+    """Resamples decoded audio frames to float32 mono and enforces the duration limit.
+
+    Channels are resampled separately and then averaged, not mixed by
+    libswresample: its stereo->mono matrix scales each side by 1/sqrt(2), which
+    would make files louder than the same array passed to validate_audio.
+    ``start`` is the time (s) of the first decoded frame, so callers can align
+    audio against another stream.
+    """
+
+    def __init__(self, p: Path, what: str, sample_rate: int) -> None:
+        self.p, self.what, self.sample_rate = p, what, sample_rate
+        self.resampler: Any = None
+        self.setup: tuple[Any, ...] | None = None
+        self.chunks: list[np.ndarray] = []
+        self.n = 0
+        self.start: float | None = None
+        self.limit = int(MAX_AUDIO_SECONDS * sample_rate)
+
+    def _take(self, frames: list[Any]) -> None:
+        for f in frames:
+            # "fltp" gives (channels, samples).
+            a = f.to_ndarray()
+            a = a[0] if a.shape[0] == 1 else a.mean(axis=0, dtype=np.float32)
+            self.chunks.append(a)
+            self.n += a.size
+        if self.n > self.limit:
+            raise MediaSizeError(
+                f"{self.what} file {self.p} has more than {MAX_AUDIO_SECONDS / 3600:.0f} h of audio (the limit)"
+            )
+
+    def add(self, frame: Any) -> None:
+        nch = frame.layout.nb_channels
+        if nch > MAX_CHANNELS:
+            raise ChannelLayoutError(
+                f"{self.what} file {self.p} has {nch} audio channels; at most {MAX_CHANNELS} are supported"
+            )
+        if self.start is None and frame.pts is not None and frame.time_base is not None:
+            self.start = float(frame.pts * frame.time_base)
+        setup = (frame.layout.name, frame.format.name, frame.sample_rate)
+        if setup != self.setup:
+            # A resampler is fixed to its first input; streams may change layout/rate midway.
+            self._flush()
+            self.resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=self.sample_rate)
+            self.setup = setup
+        self._take(self.resampler.resample(frame))
+
+    def _flush(self) -> None:
+        # The resampler holds back a filter's worth of samples until flushed.
+        if self.resampler is not None:
+            self._take(self.resampler.resample(None))
+
+    def finish(self, declared_seconds: float | None) -> np.ndarray:
+        self._flush()
+        out = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        if declared_seconds is not None and declared_seconds > 0:
+            want = int(round(declared_seconds * self.sample_rate))
+            excess = out.size - want
+            if 0 < excess <= _MAX_PADDING_SECONDS * self.sample_rate:
+                out = out[:want]  # encoder end padding (AAC pads to 1024 samples)
+        return np.clip(out, -1.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file, or the audio track of a video, to float32 mono at ``sample_rate``.
+
+    Any format FFmpeg reads works (wav, flac, mp3, ogg, m4a, mp4, mkv, webm, mov, ...);
+    the first audio stream is used and all channels are averaged.
+
+    Raises:
+        MediaNotFoundError: the file does not exist.
+        UnsupportedMediaError: a directory, or a file without an audio stream.
+        CorruptMediaError: unknown format or undecodable data.
+        ChannelLayoutError: more than 8 channels.
+        MediaSizeError: longer than ``MAX_AUDIO_SECONDS``.
+        EmptyAudioError: the audio has no samples.
+    """
+    p = _check_path(path, "audio")
+    container = _open_av(p, "audio")
+    try:
+        if not container.streams.audio:
+            raise UnsupportedMediaError(f"audio file {p} has no audio stream")
+        stream = container.streams.audio[0]
+        total = _container_seconds(container)
+        if total is not None and total > MAX_AUDIO_SECONDS:
+            raise MediaSizeError(
+                f"audio file {p} lasts {total / 3600:.1f} h; the limit is {MAX_AUDIO_SECONDS / 3600:.0f} h"
+            )
+        _check_audio_stream(stream, p, "audio")
+        col = _AudioCollector(p, "audio", sample_rate)
+        try:
+            for frame in container.decode(stream):
+                col.add(frame)
+            audio = col.finish(_stream_seconds(stream))
+        except av.error.FFmpegError as e:
+            raise _decode_error(p, "audio", e) from e
+    finally:
+        container.close()
+    if audio.size == 0:
+        raise EmptyAudioError(f"audio file {p} contains no samples")
+    logger.debug("read_audio %s: %d samples at %d Hz", p, audio.size, sample_rate)
+    return audio
+
+
+def _audio_to_mono(samples: Any, name: str) -> np.ndarray:
+    """Shape/dtype normalisation shared by validate_audio and write_video."""
+    a = np.asarray(samples)
+    if a.size == 0:
+        raise EmptyAudioError(f"audio {name} contains no samples")
+    if a.ndim == 0 or a.ndim > 2:
+        raise ChannelLayoutError(
+            f"audio {name} has shape {a.shape}; expected 1-D samples or 2-D (samples, channels)"
+        )
+    if a.dtype == np.int16:
+        a = a.astype(np.float32) / 32768.0
+    elif a.dtype == np.int32:
+        a = a.astype(np.float32) / 2147483648.0
+    elif a.dtype == np.uint8:  # 8-bit PCM is unsigned, centred on 128
+        a = (a.astype(np.float32) - 128.0) / 128.0
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32, copy=False)
+    else:
+        raise UnsupportedMediaError(f"audio {name} has dtype {a.dtype}; expected float or int16 samples")
+    if a.ndim == 2:
+        # The channel axis is the short one: (n, C) or (C, n).
+        ch_axis = int(np.argmin(a.shape))
+        channels = a.shape[ch_axis]
+        if channels > MAX_CHANNELS:
+            raise ChannelLayoutError(
+                f"audio {name} has shape {a.shape}: {channels} channels; at most {MAX_CHANNELS} are supported"
+            )
+        a = a.mean(axis=ch_axis, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise CorruptMediaError(f"audio {name} contains NaN or infinite samples")
+    peak = float(np.max(np.abs(a)))
+    if peak > 1.0:
+        logger.warning("audio %s peaks at %.3f; clipping to [-1, 1]", name, peak)
+        a = np.clip(a, -1.0, 1.0)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def validate_audio(samples: Any, sample_rate: int, *, name: str = "<array>") -> np.ndarray:
+    """Check in-memory audio handed to the API and return it as float32 mono in [-1, 1].
+
+    Accepts 1-D samples or 2-D ``(n, C)`` / ``(C, n)`` with 1..8 channels (the
+    shorter axis is taken as channels), int16 (scaled by 1/32768) or float.
+    Only 16 kHz is accepted: silently resampling here would hide a caller's
+    mistake, and :func:`read_audio` already resamples files.
+    """
+    if int(sample_rate) != SAMPLE_RATE:
+        raise UnsupportedMediaError(
+            f"audio {name} is at {sample_rate} Hz; rtavatar needs {SAMPLE_RATE} Hz mono — "
+            "resample it (read_audio does this for files)"
+        )
+    return _audio_to_mono(samples, name)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _check_side(w: int, h: int, name: str, what: str, min_size: int, max_size: int) -> None:
+    if min(w, h) < min_size:
+        raise MediaSizeError(f"{what} {name} is {w}x{h}; each side must be at least {min_size} pixels")
+    if max(w, h) > max_size:
+        raise MediaSizeError(f"{what} {name} is {w}x{h}; each side must be at most {max_size} pixels")
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def read_image(path: PathLike, *, min_size: int = 32, max_size: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Read an image (png, jpg, webp, bmp, ... anything Pillow decodes) as HxWx3 uint8 RGB.
+
+    EXIF orientation is applied; transparency is composited on white; grey,
+    palette, CMYK and 16-bit images are converted. Animated images give their
+    first frame.
+    """
+    p = _check_path(path, "image")
+    try:
+        # Escalate Pillow's bomb *warning* too: with our limits it can only mean a hostile file.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                # Header only so far: check dimensions before decompressing anything.
+                w, h = img.size
+                _check_side(w, h, str(p), "image", min_size, max_size)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                arr = _pil_to_rgb(img)
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MediaSizeError(f"image {p} is too large to decode safely ({e})") from e
+    except UnidentifiedImageError as e:
+        raise CorruptMediaError(f"image {p} is not an image Pillow can read (unknown format or corrupt)") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Pillow reports truncation as OSError and broken chunks as SyntaxError.
+        raise CorruptMediaError(f"image {p} is corrupt or truncated ({e})") from e
+    logger.debug("read_image %s: %dx%d", p, arr.shape[1], arr.shape[0])
+    return arr
+
+
+def _pil_to_rgb(img: Any) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's convert("RGB") clips 16-bit values instead of scaling them.
+        a = np.asarray(img, dtype=np.float32)
+        if a.size and float(a.max()) > 255.0:
+            a = a / 257.0
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(g[..., None], 3, axis=2))
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        return _composite_on_white(np.asarray(img.convert("RGBA")))
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def validate_image(
+    arr: Any, *, name: str = "<array>", min_size: int = 32, max_size: int = MAX_IMAGE_SIDE
+) -> np.ndarray:
+    """Check an in-memory image (HxW, HxWx1, HxWx3 or HxWx4 uint8) and return HxWx3 uint8 RGB."""
+    a = np.asarray(arr)
+    if a.dtype != np.uint8:
+        raise UnsupportedMediaError(f"image {name} has dtype {a.dtype}; expected uint8 RGB")
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ChannelLayoutError(f"image {name} has shape {a.shape}; expected HxW, HxWx3 or HxWx4")
+    _check_side(a.shape[1], a.shape[0], name, "image", min_size, max_size)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 4:
+        a = _composite_on_white(a)
+    return np.ascontiguousarray(a)
+
+
+# --------------------------------------------------------------------------- video writing
+
+
+def _as_fraction(rate: int | float | Fraction) -> Fraction:
+    fr = Fraction(rate).limit_denominator(1001)
+    if fr <= 0:
+        raise ValueError(f"frame rate must be positive, got {rate}")
+    return fr
+
+
+def _check_frame(frame: Any, i: int, name: str, size: tuple[int, int] | None) -> np.ndarray:
+    f = np.asarray(frame)
+    if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+        raise ChannelLayoutError(
+            f"video {name}: frame {i} has shape {f.shape} and dtype {f.dtype}; expected HxWx3 uint8 RGB"
+        )
+    h, w = f.shape[:2]
+    if size is not None and (h, w) != size:
+        raise MediaSizeError(
+            f"video {name}: frame {i} is {w}x{h} but frame 0 was {size[1]}x{size[0]}; all frames must match"
+        )
+    if size is None:
+        _check_side(w, h, name, "video", 1, MAX_IMAGE_SIDE)
+    return f
+
+
+def write_video(
+    path: PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    audio: np.ndarray | None = None,
+    *,
+    fps: int | float | Fraction = FPS,
+    sample_rate: int = SAMPLE_RATE,
+    crf: int = 18,
+    pix_fmt: str = "yuv420p",
+    preset: str = "veryfast",
+    audio_bitrate: int = 128_000,
+) -> int:
+    """Encode RGB frames (and optional mono audio) to H.264 (+ AAC) and return the frame count.
+
+    ``frames`` may be an array ``(N, H, W, 3)`` or any iterable of ``HxWx3``
+    uint8 frames, including a generator (frames are encoded as they arrive, so
+    long videos never sit in memory). Frame ``i`` gets pts ``i`` in time base
+    ``1/fps``. Audio (1-D or 2-D, float or int16, at ``sample_rate``) is trimmed
+    or zero-padded to exactly ``n_frames * sample_rate / fps`` samples, so the
+    audio track ends with the video; it is interleaved with the video as the
+    frames arrive, so this works with generators too.
+
+    With a chroma-subsampled ``pix_fmt`` (yuv420p) odd widths/heights are padded
+    to even by repeating the last column/row, since H.264 4:2:0 cannot code odd
+    sizes. ``pix_fmt="yuv444p"`` keeps full chroma (near-lossless dataset storage
+    with a low ``crf``).
+
+    The file is written to a temp file in the same directory and renamed into
+    place, so readers never see a half-written video. Suffix picks the
+    container: .mp4/.m4v (default), .mov or .mkv.
+    """
+    out = Path(path)
+    name = str(out)
+    suffix = out.suffix.lower()
+    if suffix and suffix not in _MUXERS:
+        raise UnsupportedMediaError(
+            f"video {name}: cannot write H.264+AAC into a '{suffix}' file; use one of {sorted(_MUXERS)}"
+        )
+    muxer = _MUXERS.get(suffix, "mp4")
+    rate = _as_fraction(fps)
+    time_base = Fraction(rate.denominator, rate.numerator)
+    mono = _audio_to_mono(audio, name) if audio is not None else None
+    pad_w, pad_h = pix_fmt in _HALF_WIDTH, pix_fmt in _HALF_HEIGHT
+
+    def audio_end(n_frames: int) -> int:
+        # Exact integer sample index where video frame n_frames starts.
+        return n_frames * sample_rate * rate.denominator // rate.numerator
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A unique hidden name in the same directory (so os.replace is atomic). Not mkstemp: FFmpeg
+    # creates the file itself, so it gets the usual umask permissions rather than mkstemp's 0600.
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp{suffix or '.mp4'}"
+    container = None
+    n = 0
+    try:
+        vstream = astream = None
+        size: tuple[int, int] | None = None
+        extra_h = extra_w = 0  # edge rows/columns added to reach even sizes
+        a_pos = 0  # next audio sample to encode
+
+        def emit_audio(upto: int, final: bool) -> None:
+            # Feed audio in 1024-sample frames up to sample `upto`; zeros past the end of `mono`.
+            nonlocal a_pos
+            while a_pos < upto and (final or upto - a_pos >= _AUDIO_CHUNK):
+                k = min(_AUDIO_CHUNK, upto - a_pos)
+                chunk = np.zeros(k, np.float32)
+                have = max(0, min(k, mono.size - a_pos))  # type: ignore[union-attr]
+                if have:
+                    chunk[:have] = mono[a_pos : a_pos + have]  # type: ignore[index]
+                af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+                af.sample_rate = sample_rate
+                af.pts = a_pos
+                af.time_base = Fraction(1, sample_rate)
+                for pkt in astream.encode(af):  # type: ignore[union-attr]
+                    container.mux(pkt)  # type: ignore[union-attr]
+                a_pos += k
+
+        for i, frame in enumerate(frames):
+            f = _check_frame(frame, i, name, size)
+            if size is None:
+                size = f.shape[:2]
+                h, w = size
+                extra_h, extra_w = (h % 2 if pad_h else 0), (w % 2 if pad_w else 0)
+                eh, ew = h + extra_h, w + extra_w
+                if extra_h or extra_w:
+                    logger.info("video %s: padding %dx%d frames to %dx%d for %s", name, w, h, ew, eh, pix_fmt)
+                container = av.open(str(tmp), "w", format=muxer)
+                vstream = container.add_stream(
+                    "libx264", rate=rate, options={"crf": str(crf), "preset": preset}
+                )
+                vstream.width, vstream.height, vstream.pix_fmt = ew, eh, pix_fmt
+                if mono is not None:
+                    astream = container.add_stream("aac", rate=sample_rate)
+                    astream.layout = "mono"
+                    astream.bit_rate = audio_bitrate
+            if extra_h or extra_w:
+                f = np.pad(f, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf.pts = i
+            vf.time_base = time_base
+            for pkt in vstream.encode(vf):  # type: ignore[union-attr]
+                container.mux(pkt)  # type: ignore[union-attr]
+            n = i + 1
+            if astream is not None:
+                emit_audio(audio_end(n), final=False)
+
+        if n == 0:
+            raise MediaSizeError(f"video {name}: no frames to write")
+        for pkt in vstream.encode(None):  # type: ignore[union-attr]
+            container.mux(pkt)  # type: ignore[union-attr]
+        if astream is not None:
+            emit_audio(audio_end(n), final=True)
+            for pkt in astream.encode(None):
+                container.mux(pkt)  # type: ignore[union-attr]
+        container.close()  # type: ignore[union-attr]
+        container = None
+        os.replace(tmp, out)
+    except BaseException:
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # the original error matters more than a failed close
+                pass
+        tmp.unlink(missing_ok=True)
+        raise
+    if mono is not None and mono.size != audio_end(n):
+        how = "trimmed" if mono.size > audio_end(n) else "zero-padded"
+        logger.debug("video %s: audio %s from %d to %d samples", name, how, mono.size, audio_end(n))
+    logger.debug("write_video %s: %d frames at %s fps", name, n, rate)
+    return n
+
+
+# --------------------------------------------------------------------------- video reading
+
+
+@dataclass
+class VideoClip:
+    """A decoded video: frames ``(N, H, W, 3)`` uint8 RGB, its frame rate and its audio.
+
+    ``audio`` is float32 mono at ``sample_rate``, aligned so sample 0 is the
+    start of frame 0; None when the file has no audio track.
+    """
+
+    frames: np.ndarray
+    fps: float
+    audio: np.ndarray | None
+    sample_rate: int = SAMPLE_RATE
+
+
+def _video_stream(container: Any, p: Path) -> Any:
+    if not container.streams.video:
+        raise UnsupportedMediaError(f"video file {p} has no video stream")
+    stream = container.streams.video[0]
+    w, h = stream.codec_context.width, stream.codec_context.height
+    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+        raise MediaSizeError(f"video file {p} is {w}x{h}; each side must be at most {MAX_IMAGE_SIDE} pixels")
+    if w <= 0 or h <= 0:
+        raise CorruptMediaError(f"video file {p} declares an invalid frame size {w}x{h}")
+    return stream
+
+
+def _stream_fps(stream: Any) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else float(FPS)
+
+
+def probe_video(path: PathLike) -> dict[str, Any]:
+    """Read a video's header: ``n_frames`` (estimate), ``fps``, ``width``, ``height``,
+    ``duration`` (seconds, or None if unknown) and ``has_audio``."""
+    p = _check_path(path, "video")
+    container = _open_av(p, "video")
+    try:
+        stream = _video_stream(container, p)
+        fps = _stream_fps(stream)
+        duration = _stream_seconds(stream) or _container_seconds(container)
+        n_frames = int(stream.frames or 0)
+        if n_frames <= 0 and duration is not None:
+            n_frames = int(round(duration * fps))  # containers like mkv don't store a frame count
+        return {
+            "n_frames": n_frames,
+            "fps": fps,
+            "width": int(stream.codec_context.width),
+            "height": int(stream.codec_context.height),
+            "duration": duration,
+            "has_audio": bool(container.streams.audio),
+        }
+    finally:
+        container.close()
+
+
+def iter_video_frames(path: PathLike) -> Iterator[np.ndarray]:
+    """Yield a video's frames one by one as HxWx3 uint8 RGB (constant memory for long files).
+
+    The file is opened and checked at call time, so a missing or corrupt file
+    raises here rather than at the first ``next()``.
+    """
+    p = _check_path(path, "video")
+    container = _open_av(p, "video")
+    try:
+        stream = _video_stream(container, p)
+        stream.thread_type = "AUTO"  # frame threading: decoding is the bottleneck here
+    except BaseException:
+        container.close()
+        raise
+
+    def gen() -> Iterator[np.ndarray]:
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise _decode_error(p, "video", e) from e
+        finally:
+            container.close()
+
+    return gen()
+
+
+def read_video(path: PathLike, *, with_audio: bool = True) -> VideoClip:
+    """Decode a whole video into memory (frames as RGB uint8 and audio at 16 kHz mono).
+
+    Audio sample 0 is aligned with the first video frame: if the first decoded
+    audio frame starts later (or earlier) than the video, zeros are prepended (or
+    samples dropped). For files too large for memory use :func:`iter_video_frames`.
+    """
+    p = _check_path(path, "video")
+    container = _open_av(p, "video")
+    try:
+        vstream = _video_stream(container, p)
+        vstream.thread_type = "AUTO"
+        fps = _stream_fps(vstream)
+        w, h = vstream.codec_context.width, vstream.codec_context.height
+        frame_bytes = w * h * 3
+        max_frames = MAX_READ_VIDEO_BYTES // frame_bytes
+        est = int(vstream.frames or 0) or int(round((_container_seconds(container) or 0) * fps))
+        if est > max_frames:
+            raise MediaSizeError(
+                f"video file {p} has about {est} frames of {w}x{h}; more than read_video holds in memory "
+                f"({MAX_READ_VIDEO_BYTES / 1024**3:.0f} GiB) — use iter_video_frames"
+            )
+        astream = container.streams.audio[0] if (with_audio and container.streams.audio) else None
+        col = None
+        if astream is not None:
+            _check_audio_stream(astream, p, "video")
+            col = _AudioCollector(p, "video", SAMPLE_RATE)
+        frames: list[np.ndarray] = []
+        v_start: float | None = None
+        streams = [vstream] + ([astream] if astream is not None else [])
+        try:
+            # One demux pass over both streams instead of reading the file twice.
+            for packet in container.demux(*streams):
+                for frame in packet.decode():
+                    if packet.stream.type == "video":
+                        if v_start is None and frame.pts is not None and frame.time_base is not None:
+                            v_start = float(frame.pts * frame.time_base)
+                        frames.append(frame.to_ndarray(format="rgb24"))
+                        if len(frames) > max_frames:
+                            raise MediaSizeError(
+                                f"video file {p} has more than {max_frames} frames of {w}x{h}; "
+                                "too many for read_video — use iter_video_frames"
+                            )
+                    else:
+                        col.add(frame)  # type: ignore[union-attr]
+            audio = None
+            if col is not None:
+                audio = col.finish(_stream_seconds(astream))
+        except av.error.FFmpegError as e:
+            raise _decode_error(p, "video", e) from e
+    finally:
+        container.close()
+
+    if not frames:
+        raise CorruptMediaError(f"video file {p} has a video stream but no decodable frames")
+    if audio is not None and col is not None:
+        if v_start is None:
+            v_start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
+        a_start = col.start if col.start is not None else v_start
+        offset = int(round((a_start - v_start) * SAMPLE_RATE))
+        if offset > 0:  # audio starts after the first frame: keep sample 0 == frame 0
+            audio = np.concatenate([np.zeros(offset, np.float32), audio])
+        elif offset < 0:
+            audio = audio[-offset:]
+        if offset:
+            logger.debug("read_video %s: audio offset %+d samples relative to video", p, offset)
+    logger.debug("read_video %s: %d frames at %.3f fps, audio=%s", p, len(frames), fps,
+                 None if audio is None else audio.size)
+    return VideoClip(frames=np.stack(frames), fps=fps, audio=audio, sample_rate=SAMPLE_RATE)
