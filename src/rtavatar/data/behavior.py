@@ -145,16 +145,19 @@ def frame_energy(audio: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def blink_curve(rng: np.random.Generator, n: int, per_minute: float = 17.0) -> np.ndarray:
-    """Blinks at ~17/min (gamma-distributed gaps): 80 ms closing, 160 ms opening."""
+    """Blinks at ~17/min (gamma-distributed gaps): 80 ms closing, 40 ms closed, 160 ms opening.
+
+    The closed hold means every blink shows at least one fully closed frame at 25 fps.
+    """
     t = (np.arange(n) + 0.5) / FPS
     out = np.zeros(n)
+    closing, hold, opening = 0.08, 0.04, 0.16
     s = float(rng.uniform(0.2, 2.5))
     while s < n / FPS:
-        closing, opening = 0.08, 0.16
         rise = np.clip((t - s) / closing, 0, 1)
-        fall = np.clip(1 - (t - s - closing) / opening, 0, 1)
-        out = np.maximum(out, np.where(t < s + closing, rise, fall) * (t >= s))
-        s += closing + opening + float(rng.gamma(2.0, 60.0 / per_minute / 2.0))
+        fall = np.clip(1 - (t - s - closing - hold) / opening, 0, 1)
+        out = np.maximum(out, np.minimum(rise, fall) * (t >= s))
+        s += closing + hold + opening + float(rng.gamma(2.0, 60.0 / per_minute / 2.0))
     return out
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import logging
+import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -157,9 +160,52 @@ class Espeak:
         return Utterance(text=text, audio=audio, phonemes=phonemes, voice=voice.name)
 
 
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            raise SpeechSynthesisError("espeak-ng child process ended early")
+        buf += chunk
+    return bytes(buf)
+
+
 def synthesize(text: str, voice: Voice = Voice()) -> Utterance:
-    """Convenience wrapper around the process-wide engine."""
-    return Espeak.get().synthesize(text, voice)
+    """Speak `text` deterministically.
+
+    espeak-ng's output depends on everything the process synthesized before (its timings drift
+    by a few ms from call to call), which would make datasets depend on worker scheduling. So
+    each call runs in a forked child whose engine was initialised but has never spoken; the
+    result comes back over a pipe as JSON + raw float32 samples.
+    """
+    engine = Espeak.get()  # initialise (without speaking) in the parent, so children inherit it
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            utt = engine.synthesize(text, voice)
+            head = json.dumps({"ok": True, "n": len(utt.audio), "voice": utt.voice,
+                               "phonemes": [[p.ipa, p.start, p.end] for p in utt.phonemes]}).encode()
+            payload = utt.audio.astype(np.float32).tobytes()
+        except BaseException as e:  # noqa: BLE001 - report any failure to the parent
+            head, payload, code = json.dumps({"ok": False, "error": str(e)}).encode(), b"", 1
+        with os.fdopen(w, "wb") as f:
+            f.write(struct.pack("<Q", len(head)) + head + payload)
+        os._exit(code)
+    os.close(w)
+    try:
+        (n_head,) = struct.unpack("<Q", _read_exact(r, 8))
+        head = json.loads(_read_exact(r, n_head))
+        if not head["ok"]:
+            raise SpeechSynthesisError(head["error"])
+        audio = np.frombuffer(_read_exact(r, 4 * head["n"]), np.float32).copy()
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    phonemes = [Phoneme(ipa, float(a), float(b)) for ipa, a, b in head["phonemes"]]
+    return Utterance(text=text, audio=audio, phonemes=phonemes, voice=head["voice"])
 
 
 # Voices with varied timbre: espeak-ng English voices x its variants (male m1-m7, female f1-f5).
