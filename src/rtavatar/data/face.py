@@ -426,6 +426,7 @@ class Renderer:
             d = d - 0.018 * np.sin(ang * 14) * (fy < 0)
         if style in ("bob", "long"):
             side = np.maximum(np.maximum(np.abs(fx) - (i.face_w + vol), i.face_w * 0.78 - np.abs(fx)), fy - (0.05 if style == "bob" else 0.45))
+            side = np.maximum(side, -fy - 0.5 * i.face_h)  # strands start at the temples, not above the head
             d = np.minimum(d, side)
         alpha = 0.6 if style == "buzz" else 1.0
         col = hc * (0.85 + 0.25 * np.clip(-fy / i.face_h, 0, 1))[..., None]

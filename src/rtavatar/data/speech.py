@@ -148,6 +148,9 @@ class Espeak:
         native = np.concatenate(samples).astype(np.float32) / 32768.0 if samples else np.zeros(0, np.float32)
         # 22050 -> 16000 Hz: polyphase resampling (16000/22050 = 320/441).
         audio = resample_poly(native, SAMPLE_RATE // 50, self.native_rate // 50).astype(np.float32)
+        peak = float(np.abs(audio).max()) if len(audio) else 0.0
+        if peak > 0.95:  # espeak-ng can hit full scale; resampling overshoots it slightly
+            audio *= 0.95 / peak
         duration = len(audio) / SAMPLE_RATE
         marks = [(pos / 1000.0, name.decode("utf-8", "replace")) for typ, pos, name in events if typ == _EV_PHONEME]
         marks.sort(key=lambda m: m[0])
