@@ -1,0 +1,3 @@
+from rtavatar.cli import main
+
+raise SystemExit(main())
