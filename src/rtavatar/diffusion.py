@@ -1,0 +1,127 @@
+"""Diffusion core: noise schedule, v-parameterization, guidance, and samplers.
+
+Schedule (variance preserving, cosine): for t in [0, 1] (0 = clean),
+    alpha(t) = cos(pi t / 2),  sigma(t) = sin(pi t / 2),  x_t = alpha x0 + sigma eps.
+The network predicts v = alpha eps - sigma x0 (Salimans & Ho 2022), so
+    x0_hat = alpha x_t - sigma v,   eps_hat = sigma x_t + alpha v.
+We clip t to [0, T_MAX] so sigma/alpha stays finite at the noisy end.
+
+Every sampler is a small pure function over one interface, k-diffusion style:
+    denoise(x, t, cond) -> x0_hat       with x (B, F, C, H, W), t (B, F)
+Frames with t = 0 (motion frames, clean context) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+T_MAX = 0.999
+Denoiser = Callable[[Tensor, Tensor, object], Tensor]
+
+
+def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+    t = t.clamp(0.0, T_MAX)
+    return torch.cos(0.5 * math.pi * t), torch.sin(0.5 * math.pi * t)
+
+
+def _bcast(a: Tensor, x: Tensor) -> Tensor:
+    """(B, F) -> (B, F, 1, 1, 1) to broadcast against latents."""
+    return a.reshape(*a.shape, *([1] * (x.dim() - a.dim())))
+
+
+def add_noise(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    a, s = alpha_sigma(t)
+    return _bcast(a, x0) * x0 + _bcast(s, x0) * eps
+
+
+def v_target(x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    a, s = alpha_sigma(t)
+    return _bcast(a, x0) * eps - _bcast(s, x0) * x0
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    a, s = alpha_sigma(t)
+    return _bcast(a, x_t) * x_t - _bcast(s, x_t) * v
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+    a, s = alpha_sigma(t)
+    return (x_t - _bcast(a, x_t) * x0) / _bcast(s, x_t).clamp_min(1e-4)
+
+
+class VModel(Protocol):
+    def __call__(self, x: Tensor, t: Tensor, cond: object) -> Tensor: ...
+
+
+def v_denoiser(model: VModel) -> Denoiser:
+    """Wrap a v-predicting network as `denoise(x, t, cond) -> x0_hat`."""
+
+    def denoise(x: Tensor, t: Tensor, cond: object) -> Tensor:
+        return x0_from_v(x, model(x, t, cond), t)
+
+    return denoise
+
+
+def cfg_denoiser(denoise: Denoiser, uncond: object, scale: float) -> Denoiser:
+    """Classifier-free guidance: x0 = x0_u + w (x0_c - x0_u) (w = 1: no guidance).
+
+    `uncond` is the conditioning with the guided inputs dropped (audio, or audio + reference).
+    """
+    if scale == 1.0:
+        return denoise
+
+    def guided(x: Tensor, t: Tensor, cond: object) -> Tensor:
+        x0_c, x0_u = denoise(x, t, cond), denoise(x, t, uncond)
+        return x0_u + scale * (x0_c - x0_u)
+
+    return guided
+
+
+def timesteps(steps: int, t_start: float = T_MAX) -> Tensor:
+    """Uniform grid t_start -> 0 with `steps` intervals."""
+    return torch.linspace(t_start, 0.0, steps + 1)
+
+
+def _frame_times(t: float, active: Tensor) -> Tensor:
+    """Noise level per frame: `t` on frames being generated, 0 on clean context frames."""
+    return active.float() * t
+
+
+def sample_ddim(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX) -> Tensor:
+    """Deterministic DDIM (Song et al. 2021, eta = 0): x_s = alpha_s x0_hat + sigma_s eps_hat.
+
+    x: (B, F, C, H, W) with pure noise (at t_start) on active frames and clean latents elsewhere;
+    active: (B, F) bool, the frames to generate.
+    """
+    grid = timesteps(steps, t_start)
+    for t_now, t_next in zip(grid[:-1], grid[1:]):
+        t = _frame_times(float(t_now), active)
+        x0 = denoise(x, t, cond)
+        eps = eps_from_x0(x, x0, t)
+        a, s = alpha_sigma(_frame_times(float(t_next), active))
+        x_new = _bcast(a, x) * x0 + _bcast(s, x) * eps
+        x = torch.where(_bcast(active, x), x_new, x)
+    return x
+
+
+def sample_euler(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX) -> Tensor:
+    """Euler on the probability-flow ODE in (alpha, sigma) form (Karras et al. 2022, Alg. 1
+    without the Heun correction): dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat."""
+    grid = timesteps(steps, t_start)
+    for t_now, t_next in zip(grid[:-1], grid[1:]):
+        t = _frame_times(float(t_now), active)
+        x0 = denoise(x, t, cond)
+        eps = eps_from_x0(x, x0, t)
+        a, s = alpha_sigma(t)
+        half_pi = 0.5 * math.pi
+        dx = _bcast(-half_pi * s, x) * x0 + _bcast(half_pi * a, x) * eps
+        x_new = x + (float(t_next) - float(t_now)) * dx
+        x = torch.where(_bcast(active, x), x_new, x)
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddim": sample_ddim, "euler": sample_euler}

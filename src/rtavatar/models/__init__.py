@@ -1,0 +1,1 @@
+"""Neural networks: VAE, audio encoder, denoiser (DiT)."""

@@ -1,0 +1,106 @@
+"""Audio encoders: 16 kHz waveform -> per-video-frame features -> windowed audio tokens.
+
+`mel` (default): log-mel spectrogram (25 ms window, 10 ms hop, 80 bands, 4 mel frames per
+40 ms video frame) and a small trainable 1-D conv encoder. Its convolutions look at most
+`lookahead_ms` ahead, so streaming needs only that much future audio (plus the DiT's audio
+window of W frames = W x 40 ms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtavatar import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+HOP = 160  # 10 ms
+N_FFT = 400  # 25 ms
+MEL_PER_FRAME = SAMPLES_PER_FRAME // HOP  # 4
+
+
+def mel_filterbank(n_mels: int = 80, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 20.0, fmax: float = 7600.0) -> np.ndarray:
+    """Triangular HTK-mel filters, (n_mels, n_fft // 2 + 1)."""
+    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    mel_to_hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return (fb * (2.0 / (hi - lo))).astype(np.float32)  # Slaney-style area normalisation
+
+
+class LogMel(nn.Module):
+    def __init__(self, n_mels: int = 80) -> None:
+        super().__init__()
+        self.register_buffer("fb", torch.from_numpy(mel_filterbank(n_mels)), persistent=False)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """(B, S) with S a multiple of 640 -> (B, n_mels, S / 160) log-mel, frame-aligned."""
+        # Centre each 25 ms window on its 10 ms hop so mel frame k covers samples ~[160k, 160k+160).
+        pad = (N_FFT - HOP) // 2
+        x = F.pad(wav, (pad, N_FFT - HOP - pad))
+        spec = torch.stft(x, N_FFT, HOP, window=self.window, center=False, return_complex=True).abs() ** 2
+        mel = torch.einsum("mf,bft->bmt", self.fb, spec)[..., : wav.shape[-1] // HOP]
+        return torch.log(mel + 1e-6)
+
+
+@dataclass
+class AudioConfig:
+    kind: str = "mel"
+    n_mels: int = 80
+    dim: int = 128  # output feature width (= DiTConfig.audio_dim)
+    hidden: int = 128
+    lookahead_frames: int = 2  # conv look-ahead in 10 ms mel frames (20 ms)
+
+
+class MelAudioEncoder(nn.Module):
+    """log-mel -> conv stack -> one feature vector per 40 ms video frame."""
+
+    def __init__(self, cfg: AudioConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mel = LogMel(cfg.n_mels)
+        # Kernel-5 convs padded asymmetrically (mostly past context); the future frames they see
+        # add up to cfg.lookahead_frames over the whole stack.
+        self.convs = nn.ModuleList([nn.Conv1d(cfg.n_mels, cfg.hidden, 5), nn.Conv1d(cfg.hidden, cfg.hidden, 5), nn.Conv1d(cfg.hidden, cfg.hidden, 5)])
+        self.proj = nn.Linear(cfg.hidden * MEL_PER_FRAME, cfg.dim)
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Future samples beyond a video frame's end that its feature depends on."""
+        stft_overhang = N_FFT - HOP - (N_FFT - HOP) // 2  # the last 25 ms window pokes past its hop
+        return self.cfg.lookahead_frames * HOP + stft_overhang
+
+    @property
+    def lookahead_ms(self) -> float:
+        return 1000.0 * self.lookahead_samples / SAMPLE_RATE
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """(B, n_frames * 640) -> (B, n_frames, dim)."""
+        # Fixed normalisation (no statistics over time: streaming must not see the future).
+        x = (self.mel(wav) + 6.0) / 4.0
+        la_left = self.cfg.lookahead_frames
+        for i, conv in enumerate(self.convs):
+            future = min(la_left, 2)
+            la_left -= future
+            x = F.gelu(conv(F.pad(x, (4 - future, future), mode="replicate")))
+        b, c, t = x.shape
+        x = x.reshape(b, c, t // MEL_PER_FRAME, MEL_PER_FRAME).permute(0, 2, 1, 3).reshape(b, t // MEL_PER_FRAME, c * MEL_PER_FRAME)
+        return self.proj(x)
+
+
+def window_features(feats: Tensor, window: int) -> Tensor:
+    """(B, T, D) per-frame features -> (B, T, 2W+1, D): frame i sees frames i-W .. i+W (edges repeat)."""
+    padded = torch.cat([feats[:, :1].expand(-1, window, -1), feats, feats[:, -1:].expand(-1, window, -1)], dim=1)
+    return padded.unfold(1, 2 * window + 1, 1).permute(0, 1, 3, 2)
+
+
+def build_audio_encoder(cfg: AudioConfig) -> nn.Module:
+    if cfg.kind == "mel":
+        return MelAudioEncoder(cfg)
+    raise ValueError(f"unknown audio encoder {cfg.kind!r} (available: mel)")
