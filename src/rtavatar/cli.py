@@ -41,6 +41,44 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return run_demo(out=args.out, text=args.text, seed=args.seed, resolution=args.resolution)
 
 
+def _stage_config(stage: str, spec: str | None):
+    """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
+    from rtavatar.config import from_dict, load_config
+    from rtavatar.models.dit import PRESETS
+    from rtavatar.training.teacher import TeacherConfig
+    from rtavatar.training.vae import VAEStageConfig
+
+    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig}[stage]
+    if spec and Path(spec).is_file():
+        return load_config(cls, spec)
+    if spec and spec not in PRESETS:
+        raise argparse.ArgumentTypeError(f"--config {spec!r} is neither a file nor one of {sorted(PRESETS)}")
+    cfg = cls()
+    if stage == "teacher" and spec:
+        from rtavatar.config import to_dict
+
+        dit = to_dict(PRESETS[spec])
+        cfg = from_dict(cls, {**to_dict(cfg), "net": {"dit": dit, "audio": {**to_dict(cfg.net.audio), "dim": dit["audio_dim"]}}})
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    cfg = _stage_config(args.stage, args.config)
+    if args.steps:
+        cfg.train.steps = args.steps
+    if args.batch_size:
+        cfg.train.batch_size = args.batch_size
+    if args.stage == "vae":
+        from rtavatar.training.vae import train_vae
+
+        return train_vae(cfg, args.data, args.out, resume=args.resume)
+    from rtavatar.training.teacher import train_teacher
+
+    if args.vae:
+        cfg.vae_checkpoint = args.vae
+    return train_teacher(cfg, args.data, args.out, resume=args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -65,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)
+
+    t = sub.add_parser("train", help="train a stage: vae, teacher")
+    t.add_argument("stage", choices=["vae", "teacher"])
+    t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
+    t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
+    t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--steps", type=int, default=0, help="override train.steps")
+    t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
+    t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
     return p
 
 

@@ -179,6 +179,17 @@ class Conditioning:
     guidance: Tensor | None = None
     ref_kv: list[tuple[Tensor, Tensor]] | None = None
     ref_latent: Tensor | None = None
+    # Per-sample classifier-free-guidance dropout (training): False = use the null input.
+    keep_audio: Tensor | None = None
+    keep_controls: Tensor | None = None
+    keep_ref: Tensor | None = None
+
+
+def _keep(mask: Tensor | None, real: Tensor, null: Tensor) -> Tensor:
+    """Per-sample choice between real and null inputs (mask (B,) broadcast over the rest)."""
+    if mask is None:
+        return real
+    return torch.where(mask.reshape(-1, *([1] * (real.dim() - 1))), real, null.expand_as(real))
 
 
 class DiT(nn.Module):
@@ -249,7 +260,7 @@ class DiT(nn.Module):
         c = self.t_mlp(timestep_embedding(t, 256))
         state = cond.state if cond.state is not None else torch.full((b, f), self.cfg.n_states, dtype=torch.long, device=t.device)
         c = c + self.state_emb(state)
-        c = c + (self.ctrl_mlp(cond.controls) if cond.controls is not None else self.null_ctrl)
+        c = c + (_keep(cond.keep_controls, self.ctrl_mlp(cond.controls), self.null_ctrl) if cond.controls is not None else self.null_ctrl)
         if cond.guidance is not None:
             g = cond.guidance.reshape(b, -1).expand(b, f) / 20.0  # scales ~0..20 -> 0..1 like t
             c = c + self.g_mlp(timestep_embedding(g, 256))
@@ -264,10 +275,13 @@ class DiT(nn.Module):
         h = self.patch_in(self.patchify(x)) + self.pos  # (B, F, P, D)
         c = self.frame_conditioning(t, cond)
         if cond.audio is not None:
-            a = self.audio_in(cond.audio) + self.audio_pos
+            a = _keep(cond.keep_audio, self.audio_in(cond.audio) + self.audio_pos, self.null_audio)
         else:
             a = self.null_audio.expand(b, f, -1, -1)
         ref_kv = cond.ref_kv if cond.ref_kv is not None else self.encode_reference(cond.ref_latent, b)
+        if cond.keep_ref is not None:
+            null_kv = self.encode_reference(None, b)
+            ref_kv = [(_keep(cond.keep_ref, k, nk), _keep(cond.keep_ref, v, nv)) for (k, v), (nk, nv) in zip(ref_kv, null_kv)]
         frame_pos = torch.arange(f, device=x.device)
         for blk, kv in zip(self.blocks, ref_kv):
             if self.cfg.gradient_checkpointing and self.training:

@@ -1,0 +1,1 @@
+"""Training stages (vae, teacher; syncnet/distill/eft to come) on one shared loop."""

@@ -1,0 +1,242 @@
+"""What every training stage shares: checkpoints, EMA, the loop, logging.
+
+Determinism: a step's global batch and noise are pure functions of (seed, step); each rank
+takes its slice of the global batch. So `--resume` continues exactly (only weights, EMA,
+optimizer and the step counter need saving), and N processes at batch B/N match one
+process at batch B.
+
+Checkpoints: `RUN/checkpoints/step_XXXXXXX/` with `model.safetensors` (+ `ema.safetensors`),
+`config.json` and `state.pt` (optimizer + step, read with `torch.load(weights_only=True)`,
+which refuses arbitrary pickled objects). Written into a temp directory and renamed, so a
+kill mid-write never leaves a half checkpoint; `RUN/checkpoints/latest` names the newest.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every stage (each stage adds its own)."""
+
+    steps: int = 1000
+    batch_size: int = 8  # global batch (split across processes)
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema: float = 0.999  # 0 disables EMA
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """The RNG for one step's global batch (stream 0) or noise (stream 1)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63))
+
+
+def rank_slice(n: int, rank: int, world: int) -> slice:
+    if n % world:
+        raise ValueError(f"global batch {n} does not split evenly over {world} processes")
+    k = n // world
+    return slice(rank * k, (rank + 1) * k)
+
+
+class EMA:
+    """Exponential moving average of a model's weights (kept as a frozen copy)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _state_dict(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(run: Path, step: int, model: nn.Module, config: dict[str, Any], optimizer: torch.optim.Optimizer | None,
+                    ema: EMA | None = None, keep: int = 2, extra: dict[str, Any] | None = None) -> Path:
+    ckdir = run / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"step_{step:07d}"
+    tmp = ckdir / f".tmp_step_{step:07d}_{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(_state_dict(model), tmp / "model.safetensors")
+    if ema is not None:
+        save_file(_state_dict(ema.model), tmp / "ema.safetensors")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    state: dict[str, Any] = {"step": step, "extra": extra or {}}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    torch.save(state, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    latest_tmp = ckdir / f".latest.{os.getpid()}"
+    latest_tmp.write_text(final.name)
+    os.replace(latest_tmp, ckdir / "latest")
+    old = sorted(p for p in ckdir.glob("step_*") if p.is_dir())
+    for p in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    marker = run / "checkpoints" / "latest"
+    if marker.is_file():
+        p = run / "checkpoints" / marker.read_text().strip()
+        if (p / "model.safetensors").is_file():
+            return p
+    done = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "model.safetensors").is_file())
+    return done[-1] if done else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its latest checkpoint) or a checkpoint directory."""
+    p = Path(path)
+    if (p / "model.safetensors").is_file():
+        return p
+    ck = latest_checkpoint(p) if p.is_dir() else None
+    if ck is None:
+        from rtavatar.errors import RTAvatarError
+
+        raise RTAvatarError(f"checkpoint {p}: no model.safetensors there or in {p}/checkpoints/")
+    return ck
+
+
+def load_weights(model: nn.Module, ckpt: Path, ema: bool = False) -> None:
+    name = "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors"
+    model.load_state_dict(load_file(ckpt / name))
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+
+
+def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    return lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+class JsonlLogger:
+    """Scalars as JSON lines (one per logged step) in RUN/log.jsonl."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def train_loop(
+    *,
+    run: Path,
+    cfg: TrainConfig,
+    model: nn.Module,
+    config_dict: dict[str, Any],
+    loss_fn: Callable[[nn.Module, int, torch.Generator, torch.Generator, int, int], tuple[Tensor, dict[str, float]]],
+    resume: bool,
+    on_checkpoint: Callable[[nn.Module, int], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run `cfg.steps` optimisation steps with accelerate (1 or N processes).
+
+    loss_fn(model, step, batch_gen, noise_gen, rank, world) -> (loss, scalars); it draws the
+    global batch from batch_gen and keeps its rank's slice.
+    stop_after: stop (after checkpointing) once this many steps ran in this call (tests use
+    it to simulate a kill).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # Some parameters legitimately get no gradient in a step (the guidance embedding in the
+    # teacher, null tokens when nothing is dropped), so DDP must look for unused ones.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    run.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    start = 0
+    if resume:
+        ck = latest_checkpoint(run)
+        if ck is not None:
+            load_weights(model, ck)
+            state = load_state(ck)
+            opt.load_state_dict(state["optimizer"])
+            if ema is not None:
+                load_weights(ema.model, ck, ema=True)
+            start = int(state["step"])
+            log.info("resumed %s from step %d", run, start)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg), last_epoch=start - 1 if start else -1)
+    if start:
+        for g in opt.param_groups:  # LambdaLR(last_epoch=...) expects initial_lr; recompute lr for this step
+            g["lr"] = g["initial_lr"] * lr_lambda(cfg)(start)
+    pmodel, opt = acc.prepare(model, opt)
+    logger = JsonlLogger(run / "log.jsonl", acc.is_main_process)
+    rank, world = acc.process_index, acc.num_processes
+    t0, ran = time.perf_counter(), 0
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not acc.is_main_process)
+    for step in bar:
+        pmodel.train()
+        with acc.autocast():
+            loss, scalars = loss_fn(pmodel, step, step_generator(cfg.seed, step, 0), step_generator(cfg.seed, step, 1), rank, world)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(pmodel.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(acc.unwrap_model(pmodel))
+        ran += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            loss_all = acc.reduce(loss.detach(), reduction="mean").item()
+            rec = {"step": done, "loss": loss_all, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
+                   "sec_per_step": (time.perf_counter() - t0) / ran, **scalars}
+            logger.write(rec)
+            bar.set_postfix(loss=f"{loss_all:.4f}")
+        last = done == cfg.steps or (stop_after is not None and ran >= stop_after)
+        if done % cfg.ckpt_every == 0 or last:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(run, done, acc.unwrap_model(pmodel), config_dict, opt, ema, cfg.keep_checkpoints)
+                if on_checkpoint is not None:
+                    on_checkpoint(ema.model if ema is not None else acc.unwrap_model(pmodel), done)
+            acc.wait_for_everyone()
+        if last:
+            break
+    return {"run": str(run), "steps": done if cfg.steps > start else start, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def iter_logged(run: Path) -> Iterator[dict[str, Any]]:
+    p = run / "log.jsonl"
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            if line.strip():
+                yield json.loads(line)

@@ -1,0 +1,124 @@
+"""Training batches from the dataset format (docs/DATA.md).
+
+Batches are drawn from a torch.Generator (see training.common: one per step), so a step's
+global batch is reproducible; each process keeps its slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from rtavatar import SAMPLES_PER_FRAME
+from rtavatar.data.behavior import CONTROLS
+from rtavatar.data.dataset import Clip, Dataset
+from rtavatar.models.vae import LatentCodec
+
+log = logging.getLogger(__name__)
+
+# Model-facing scale of each expression control: angles in degrees / 20, the rest as stored.
+CONTROL_SCALE = np.array([1.0 if k not in ("yaw", "pitch", "roll") else 1.0 / 20.0 for k in CONTROLS], np.float32)
+CONTROL_COLUMNS = tuple(f"ctrl_{k}" for k in CONTROLS)
+
+
+def controls_of(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, 7) model-scale expression controls of a clip's per-frame columns."""
+    return np.stack([columns[c] for c in CONTROL_COLUMNS], axis=1).astype(np.float32) * CONTROL_SCALE
+
+
+class ClipCache:
+    """Decoded clips kept in memory (LRU, bounded by bytes)."""
+
+    def __init__(self, dataset: Dataset, max_bytes: int = 4 << 30) -> None:
+        self.ds, self.max_bytes = dataset, max_bytes
+        self._clips: OrderedDict[int, Clip] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, i: int) -> Clip:
+        if i in self._clips:
+            self._clips.move_to_end(i)
+            return self._clips[i]
+        clip = self.ds.load(i)
+        self._clips[i] = clip
+        self._bytes += clip.frames.nbytes
+        while self._bytes > self.max_bytes and len(self._clips) > 1:
+            _, old = self._clips.popitem(last=False)
+            self._bytes -= old.frames.nbytes
+        return clip
+
+
+def random_frames(cache: ClipCache, gen: torch.Generator, n: int) -> Tensor:
+    """n random frames in [-1, 1], (n, 3, H, W)."""
+    out = []
+    for _ in range(n):
+        ci = int(torch.randint(len(cache.ds), (1,), generator=gen))
+        clip = cache.get(ci)
+        fi = int(torch.randint(clip.n_frames, (1,), generator=gen))
+        out.append(clip.frames[fi])
+    return LatentCodec.to_tensor(np.stack(out))
+
+
+class LatentClips:
+    """Per-clip VAE latents (cached on disk beside the run), audio, states and controls."""
+
+    def __init__(self, dataset: Dataset, codec: LatentCodec, cache_dir: Path, batch: int = 32) -> None:
+        self.ds = dataset
+        self.latents: list[Tensor] = []
+        self.audio: list[Tensor] = []
+        self.state: list[Tensor] = []
+        self.controls: list[Tensor] = []
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        codec.eval()
+        for i in tqdm(range(len(dataset)), desc="latents", leave=False):
+            rec = dataset.records[i]
+            path = cache_dir / f"{rec['clip_id']}.safetensors"
+            if path.is_file():
+                z = load_file(path)["latents"]
+                clip = dataset.load(i, with_frames=False)
+            else:
+                clip = dataset.load(i)
+                x = LatentCodec.to_tensor(clip.frames)
+                with torch.no_grad():
+                    z = torch.cat([codec.encode(x[k : k + batch]) for k in range(0, len(x), batch)])
+                save_file({"latents": z.contiguous()}, path)
+            self.latents.append(z)
+            self.audio.append(torch.from_numpy(clip.audio[: clip.meta["n_frames"] * SAMPLES_PER_FRAME].astype(np.float32)))
+            self.state.append(torch.from_numpy(np.asarray(clip.columns["state"], np.int64)))
+            self.controls.append(torch.from_numpy(controls_of(clip.columns)))
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def latent_std(self) -> float:
+        return float(torch.cat([z.flatten() for z in self.latents]).std())
+
+    def sample(self, gen: torch.Generator, batch: int, frames: int, audio_margin: int) -> dict[str, Tensor]:
+        """A global batch of `frames`-long windows: latents, audio (with margin frames each side,
+        zero-padded at clip edges), state, controls, and a reference latent from the same clip."""
+        lat, wav, st, ctl, ref = [], [], [], [], []
+        for _ in range(batch):
+            ci = int(torch.randint(len(self), (1,), generator=gen))
+            z = self.latents[ci]
+            n = len(z)
+            s = int(torch.randint(max(1, n - frames + 1), (1,), generator=gen))
+            idx = torch.arange(s, s + frames).clamp(max=n - 1)
+            lat.append(z[idx])
+            st.append(self.state[ci][idx])
+            ctl.append(self.controls[ci][idx])
+            ref.append(z[int(torch.randint(n, (1,), generator=gen))])
+            a = self.audio[ci]
+            lo, hi = (s - audio_margin) * SAMPLES_PER_FRAME, (s + frames + audio_margin) * SAMPLES_PER_FRAME
+            seg = torch.zeros(hi - lo)
+            src_lo, src_hi = max(lo, 0), min(hi, len(a))
+            if src_hi > src_lo:
+                seg[src_lo - lo : src_hi - lo] = a[src_lo:src_hi]
+            wav.append(seg)
+        return {"latents": torch.stack(lat), "audio": torch.stack(wav), "state": torch.stack(st),
+                "controls": torch.stack(ctl), "ref": torch.stack(ref)}

@@ -1,0 +1,98 @@
+"""Stage `teacher`: the multi-step diffusion model (v-prediction) in the VAE's latent space.
+
+Per step: one clip length (1..max_new new frames) and one motion-frame count (0..max_motion)
+for the whole batch; motion frames are clean context, lightly noised (noise augmentation
+keeps long streams stable) and conditioned on their own small t; CFG dropout of audio,
+reference, state and controls per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rtavatar.config import from_dict, to_dict
+from rtavatar.data.dataset import Dataset
+from rtavatar.diffusion import add_noise, v_target
+from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
+from rtavatar.models.dit import Conditioning
+from rtavatar.models.vae import LatentCodec, VAEConfig
+from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.data import LatentClips
+
+
+@dataclass
+class TeacherConfig:
+    net: AvatarNetConfig = field(default_factory=AvatarNetConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20000, batch_size=8, lr=3e-4, warmup=200))
+    vae_checkpoint: str = ""
+    max_new: int = 8
+    max_motion: int = 2
+    motion_noise: float = 0.1  # max t of noise augmentation on motion frames
+    p_drop_audio: float = 0.1
+    p_drop_ref: float = 0.05
+    p_drop_state: float = 0.1
+    p_drop_controls: float = 0.1
+    latent_scale: float = 0.0  # 1 / latent std, measured on the training latents at first start
+
+
+def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
+    ck = resolve_checkpoint(vae_checkpoint)
+    import json
+
+    cfg = json.loads((ck / "config.json").read_text())
+    codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
+    load_weights(codec, ck)
+    return codec.eval().requires_grad_(False)
+
+
+def draw_noise(cfg: TeacherConfig, shape: torch.Size, motion: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """All of a step's randomness for the *global* batch (sliced per rank like the data)."""
+    b, f = shape[:2]
+    t = torch.rand(b, 1, generator=gen).expand(b, f).clone()
+    t[:, :motion] = torch.rand(b, motion, generator=gen) * cfg.motion_noise
+    keep = lambda p: torch.rand(b, generator=gen) >= p  # noqa: E731
+    return {"eps": torch.randn(shape, generator=gen), "t": t, "keep_audio": keep(cfg.p_drop_audio),
+            "keep_ref": keep(cfg.p_drop_ref), "keep_state": keep(cfg.p_drop_state), "keep_controls": keep(cfg.p_drop_controls)}
+
+
+def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor], motion: int) -> torch.Tensor:
+    """v-prediction MSE on the new frames (latents already scaled)."""
+    x0, eps, t = batch["latents"], noise["eps"], noise["t"]
+    state = batch["state"].clone()
+    state[~noise["keep_state"]] = cfg.net.dit.n_states
+    cond = Conditioning(state=state, controls=batch["controls"], ref_latent=batch["ref"], keep_audio=noise["keep_audio"],
+                        keep_ref=noise["keep_ref"], keep_controls=noise["keep_controls"])
+    v = net(add_noise(x0, eps, t), t, cond, wav=batch["audio"])
+    return ((v - v_target(x0, eps, t)) ** 2)[:, motion:].mean()
+
+
+def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    run = Path(run)
+    if not cfg.vae_checkpoint:
+        raise ValueError("teacher training needs vae_checkpoint (a run of `rtavatar train vae`)")
+    codec = load_codec(cfg.vae_checkpoint)
+    clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
+    if cfg.latent_scale <= 0:
+        cfg.latent_scale = 1.0 / max(clips.latent_std(), 1e-6)
+    torch.manual_seed(cfg.train.seed)
+    net = AvatarNet(cfg.net)
+
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
+        new = int(torch.randint(1, cfg.max_new + 1, (1,), generator=gen))
+        motion = int(torch.randint(0, cfg.max_motion + 1, (1,), generator=gen))
+        batch = clips.sample(gen, cfg.train.batch_size, motion + new, cfg.net.audio_margin)
+        drawn = draw_noise(cfg, batch["latents"].shape, motion, noise)
+        mine = rank_slice(cfg.train.batch_size, rank, world)
+        batch = {k: v[mine] for k, v in batch.items()}
+        drawn = {k: v[mine] for k, v in drawn.items()}
+        batch["latents"] = batch["latents"] * cfg.latent_scale
+        batch["ref"] = batch["ref"] * cfg.latent_scale
+        return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
+
+    return train_loop(run=run, cfg=cfg.train, model=net, config_dict={"stage": "teacher", **to_dict(cfg)},
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after)

@@ -1,0 +1,117 @@
+"""Training: overfitting, exact resume, and multi-process (gloo) equivalence to one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rtavatar.config import from_dict, save_config, to_dict
+from rtavatar.data.dataset import Dataset
+from rtavatar.data.synth import SynthConfig, synthesize_dataset
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
+from rtavatar.training.data import LatentClips
+from rtavatar.training.teacher import TeacherConfig, draw_noise, load_codec, teacher_loss, train_teacher
+from rtavatar.training.vae import VAEStageConfig, train_vae
+from rtavatar.models.vae import VAEConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_and_vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    synthesize_dataset(SynthConfig(clips=3, seed=5, resolution=64, seconds=(2.0, 3.0), workers=1, test_fraction=0.0), data, progress=False)
+    vae = root / "vae"
+    cfg = VAEStageConfig(vae=VAEConfig(channels=8), train=TrainConfig(steps=2, batch_size=2, ema=0.0, ckpt_every=2), crop=32)
+    train_vae(cfg, data, vae)
+    return data, vae
+
+
+def _teacher_cfg(vae: Path, steps: int, batch: int = 4, lr: float = 1e-3) -> TeacherConfig:
+    cfg = TeacherConfig(vae_checkpoint=str(vae), max_new=3, max_motion=1,
+                        train=TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup=5, ema=0.9, ckpt_every=10, log_every=5))
+    d = to_dict(cfg)
+    d["net"]["dit"].update(latent_size=8, dim=48, depth=2, heads=4, audio_dim=32)
+    d["net"]["audio"].update(dim=32, hidden=32)
+    return from_dict(TeacherConfig, d)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(latest_checkpoint(run) / "model.safetensors")
+
+
+def test_vae_stage_writes_a_loadable_checkpoint(data_and_vae: tuple[Path, Path]) -> None:
+    _, vae = data_and_vae
+    codec = load_codec(vae)
+    z = codec.encode(torch.zeros(1, 3, 64, 64))
+    assert z.shape == (1, 4, 8, 8)
+
+
+def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    cfg = _teacher_cfg(vae, steps=300, batch=4, lr=2e-3)
+    cfg.p_drop_audio = cfg.p_drop_ref = cfg.p_drop_state = cfg.p_drop_controls = 0.0
+    cfg.train.ema = 0.0
+    train_teacher(cfg, data, tmp_path / "run")
+    clips = LatentClips(Dataset(data, split="train"), load_codec(vae), tmp_path / "run" / "latent_cache")
+    scale = cfg.latent_scale
+    torch.manual_seed(0)
+    fresh = AvatarNet(cfg.net)
+    trained = AvatarNet(cfg.net)
+    trained.load_state_dict(_weights(tmp_path / "run"))
+
+    def eval_loss(net: AvatarNet) -> float:
+        losses = []
+        for k in range(4):
+            gen, noise = step_generator(123, k, 0), step_generator(123, k, 1)
+            batch = clips.sample(gen, 4, 3, cfg.net.audio_margin)
+            batch["latents"] = batch["latents"] * scale
+            batch["ref"] = batch["ref"] * scale
+            with torch.no_grad():
+                losses.append(float(teacher_loss(net.eval(), cfg, batch, draw_noise(cfg, batch["latents"].shape, 1, noise), 1)))
+        return sum(losses) / len(losses)
+
+    before, after = eval_loss(fresh), eval_loss(trained)
+    assert after < before / 10, f"loss {before:.4f} -> {after:.4f}: not an order of magnitude"
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "straight")
+    train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", stop_after=13)
+    assert latest_checkpoint(tmp_path / "killed").name == "step_0000013"
+    train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+    ea = load_file(latest_checkpoint(tmp_path / "straight") / "ema.safetensors")
+    eb = load_file(latest_checkpoint(tmp_path / "killed") / "ema.safetensors")
+    for k in ea:
+        torch.testing.assert_close(ea[k], eb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_match_one(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    cfg = _teacher_cfg(vae, steps=6, batch=4)
+    cfg.train.ema = 0.0
+    save_config(cfg, tmp_path / "teacher.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "rtavatar", "train", "teacher", "--config", str(tmp_path / "teacher.yaml"), "--data", str(data)]
+    subprocess.run(base + ["--out", str(tmp_path / "one")], check=True, env=env, cwd=REPO, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "rtavatar"]
+    proc = subprocess.run(torchrun + base[3:] + ["--out", str(tmp_path / "two")], env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    torch.manual_seed(cfg.train.seed)
+    init = AvatarNet(cfg.net).state_dict()
+    assert max(float((a[k] - init[k]).abs().max()) for k in a) > 1e-3, "training moved the weights"
+    assert diff < 1e-4, f"2-process weights differ from 1-process by {diff}"
