@@ -79,6 +79,13 @@ def cmd_train(args: argparse.Namespace) -> dict:
     return train_teacher(cfg, args.data, args.out, resume=args.resume)
 
 
+def cmd_generate(args: argparse.Namespace) -> dict:
+    from rtavatar.generate import generate_file
+
+    return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
+                         expression=args.expression, guidance=args.guidance, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)
+
+    g = sub.add_parser("generate", help="portrait + audio -> mp4 with a trained teacher checkpoint")
+    g.add_argument("--image", required=True)
+    g.add_argument("--audio", required=True, help="any audio file or a video's audio track")
+    g.add_argument("--out", required=True)
+    g.add_argument("--checkpoint", required=True, help="teacher run or checkpoint directory")
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale on audio")
+    g.add_argument("--state", default="auto", help="auto (from voice activity), speak, listen or idle")
+    g.add_argument("--expression", default=None, help="controls, e.g. smile=0.6,yaw=10 (docs/DATA.md)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a stage: vae, teacher")
     t.add_argument("stage", choices=["vae", "teacher"])

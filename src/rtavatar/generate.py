@@ -1,0 +1,178 @@
+"""Offline generation: portrait + audio -> mp4 with a trained model (`rtavatar generate`).
+
+Chunked over any audio length: the first chunk has no motion frames; every later chunk
+carries the last `motion` generated latents as clean context, so chunks join smoothly.
+Audio features are computed once for the whole file (offline: no look-ahead limit applies);
+the streaming engine (a later issue) encodes incrementally instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rtavatar import FPS, SAMPLES_PER_FRAME
+from rtavatar.config import from_dict
+from rtavatar.data.behavior import CONTROLS, STATE_ID
+from rtavatar.diffusion import SAMPLERS, cfg_denoiser, v_denoiser
+from rtavatar.errors import RTAvatarError
+from rtavatar.media import read_audio, read_image, validate_audio, write_video
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.dit import Conditioning
+from rtavatar.models.vae import LatentCodec
+from rtavatar.training.common import load_weights, resolve_checkpoint
+from rtavatar.training.data import CONTROL_SCALE
+from rtavatar.training.teacher import TeacherConfig, load_codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Model:
+    """A trained denoiser with its VAE and the settings it was trained with."""
+
+    cfg: TeacherConfig
+    net: AvatarNet
+    codec: LatentCodec
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.net.dit.latent_size * 8
+
+
+def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
+    ck = resolve_checkpoint(checkpoint)
+    raw = json.loads((ck / "config.json").read_text())
+    if raw.get("stage") != "teacher":
+        raise RTAvatarError(f"checkpoint {ck} is a {raw.get('stage')!r} checkpoint; generate needs a teacher run")
+    raw.pop("stage")
+    cfg = from_dict(TeacherConfig, raw)
+    net = AvatarNet(cfg.net)
+    load_weights(net, ck, ema=ema)
+    return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint))
+
+
+def prepare_portrait(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Centre square crop + resize to the model's resolution (face alignment comes with `prepare`)."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    x = torch.from_numpy(np.ascontiguousarray(image[y0 : y0 + s, x0 : x0 + s])).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(resolution, resolution), mode="area" if s > resolution else "bilinear", align_corners=None if s > resolution else False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def parse_expression(text: str | None) -> dict[str, float]:
+    """'smile=0.5,yaw=10' -> {'smile': 0.5, 'yaw': 10.0} (names from docs/DATA.md)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        if key not in CONTROLS:
+            raise RTAvatarError(f"unknown expression control {key!r}; use {', '.join(CONTROLS)}")
+        try:
+            out[key] = float(val)
+        except ValueError as e:
+            raise RTAvatarError(f"expression {key}: {val!r} is not a number") from e
+    return out
+
+
+NEUTRAL = {"smile": 0.1, "brow_raise": 0.0, "eye_open_l": 1.0, "eye_open_r": 1.0, "yaw": 0.0, "pitch": 0.0, "roll": 0.0}
+
+
+def frame_states(audio: np.ndarray, n_frames: int, state: str) -> np.ndarray:
+    """Per-frame state: fixed, or 'auto' = speak where the frame has speech energy, else idle."""
+    if state != "auto":
+        if state not in STATE_ID:
+            raise RTAvatarError(f"unknown state {state!r}; use auto, {', '.join(STATE_ID)}")
+        return np.full(n_frames, STATE_ID[state], np.int64)
+    rms = np.sqrt((audio[: n_frames * SAMPLES_PER_FRAME].reshape(n_frames, -1) ** 2).mean(1))
+    voiced = rms > max(0.01, 0.1 * float(np.percentile(rms, 95)))
+    # Hold speech through short pauses (< 0.4 s) so the state does not flicker.
+    held = np.convolve(voiced.astype(float), np.ones(10), mode="same") > 0
+    return np.where(held, STATE_ID["speak"], STATE_ID["idle"]).astype(np.int64)
+
+
+@torch.no_grad()
+def generate(
+    model: Model,
+    portrait: np.ndarray,
+    audio: np.ndarray,
+    *,
+    steps: int = 20,
+    sampler: str = "ddim",
+    guidance: float = 2.0,
+    state: str = "auto",
+    expression: dict[str, float] | None = None,
+    first_chunk: int = 4,
+    chunk: int | None = None,
+    motion: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono), N = ceil(len(audio) / 640)."""
+    cfg, net = model.cfg, model.net
+    chunk = chunk or cfg.max_new
+    motion = cfg.max_motion if motion is None else motion
+    n = max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
+    audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
+    m = cfg.net.audio_margin
+    wav = torch.from_numpy(np.pad(audio, (m * SAMPLES_PER_FRAME, m * SAMPLES_PER_FRAME)))[None]
+    feats = net.audio_enc(wav)  # (1, n + 2m, D), encoded once
+    w = cfg.net.dit.audio_window
+    tokens = feats.unfold(1, 2 * w + 1, 1).permute(0, 1, 3, 2)[:, m - w : m - w + n]
+    states = torch.from_numpy(frame_states(audio, n, state))[None]
+    ctrl = np.array([{**NEUTRAL, **(expression or {})}[k] for k in CONTROLS], np.float32) * CONTROL_SCALE
+    controls = torch.from_numpy(ctrl)[None, None].expand(1, n, -1)
+
+    scale = cfg.latent_scale
+    ref = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None])) * scale
+    ref_kv = net.dit.encode_reference(ref)  # once per avatar
+    denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
+    sample = SAMPLERS[sampler]
+    gen = torch.Generator().manual_seed(seed)
+    c_shape = (cfg.net.dit.latent_channels, cfg.net.dit.latent_size, cfg.net.dit.latent_size)
+
+    out: list[torch.Tensor] = []
+    done = 0
+    bar = tqdm(total=n, desc="generate", unit="frame", disable=not progress)
+    while done < n:
+        new = min(first_chunk if done == 0 else chunk, n - done)
+        ctx = torch.stack(out[-motion:])[None] if motion and out else torch.zeros(1, 0, *c_shape)
+        k = ctx.shape[1]
+        sl = slice(done - k, done + new)
+        x = torch.cat([ctx, torch.randn(1, new, *c_shape, generator=gen)], 1)
+        active = torch.tensor([[False] * k + [True] * new])
+        cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_kv=ref_kv)
+        uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_kv=ref_kv)  # CFG on audio
+        x = sample(cfg_denoiser(denoise, uncond, guidance), x, active, cond, steps=steps)
+        out.extend(x[0, k:].unbind(0))
+        done += new
+        bar.update(new)
+    bar.close()
+    z = torch.stack(out) / scale
+    frames = [model.codec.decode(z[i : i + 16]) for i in range(0, n, 16)]
+    return LatentCodec.to_uint8(torch.cat(frames))
+
+
+def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int = 20,
+                  state: str = "auto", expression: str | None = None, guidance: float = 2.0, seed: int = 0) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    model = load_model(checkpoint)
+    portrait = read_image(image)
+    audio = validate_audio(read_audio(audio_path), 16_000, name=str(audio_path))
+    t1 = time.perf_counter()
+    frames = generate(model, portrait, audio, steps=steps, guidance=guidance, state=state, expression=parse_expression(expression), seed=seed)
+    t2 = time.perf_counter()
+    n = write_video(out, frames, audio, fps=FPS)
+    return {"out": str(out), "frames": n, "seconds": round(n / FPS, 2), "steps": steps,
+            "generate_seconds": round(t2 - t1, 2), "fps": round(n / max(t2 - t1, 1e-9), 2), "total_seconds": round(time.perf_counter() - t0, 2)}
