@@ -128,7 +128,12 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
     from rtavatar.media import read_video
 
     data, vae = data_and_vae
-    train_teacher(_teacher_cfg(vae, steps=2), data, tmp_path / "teacher")
+    cfg = _teacher_cfg(vae, steps=2)
+    cfg.sample_every, cfg.sample_seconds, cfg.sample_steps = 2, 1.0, 2
+    train_teacher(cfg, data, tmp_path / "teacher")
+    sample = read_video(tmp_path / "teacher" / "samples" / "step_0000002.mp4")
+    assert sample.frames.shape == (25, 64, 128, 3), "sample video: generated | ground truth side by side"
+    assert (tmp_path / "teacher" / "samples" / "step_0000002.png").is_file()
     clip = Dataset(data).load(0)
     Image.fromarray(clip.frames[0]).resize((100, 80)).save(tmp_path / "face.png")  # non-square, other size
     audio = clip.audio[: 16000 + 3000]  # 1.1875 s -> 30 frames (last one partial)

@@ -38,6 +38,9 @@ class TeacherConfig:
     p_drop_state: float = 0.1
     p_drop_controls: float = 0.1
     latent_scale: float = 0.0  # 1 / latent std, measured on the training latents at first start
+    sample_every: int = 1000  # steps between sample videos (0: never)
+    sample_seconds: float = 3.0
+    sample_steps: int = 20
 
 
 def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
@@ -94,5 +97,36 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         batch["ref"] = batch["ref"] * cfg.latent_scale
         return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
 
+    sample_clip = Dataset(data).load(0)  # the same clip every time, so samples are comparable
+
+    def on_checkpoint(model: nn.Module, step: int) -> None:
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            write_sample(run / "samples", step, cfg, model, codec, sample_clip)
+
     return train_loop(run=run, cfg=cfg.train, model=net, config_dict={"stage": "teacher", **to_dict(cfg)},
-                      loss_fn=loss_fn, resume=resume, stop_after=stop_after)
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, on_checkpoint=on_checkpoint)
+
+
+def write_sample(out_dir: Path, step: int, cfg: TeacherConfig, net: nn.Module, codec: LatentCodec, clip) -> Path:  # noqa: ANN001
+    """Generate from the clip's first frame and audio; write an mp4 (generated | ground truth)
+    and a PNG strip of every 5th frame (top: generated, bottom: ground truth)."""
+    import numpy as np
+    from PIL import Image
+
+    from rtavatar import FPS, SAMPLES_PER_FRAME
+    from rtavatar.generate import Model, generate
+    from rtavatar.media import write_video
+
+    n = min(clip.n_frames, int(cfg.sample_seconds * FPS))
+    audio = clip.audio[: n * SAMPLES_PER_FRAME]
+    was_training = net.training
+    frames = generate(Model(cfg, net.eval(), codec), clip.frames[0], audio, steps=cfg.sample_steps, progress=False)
+    net.train(was_training)
+    truth = clip.frames[:n]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"step_{step:07d}.mp4"
+    write_video(path, np.concatenate([frames, truth], axis=2), audio)
+    idx = list(range(0, n, 5))
+    strip = np.concatenate([np.concatenate([frames[i] for i in idx], 1), np.concatenate([truth[i] for i in idx], 1)], 0)
+    Image.fromarray(strip).save(path.with_suffix(".png"))
+    return path
