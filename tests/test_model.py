@@ -178,3 +178,29 @@ def test_vae_shapes_and_local_pretrained_loading(tmp_path: Path) -> None:
         torch.testing.assert_close(loaded.encode(x), z)
     with pytest.raises(RTAvatarError, match="only from a local"):
         load_pretrained_vae(tmp_path / "nowhere")
+
+
+def test_whisper_encoder_runs_offline_and_is_frozen(tmp_path: Path) -> None:
+    import copy
+
+    from rtavatar.models.audio import build_audio_encoder
+    from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
+
+    enc = build_audio_encoder(AudioConfig(kind="whisper-tiny", dim=32))
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(640 * 12) / 16000
+    tone = (0.3 * torch.sin(2 * torch.pi * 220 * t))[None]
+    noise = torch.randn(1, 640 * 12, generator=g) * 0.1
+    feats = enc.features(torch.cat([tone, noise]))
+    assert feats.shape == (2, 12, 768)
+    assert (feats[0] - feats[1]).abs().mean() > 0.05, "different audio, different features"
+    torch.testing.assert_close(enc.features(tone), feats[:1], rtol=1e-4, atol=1e-4)
+    assert set(enc.state_dict()) == {"proj.weight", "proj.bias"}, "the Whisper weights stay frozen and outside checkpoints"
+    copy.deepcopy(enc)  # EMA copies the model
+    cfg = AvatarNetConfig(dit=SMALL, audio=AudioConfig(kind="whisper-tiny", dim=SMALL.audio_dim))
+    net = AvatarNet(cfg)
+    x = torch.randn(1, 3, 4, 8, 8)
+    out = net(x, torch.rand(1, 3), Conditioning(), wav=torch.randn(1, (3 + 2 * cfg.audio_margin) * 640) * 0.1)
+    assert out.shape == x.shape
+    with pytest.raises(RTAvatarError, match="never downloaded"):
+        build_audio_encoder(AudioConfig(kind="whisper-tiny", whisper_path=str(tmp_path)))

