@@ -33,7 +33,7 @@ fi
 STAMP="$VENV/.rtavatar-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
   echo "[setup] installing rtavatar and its dependencies"
-  CONSTRAINT="$(mktemp)"; "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$CONSTRAINT"
+  CONSTRAINT="$(mktemp)"; "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null > "$CONSTRAINT"
   "${PIP[@]}" -c "$CONSTRAINT" -e "$ROOT[dev]"
   rm -f "$CONSTRAINT"
   touch "$STAMP"
