@@ -200,7 +200,7 @@ def train_loop(
     pmodel, opt = acc.prepare(model, opt)
     logger = JsonlLogger(run / "log.jsonl", acc.is_main_process)
     rank, world = acc.process_index, acc.num_processes
-    t0, ran = time.perf_counter(), 0
+    t0, ran, done = time.perf_counter(), 0, start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not acc.is_main_process)
     for step in bar:
         pmodel.train()
@@ -231,7 +231,8 @@ def train_loop(
             acc.wait_for_everyone()
         if last:
             break
-    return {"run": str(run), "steps": done if cfg.steps > start else start, "seconds": round(time.perf_counter() - t0, 1)}
+    bar.close()
+    return {"run": str(run), "steps": done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def iter_logged(run: Path) -> Iterator[dict[str, Any]]:
