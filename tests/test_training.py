@@ -88,8 +88,13 @@ def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, 
     train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "straight")
     train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", stop_after=13)
     assert latest_checkpoint(tmp_path / "killed").name == "step_0000013"
+    with (tmp_path / "killed" / "log.jsonl").open("a") as f:  # a step logged after the last checkpoint
+        f.write('{"step": 15, "loss": 1.0}\n')
     assert train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20
     assert train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20, "a finished run resumes to a no-op"
+    from rtavatar.training.common import iter_logged
+
+    assert [r["step"] for r in iter_logged(tmp_path / "killed")] == [r["step"] for r in iter_logged(tmp_path / "straight")]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")

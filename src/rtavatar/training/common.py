@@ -199,6 +199,10 @@ def train_loop(
             g["lr"] = g["initial_lr"] * lr_lambda(cfg)(start)
     pmodel, opt = acc.prepare(model, opt)
     logger = JsonlLogger(run / "log.jsonl", acc.is_main_process)
+    if start and acc.is_main_process and logger.path.is_file():
+        # Steps logged after the checkpoint we resumed from will be redone: drop them.
+        kept = [r for r in iter_logged(run) if r["step"] <= start]
+        logger.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     rank, world = acc.process_index, acc.num_processes
     t0, ran, done = time.perf_counter(), 0, start
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not acc.is_main_process)
