@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.data.speech import Phoneme, Utterance, Voice, random_sentence, random_voice, synthesize
-from rtavatar.data.visemes import VISEME_NAMES, VOWEL_VISEMES, mouth_track, viseme_intervals
+from rtavatar.data.visemes import VOWEL_VISEMES, mouth_track, viseme_intervals
 
 STATES = ("speak", "listen", "idle")
 STATE_ID = {s: i for i, s in enumerate(STATES)}
@@ -258,6 +258,3 @@ def frame_signals(tl: Timeline, rng: np.random.Generator, blink_per_minute: floa
         out[k] = np.clip(ctrl[k] + bias[k] + behaviour.get(k, 0.0), lo, hi)
     return out
 
-
-def viseme_name(i: int) -> str:
-    return VISEME_NAMES[i]
