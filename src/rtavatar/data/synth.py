@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,7 +52,6 @@ class SynthConfig:
     crf: int = 10  # near-lossless H.264 ...
     pix_fmt: str = "yuv444p"  # ... without chroma subsampling (lip colour matters at 128 px)
     workers: int = 0  # 0: one per core
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def identity_of_clip(cfg: SynthConfig, index: int) -> int:
