@@ -69,9 +69,12 @@ class EMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up: early on the average would be dominated by the (zero-output) initial weights,
+        # so samples taken from it would show nothing for thousands of steps.
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - self.decay)
+            e.lerp_(p.detach(), 1.0 - decay)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
@@ -216,7 +219,7 @@ def train_loop(
         opt.step()
         sched.step()
         if ema is not None:
-            ema.update(acc.unwrap_model(pmodel))
+            ema.update(acc.unwrap_model(pmodel), step)
         ran += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
