@@ -67,7 +67,7 @@ def test_cached_reference_kv_matches_recomputing() -> None:
         cache = m.encode_reference(ref)
         for chunk_seed in (1, 2):  # the same cache serves several chunks
             x, t, _, _ = _inputs(2, 4, seed=chunk_seed)
-            cached = m(x, t, Conditioning(**{**cond.__dict__, "ref_kv": cache}))
+            cached = m(x, t, Conditioning(**{**cond.__dict__, "ref_cache": cache}))
             fresh = m(x, t, Conditioning(**{**cond.__dict__, "ref_latent": ref}))
             torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-6)
         null = m(x, t, cond)  # the null reference differs from the real one

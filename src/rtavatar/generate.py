@@ -136,7 +136,7 @@ def generate(
 
     scale = cfg.latent_scale
     ref = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None])) * scale
-    ref_kv = net.dit.encode_reference(ref)  # once per avatar
+    ref_cache = net.dit.encode_reference(ref)  # once per avatar
     denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
     sample = SAMPLERS[sampler]
     gen = torch.Generator().manual_seed(seed)
@@ -152,8 +152,8 @@ def generate(
         sl = slice(done - k, done + new)
         x = torch.cat([ctx, torch.randn(1, new, *c_shape, generator=gen)], 1)
         active = torch.tensor([[False] * k + [True] * new])
-        cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_kv=ref_kv)
-        uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_kv=ref_kv)  # CFG on audio
+        cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)
+        uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)  # CFG on audio
         x = sample(cfg_denoiser(denoise, uncond, guidance), x, active, cond, steps=steps)
         out.extend(x[0, k:].unbind(0))
         done += new

@@ -4,7 +4,9 @@ Input: latents of F frames (motion frames as clean context + new frames to gener
 frame with its own noise level. Each block (DESIGN.md §2):
 
   1. spatial self-attention over a frame's tokens *plus the reference tokens* (the DiT form of
-     ReferenceNet; the reference's per-layer K/V are computed once per avatar and cached),
+     ReferenceNet; the reference's per-layer K/V are computed once per avatar and cached);
+     with `ref_concat` the reference's patch embedding is also added to every frame's input
+     tokens (spatially aligned, so identity is copied from the first few hundred steps),
   2. temporal self-attention across frames at each spatial position (RoPE over frame index,
      so any clip length works),
   3. cross-attention from each frame's tokens to that frame's audio tokens,
@@ -42,6 +44,7 @@ class DiTConfig:
     n_states: int = N_STATES
     n_controls: int = N_CONTROLS
     max_frames: int = 32  # longest clip (motion + new) trained on; RoPE itself has no limit
+    ref_concat: bool = True  # also add the reference's patch embedding to every frame's tokens
     gradient_checkpointing: bool = False
 
     @property
@@ -161,6 +164,14 @@ class Block(nn.Module):
 
 
 @dataclass
+class ReferenceCache:
+    """What a reference portrait contributes, computed once per avatar."""
+
+    kv: list[tuple[Tensor, Tensor]]  # per layer, (B, H, R, Dh) each
+    tokens: Tensor  # (B, P, D) added to every frame's input tokens (zeros when ref_concat is off / null)
+
+
+@dataclass
 class Conditioning:
     """Everything the denoiser is conditioned on. Shapes use B batch, F frames.
 
@@ -168,8 +179,8 @@ class Conditioning:
     state: (B, F) long in [0, n_states) (or None = dropped)
     controls: (B, F, n_controls) (or None = dropped)
     guidance: (B,) guidance scale fed to a distilled student (None = 0, the teacher's value)
-    ref_kv: per-layer reference K/V from `DiT.encode_reference` (the per-avatar cache)
-    ref_latent: (B, C, H, W) reference latent, encoded on every call when ref_kv is not given
+    ref_cache: `DiT.encode_reference` output (per-layer K/V + input tokens), the per-avatar cache
+    ref_latent: (B, C, H, W) reference latent, encoded on every call when ref_cache is not given
     (neither = the null reference, used for CFG on the reference)
     """
 
@@ -177,7 +188,7 @@ class Conditioning:
     state: Tensor | None = None
     controls: Tensor | None = None
     guidance: Tensor | None = None
-    ref_kv: list[tuple[Tensor, Tensor]] | None = None
+    ref_cache: "ReferenceCache | None" = None
     ref_latent: Tensor | None = None
     # Per-sample classifier-free-guidance dropout (training): False = use the null input.
     keep_audio: Tensor | None = None
@@ -201,6 +212,7 @@ class DiT(nn.Module):
         self.pos = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)  # spatial position
         self.ref_in = nn.Linear(pdim, d)
         self.ref_tag = nn.Parameter(torch.zeros(d))  # marks reference tokens apart from frame tokens
+        self.ref_add = nn.Linear(pdim, d) if cfg.ref_concat else None
         self.null_ref = nn.Parameter(torch.randn(cfg.tokens_per_frame, d) * 0.02)
         self.t_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.g_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
@@ -237,21 +249,25 @@ class DiT(nn.Module):
         return x.reshape(*lead, c, s, s)
 
     # ------------------------------------------------------------------ reference
-    def encode_reference(self, ref_latent: Tensor | None, batch: int | None = None) -> list[tuple[Tensor, Tensor]]:
-        """Per-layer reference K/V: compute once per avatar and reuse for every chunk.
+    def encode_reference(self, ref_latent: Tensor | None, batch: int | None = None) -> ReferenceCache:
+        """Per-layer reference K/V (+ input tokens): compute once per avatar, reuse for every chunk.
 
         ref_latent: (B, C, H, W) or None for the null reference (CFG on the reference).
         """
         if ref_latent is None:
-            r = self.null_ref[None].expand(batch or 1, -1, -1)
+            b = batch or 1
+            r = self.null_ref[None].expand(b, -1, -1)
+            tokens = torch.zeros(b, self.cfg.tokens_per_frame, self.cfg.dim, device=r.device, dtype=r.dtype)
         else:
-            r = self.ref_in(self.patchify(ref_latent)) + self.pos + self.ref_tag
+            patches = self.patchify(ref_latent)
+            r = self.ref_in(patches) + self.pos + self.ref_tag
+            tokens = self.ref_add(patches) if self.ref_add is not None else torch.zeros_like(r)
         cond = self.ref_cond[None].expand(r.shape[0], -1)
         kvs = []
         for blk in self.blocks:
             r, kv = blk.reference_kv(r, cond)
             kvs.append(kv)
-        return kvs
+        return ReferenceCache(kvs, tokens)
 
     # ------------------------------------------------------------------ forward
     def frame_conditioning(self, t: Tensor, cond: Conditioning) -> Tensor:
@@ -278,12 +294,16 @@ class DiT(nn.Module):
             a = _keep(cond.keep_audio, self.audio_in(cond.audio) + self.audio_pos, self.null_audio)
         else:
             a = self.null_audio.expand(b, f, -1, -1)
-        ref_kv = cond.ref_kv if cond.ref_kv is not None else self.encode_reference(cond.ref_latent, b)
+        ref = cond.ref_cache if cond.ref_cache is not None else self.encode_reference(cond.ref_latent, b)
         if cond.keep_ref is not None:
-            null_kv = self.encode_reference(None, b)
-            ref_kv = [(_keep(cond.keep_ref, k, nk), _keep(cond.keep_ref, v, nv)) for (k, v), (nk, nv) in zip(ref_kv, null_kv)]
+            null = self.encode_reference(None, b)
+            ref = ReferenceCache(
+                [(_keep(cond.keep_ref, k, nk), _keep(cond.keep_ref, v, nv)) for (k, v), (nk, nv) in zip(ref.kv, null.kv)],
+                _keep(cond.keep_ref, ref.tokens, null.tokens),
+            )
+        h = h + ref.tokens[:, None]
         frame_pos = torch.arange(f, device=x.device)
-        for blk, kv in zip(self.blocks, ref_kv):
+        for blk, kv in zip(self.blocks, ref.kv):
             if self.cfg.gradient_checkpointing and self.training:
                 h = torch.utils.checkpoint.checkpoint(blk, h, c, kv, a, frame_pos, use_reentrant=False)
             else:
