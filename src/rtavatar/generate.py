@@ -127,9 +127,7 @@ def generate(
     audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
     m = cfg.net.audio_margin
     wav = torch.from_numpy(np.pad(audio, (m * SAMPLES_PER_FRAME, m * SAMPLES_PER_FRAME)))[None]
-    feats = net.audio_enc(wav)  # (1, n + 2m, D), encoded once
-    w = cfg.net.dit.audio_window
-    tokens = feats.unfold(1, 2 * w + 1, 1).permute(0, 1, 3, 2)[:, m - w : m - w + n]
+    tokens = net.audio_tokens(wav, n)  # (1, n, 2W+1, D), encoded once for the whole file
     states = torch.from_numpy(frame_states(audio, n, state))[None]
     ctrl = np.array([{**NEUTRAL, **(expression or {})}[k] for k in CONTROLS], np.float32) * CONTROL_SCALE
     controls = torch.from_numpy(ctrl)[None, None].expand(1, n, -1)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from rtavatar.models.audio import AudioConfig, build_audio_encoder, window_features
+from rtavatar.models.audio import AudioConfig, build_audio_encoder
 from rtavatar.models.dit import Conditioning, DiT, DiTConfig
 
 
@@ -42,5 +42,3 @@ class AvatarNet(nn.Module):
             cond = Conditioning(**{**cond.__dict__, "audio": self.audio_tokens(wav, x.shape[1])})
         return self.dit(x, t, cond)
 
-
-__all__ = ["AvatarNet", "AvatarNetConfig", "window_features"]
