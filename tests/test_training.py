@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rtavatar.config import from_dict, save_config, to_dict
+from rtavatar.config import save_config
 from rtavatar.data.dataset import Dataset
 from rtavatar.data.synth import SynthConfig, synthesize_dataset
 from rtavatar.models.avatarnet import AvatarNet
@@ -20,6 +20,8 @@ from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, draw_noise, load_codec, teacher_loss, train_teacher
 from rtavatar.training.vae import VAEStageConfig, train_vae
 from rtavatar.models.vae import VAEConfig
+
+from helpers import tiny_teacher_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +37,6 @@ def data_and_vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, vae
 
 
-def _teacher_cfg(vae: Path, steps: int, batch: int = 4, lr: float = 1e-3) -> TeacherConfig:
-    cfg = TeacherConfig(vae_checkpoint=str(vae), max_new=3, max_motion=1,
-                        train=TrainConfig(steps=steps, batch_size=batch, lr=lr, warmup=5, ema=0.9, ckpt_every=10, log_every=5))
-    d = to_dict(cfg)
-    d["net"]["dit"].update(latent_size=8, dim=48, depth=2, heads=4, audio_dim=32)
-    d["net"]["audio"].update(dim=32, hidden=32)
-    return from_dict(TeacherConfig, d)
-
-
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(latest_checkpoint(run) / "model.safetensors")
 
@@ -57,7 +50,7 @@ def test_vae_stage_writes_a_loadable_checkpoint(data_and_vae: tuple[Path, Path])
 
 def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
     data, vae = data_and_vae
-    cfg = _teacher_cfg(vae, steps=300, batch=4, lr=2e-3)
+    cfg = tiny_teacher_cfg(vae, steps=300, batch=4, lr=2e-3)
     cfg.p_drop_audio = cfg.p_drop_ref = cfg.p_drop_state = cfg.p_drop_controls = 0.0
     cfg.train.ema = 0.0
     train_teacher(cfg, data, tmp_path / "run")
@@ -85,13 +78,13 @@ def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) 
 
 def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
     data, vae = data_and_vae
-    train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "straight")
-    train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", stop_after=13)
+    train_teacher(tiny_teacher_cfg(vae, steps=20), data, tmp_path / "straight")
+    train_teacher(tiny_teacher_cfg(vae, steps=20), data, tmp_path / "killed", stop_after=13)
     assert latest_checkpoint(tmp_path / "killed").name == "step_0000013"
     with (tmp_path / "killed" / "log.jsonl").open("a") as f:  # a step logged after the last checkpoint
         f.write('{"step": 15, "loss": 1.0}\n')
-    assert train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20
-    assert train_teacher(_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20, "a finished run resumes to a no-op"
+    assert train_teacher(tiny_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20
+    assert train_teacher(tiny_teacher_cfg(vae, steps=20), data, tmp_path / "killed", resume=True)["steps"] == 20, "a finished run resumes to a no-op"
     from rtavatar.training.common import iter_logged
 
     assert [r["step"] for r in iter_logged(tmp_path / "killed")] == [r["step"] for r in iter_logged(tmp_path / "straight")]
@@ -106,7 +99,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, 
 
 def test_two_processes_match_one(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
     data, vae = data_and_vae
-    cfg = _teacher_cfg(vae, steps=6, batch=4)
+    cfg = tiny_teacher_cfg(vae, steps=6, batch=4)
     cfg.train.ema = 0.0
     save_config(cfg, tmp_path / "teacher.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -134,7 +127,7 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
     from rtavatar.media import read_video
 
     data, vae = data_and_vae
-    cfg = _teacher_cfg(vae, steps=2)
+    cfg = tiny_teacher_cfg(vae, steps=2)
     cfg.sample_every, cfg.sample_seconds, cfg.sample_steps = 2, 1.0, 2
     train_teacher(cfg, data, tmp_path / "teacher")
     sample = read_video(tmp_path / "teacher" / "samples" / "step_0000002.mp4")

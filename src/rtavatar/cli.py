@@ -41,6 +41,15 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return run_demo(out=args.out, text=args.text, seed=args.seed, resolution=args.resolution)
 
 
+def cmd_prepare(args: argparse.Namespace) -> dict:
+    from rtavatar.data.prepare import PrepareConfig, prepare_dataset
+
+    cfg = PrepareConfig(resolution=args.resolution, detect_every=args.detect_every, min_seconds=args.min_seconds,
+                        max_seconds=args.max_seconds, test_fraction=args.test_fraction)
+    return prepare_dataset(args.videos, args.out, cfg, workers=args.workers, resume=args.resume,
+                           vae=args.vae, progress=not args.quiet)
+
+
 def _stage_config(stage: str, spec: str | None):
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
     from rtavatar.config import from_dict, load_config
@@ -110,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)
+
+    pr = sub.add_parser("prepare", help="talking-head videos -> training dataset (docs/DATA.md)")
+    pr.add_argument("--videos", required=True, help="directory of videos (searched recursively)")
+    pr.add_argument("--out", required=True, help="dataset directory")
+    pr.add_argument("--resolution", type=int, default=512, help="crop side in pixels (default 512)")
+    pr.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    pr.add_argument("--resume", action="store_true", help="continue an interrupted run; finished videos are kept")
+    pr.add_argument("--detect-every", type=int, default=1, help="run the face detector every N frames (track between)")
+    pr.add_argument("--min-seconds", type=float, default=2.0, help="drop usable spans shorter than this")
+    pr.add_argument("--max-seconds", type=float, default=20.0, help="split longer spans into clips")
+    pr.add_argument("--test-fraction", type=float, default=0.0, help="fraction of videos held out as split=test")
+    pr.add_argument("--vae", default=None, help="a `train vae` run: also cache each clip's latents")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    pr.set_defaults(func=cmd_prepare)
 
     g = sub.add_parser("generate", help="portrait + audio -> mp4 with a trained teacher checkpoint")
     g.add_argument("--image", required=True)

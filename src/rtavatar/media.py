@@ -597,11 +597,12 @@ def probe_video(path: PathLike) -> dict[str, Any]:
         container.close()
 
 
-def iter_video_frames(path: PathLike) -> Iterator[np.ndarray]:
+def iter_video_frames(path: PathLike, *, with_times: bool = False) -> Iterator[Any]:
     """Yield a video's frames one by one as HxWx3 uint8 RGB (constant memory for long files).
 
-    The file is opened and checked at call time, so a missing or corrupt file
-    raises here rather than at the first ``next()``.
+    With ``with_times`` yield ``(seconds, frame)``, the time relative to the first frame
+    (the clock that :func:`read_video_audio` aligns audio to). The file is opened and checked
+    at call time, so a missing or corrupt file raises here rather than at the first ``next()``.
     """
     p = _check_path(path, "video")
     container = _open_av(p, "video")
@@ -614,14 +615,64 @@ def iter_video_frames(path: PathLike) -> Iterator[np.ndarray]:
 
     def gen() -> Iterator[np.ndarray]:
         try:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+            t0: float | None = None
+            for i, frame in enumerate(container.decode(stream)):
+                rgb = frame.to_ndarray(format="rgb24")
+                if not with_times:
+                    yield rgb
+                    continue
+                t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else i / _stream_fps(stream)
+                t0 = t if t0 is None else t0
+                yield t - t0, rgb
         except av.error.FFmpegError as e:
             raise _decode_error(p, "video", e) from e
         finally:
             container.close()
 
     return gen()
+
+
+def _align_audio(audio: np.ndarray, a_start: float | None, v_start: float, p: Path) -> np.ndarray:
+    """Shift audio so that sample 0 plays with the first video frame."""
+    offset = int(round(((a_start if a_start is not None else v_start) - v_start) * SAMPLE_RATE))
+    if offset > 0:  # audio starts after the first frame: pad
+        audio = np.concatenate([np.zeros(offset, np.float32), audio])
+    elif offset < 0:
+        audio = audio[-offset:]
+    if offset:
+        logger.debug("%s: audio offset %+d samples relative to video", p, offset)
+    return audio
+
+
+def read_video_audio(path: PathLike) -> np.ndarray | None:
+    """A video's audio track at 16 kHz mono with sample 0 at the first video frame (None if
+    the file has no audio). Decodes only the audio and the first video frame."""
+    p = _check_path(path, "video")
+    container = _open_av(p, "video")
+    try:
+        vstream = _video_stream(container, p)
+        if not container.streams.audio:
+            return None
+        v_start = None
+        try:
+            for frame in container.decode(vstream):
+                if frame.pts is not None and frame.time_base is not None:
+                    v_start = float(frame.pts * frame.time_base)
+                break
+            container.seek(0)
+            astream = container.streams.audio[0]
+            _check_audio_stream(astream, p, "video")
+            col = _AudioCollector(p, "video", SAMPLE_RATE)
+            for frame in container.decode(astream):
+                col.add(frame)
+            audio = col.finish(_stream_seconds(astream))
+        except av.error.FFmpegError as e:
+            raise _decode_error(p, "video", e) from e
+    finally:
+        container.close()
+    if v_start is None:
+        v_start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
+    return _align_audio(audio, col.start, v_start, p)
 
 
 def read_video(path: PathLike, *, with_audio: bool = True) -> VideoClip:
@@ -682,14 +733,7 @@ def read_video(path: PathLike, *, with_audio: bool = True) -> VideoClip:
     if audio is not None and col is not None:
         if v_start is None:
             v_start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
-        a_start = col.start if col.start is not None else v_start
-        offset = int(round((a_start - v_start) * SAMPLE_RATE))
-        if offset > 0:  # audio starts after the first frame: keep sample 0 == frame 0
-            audio = np.concatenate([np.zeros(offset, np.float32), audio])
-        elif offset < 0:
-            audio = audio[-offset:]
-        if offset:
-            logger.debug("read_video %s: audio offset %+d samples relative to video", p, offset)
+        audio = _align_audio(audio, col.start, v_start, p)
     logger.debug("read_video %s: %d frames at %.3f fps, audio=%s", p, len(frames), fps,
                  None if audio is None else audio.size)
     return VideoClip(frames=np.stack(frames), fps=fps, audio=audio, sample_rate=SAMPLE_RATE)

@@ -65,6 +65,24 @@ def random_frames(cache: ClipCache, gen: torch.Generator, n: int) -> Tensor:
     return LatentCodec.to_tensor(np.stack(out))
 
 
+PREPARED_LATENTS = "latents.safetensors"
+
+
+def latents_fingerprint(path: Path) -> str | None:
+    """The VAE fingerprint a latents file was written with (None if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("vae")
+
+
+@torch.no_grad()
+def encode_frames(codec: LatentCodec, frames: np.ndarray, batch: int = 32) -> Tensor:
+    """(N, H, W, 3) uint8 frames -> (N, C, h, w) latents, in batches."""
+    x = LatentCodec.to_tensor(frames)
+    return torch.cat([codec.encode(x[k : k + batch]) for k in range(0, len(x), batch)])
+
+
 class LatentClips:
     """Per-clip VAE latents (cached on disk beside the run), audio, states and controls."""
 
@@ -76,17 +94,19 @@ class LatentClips:
         self.controls: list[Tensor] = []
         cache_dir.mkdir(parents=True, exist_ok=True)
         codec.eval()
+        fingerprint = getattr(codec, "fingerprint", None)
         for i in tqdm(range(len(dataset)), desc="latents", leave=False):
             rec = dataset.records[i]
             path = cache_dir / f"{rec['clip_id']}.safetensors"
+            prepared = dataset.root / rec["path"] / PREPARED_LATENTS  # from `rtavatar prepare --vae`
+            if fingerprint and prepared.is_file() and latents_fingerprint(prepared) == fingerprint:
+                path = prepared
             if path.is_file():
                 z = load_file(path)["latents"]
                 clip = dataset.load(i, with_frames=False)
             else:
                 clip = dataset.load(i)
-                x = LatentCodec.to_tensor(clip.frames)
-                with torch.no_grad():
-                    z = torch.cat([codec.encode(x[k : k + batch]) for k in range(0, len(x), batch)])
+                z = encode_frames(codec, clip.frames, batch)
                 save_file({"latents": z.contiguous()}, path)
             self.latents.append(z)
             self.audio.append(torch.from_numpy(clip.audio[: clip.meta["n_frames"] * SAMPLES_PER_FRAME].astype(np.float32)))

@@ -8,6 +8,7 @@ reference, state and controls per sample.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ class TeacherConfig:
     sample_every: int = 1000  # steps between sample videos (0: never)
     sample_seconds: float = 3.0
     sample_steps: int = 20
+    # The mouth is ~3% of an aligned face crop, so an unweighted loss learns lips last. Inside
+    # this box (y0, y1, x0, x1 as fractions of the crop; it covers the mouth of the synthetic
+    # framing over the whole pose range, and of `rtavatar prepare` crops) the loss counts
+    # mouth_weight times. 1.0 turns it off.
+    mouth_weight: float = 1.0
+    mouth_box: tuple[float, float, float, float] = (0.5, 0.75, 0.25, 0.75)
 
 
 def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
@@ -50,6 +57,9 @@ def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
     cfg = json.loads((ck / "config.json").read_text())
     codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
     load_weights(codec, ck)
+    # Identifies the weights, so latents cached elsewhere (`prepare --vae`) are only reused
+    # with the VAE that made them.
+    codec.fingerprint = hashlib.sha1((ck / "model.safetensors").read_bytes()).hexdigest()[:16]
     return codec.eval().requires_grad_(False)
 
 
@@ -63,15 +73,26 @@ def draw_noise(cfg: TeacherConfig, shape: torch.Size, motion: int, gen: torch.Ge
             "keep_ref": keep(cfg.p_drop_ref), "keep_state": keep(cfg.p_drop_state), "keep_controls": keep(cfg.p_drop_controls)}
 
 
+def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
+    """(h, w) loss weights with mean 1: mouth_weight inside mouth_box, 1 elsewhere."""
+    y0, y1, x0, x1 = cfg.mouth_box
+    wt = torch.ones(h, w)
+    wt[round(y0 * h): round(y1 * h), round(x0 * w): round(x1 * w)] = cfg.mouth_weight
+    return wt / wt.mean()
+
+
 def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor], motion: int) -> torch.Tensor:
-    """v-prediction MSE on the new frames (latents already scaled)."""
+    """v-prediction MSE on the new frames (latents already scaled), mouth region weighted."""
     x0, eps, t = batch["latents"], noise["eps"], noise["t"]
     state = batch["state"].clone()
     state[~noise["keep_state"]] = cfg.net.dit.n_states
     cond = Conditioning(state=state, controls=batch["controls"], ref_latent=batch["ref"], keep_audio=noise["keep_audio"],
                         keep_ref=noise["keep_ref"], keep_controls=noise["keep_controls"])
     v = net(add_noise(x0, eps, t), t, cond, wav=batch["audio"])
-    return ((v - v_target(x0, eps, t)) ** 2)[:, motion:].mean()
+    se = ((v - v_target(x0, eps, t)) ** 2)[:, motion:]
+    if cfg.mouth_weight != 1.0:
+        se = se * region_weight(cfg, *se.shape[-2:]).to(se)
+    return se.mean()
 
 
 def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
