@@ -31,7 +31,7 @@ from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec
 from rtavatar.training.common import load_weights, resolve_checkpoint
 from rtavatar.training.data import CONTROL_SCALE
-from rtavatar.training.teacher import TeacherConfig, load_codec
+from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,8 @@ def generate(
     ctrl = np.array([{**NEUTRAL, **(expression or {})}[k] for k in CONTROLS], np.float32) * CONTROL_SCALE
     controls = torch.from_numpy(ctrl)[None, None].expand(1, n, -1)
 
-    scale = cfg.latent_scale
-    ref = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None])) * scale
-    ref_cache = net.dit.encode_reference(ref)  # once per avatar
+    ref_raw = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None]))
+    ref_cache = net.dit.encode_reference(ref_raw * cfg.latent_scale)  # once per avatar
     denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
     sample = SAMPLERS[sampler]
     gen = torch.Generator().manual_seed(seed)
@@ -157,7 +156,7 @@ def generate(
         done += new
         bar.update(new)
     bar.close()
-    z = torch.stack(out) / scale
+    z = from_model_space(cfg, torch.stack(out)[None], ref_raw)[0]
     frames = [model.codec.decode(z[i : i + 16]) for i in range(0, n, 16)]
     return LatentCodec.to_uint8(torch.cat(frames))
 

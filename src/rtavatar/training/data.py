@@ -119,6 +119,16 @@ class LatentClips:
     def latent_std(self) -> float:
         return float(torch.cat([z.flatten() for z in self.latents]).std())
 
+    def residual_std(self, pairs: int = 8) -> float:
+        """Std of (frame latent - another frame of the same clip): the scale of what the
+        reference-residual diffusion has to produce. Fixed seed, so reruns agree."""
+        gen = torch.Generator().manual_seed(0)
+        diffs = []
+        for z in self.latents:
+            i, j = torch.randint(len(z), (2, pairs), generator=gen)
+            diffs.append((z[i] - z[j]).flatten())
+        return float(torch.cat(diffs).std())
+
     def sample(self, gen: torch.Generator, batch: int, frames: int, audio_margin: int) -> dict[str, Tensor]:
         """A global batch of `frames`-long windows: latents, audio (with margin frames each side,
         zero-padded at clip edges), state, controls, and a reference latent from the same clip."""

@@ -39,6 +39,13 @@ class TeacherConfig:
     p_drop_state: float = 0.1
     p_drop_controls: float = 0.1
     latent_scale: float = 0.0  # 1 / latent std, measured on the training latents at first start
+    # Diffuse each frame's difference from the reference latent instead of the latent itself.
+    # The zero-initialised output layer then starts out as "copy the reference", so training
+    # spends its steps on motion (lips, eyes, pose) instead of first learning to reproduce the
+    # identity through attention (measured: an absolute-latent tiny teacher still predicted x0
+    # worse than a plain copy of the reference after 2,500 steps; see docs/BENCHMARKS.md).
+    residual: bool = True
+    residual_scale: float = 0.0  # 1 / std of (latent - reference latent), measured at first start
     sample_every: int = 1000  # steps between sample videos (0: never)
     sample_seconds: float = 3.0
     sample_steps: int = 20
@@ -73,6 +80,21 @@ def draw_noise(cfg: TeacherConfig, shape: torch.Size, motion: int, gen: torch.Ge
             "keep_ref": keep(cfg.p_drop_ref), "keep_state": keep(cfg.p_drop_state), "keep_controls": keep(cfg.p_drop_controls)}
 
 
+def to_model_space(cfg: TeacherConfig, z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """VAE latents (B, F, C, h, w) -> the space the diffusion runs in, given the reference's
+    raw latent (B, C, h, w): scaled latents, or the scaled difference from the reference."""
+    if cfg.residual:
+        return (z - ref[:, None]) * cfg.residual_scale
+    return z * cfg.latent_scale
+
+
+def from_model_space(cfg: TeacherConfig, y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Inverse of to_model_space."""
+    if cfg.residual:
+        return y / cfg.residual_scale + ref[:, None]
+    return y / cfg.latent_scale
+
+
 def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
     """(h, w) loss weights with mean 1: mouth_weight inside mouth_box, 1 elsewhere."""
     y0, y1, x0, x1 = cfg.mouth_box
@@ -103,6 +125,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
     clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
     if cfg.latent_scale <= 0:
         cfg.latent_scale = 1.0 / max(clips.latent_std(), 1e-6)
+    if cfg.residual and cfg.residual_scale <= 0:
+        cfg.residual_scale = 1.0 / max(clips.residual_std(), 1e-6)
     torch.manual_seed(cfg.train.seed)
     net = AvatarNet(cfg.net)
 
@@ -114,8 +138,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         mine = rank_slice(cfg.train.batch_size, rank, world)
         batch = {k: v[mine] for k, v in batch.items()}
         drawn = {k: v[mine] for k, v in drawn.items()}
-        batch["latents"] = batch["latents"] * cfg.latent_scale
-        batch["ref"] = batch["ref"] * cfg.latent_scale
+        batch["latents"] = to_model_space(cfg, batch["latents"], batch["ref"])
+        batch["ref"] = batch["ref"] * cfg.latent_scale  # the reference input is always the scaled latent
         return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
 
     sample_clip = Dataset(data).load(0)  # the same clip every time, so samples are comparable
