@@ -17,7 +17,10 @@ from rtavatar.data.synth import SynthConfig, synthesize_dataset
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
 from rtavatar.training.data import LatentClips
-from rtavatar.training.teacher import TeacherConfig, draw_noise, load_codec, teacher_loss, train_teacher
+from rtavatar.diffusion import x0_from_v
+from rtavatar.models.dit import Conditioning
+from rtavatar.training.teacher import (TeacherConfig, draw_noise, from_model_space, load_codec, model_batch, teacher_loss,
+                                       to_model_space, train_teacher)
 from rtavatar.training.vae import VAEStageConfig, train_vae
 from rtavatar.models.vae import VAEConfig
 
@@ -52,10 +55,12 @@ def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) 
     data, vae = data_and_vae
     cfg = tiny_teacher_cfg(vae, steps=300, batch=4, lr=2e-3)
     cfg.p_drop_audio = cfg.p_drop_ref = cfg.p_drop_state = cfg.p_drop_controls = 0.0
+    # Absolute latents: in the reference-residual space much of what is left (blink and head
+    # motion timing) cannot be predicted from the conditioning, so the ratio says less there.
+    cfg.residual = False
     cfg.train.ema = 0.0
     train_teacher(cfg, data, tmp_path / "run")
     clips = LatentClips(Dataset(data, split="train"), load_codec(vae), tmp_path / "run" / "latent_cache")
-    scale = cfg.latent_scale
     torch.manual_seed(0)
     fresh = AvatarNet(cfg.net)
     trained = AvatarNet(cfg.net)
@@ -65,15 +70,33 @@ def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) 
         losses = []
         for k in range(4):
             gen, noise = step_generator(123, k, 0), step_generator(123, k, 1)
-            batch = clips.sample(gen, 4, 3, cfg.net.audio_margin)
-            batch["latents"] = batch["latents"] * scale
-            batch["ref"] = batch["ref"] * scale
+            batch = model_batch(cfg, clips.sample(gen, 4, 3, cfg.net.audio_margin))
             with torch.no_grad():
                 losses.append(float(teacher_loss(net.eval(), cfg, batch, draw_noise(cfg, batch["latents"].shape, 1, noise), 1)))
         return sum(losses) / len(losses)
 
     before, after = eval_loss(fresh), eval_loss(trained)
     assert after < before / 10, f"loss {before:.4f} -> {after:.4f}: not an order of magnitude"
+
+
+def test_residual_space_starts_as_a_copy_of_the_reference(data_and_vae: tuple[Path, Path]) -> None:
+    data, vae = data_and_vae
+    cfg = tiny_teacher_cfg(vae, steps=1)
+    cfg.latent_scale, cfg.residual_scale = 0.7, 3.0
+    z, ref = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    y = to_model_space(cfg, z, ref)
+    assert torch.allclose(from_model_space(cfg, y, ref), z, atol=1e-6)
+    # A fresh model's zero-initialised output predicts v = 0; at t = 1 that is x0 = 0 in model
+    # space, i.e. exactly the reference latent.
+    net = AvatarNet(cfg.net).eval()
+    x = torch.randn(1, 2, 4, 8, 8)
+    t = torch.ones(1, 2)
+    wav = torch.zeros(1, (2 + 2 * cfg.net.audio_margin) * 640)
+    cond = Conditioning(state=torch.zeros(1, 2, dtype=torch.long), controls=torch.zeros(1, 2, 7), ref_latent=ref[:1] * cfg.latent_scale)
+    with torch.no_grad():
+        x0 = x0_from_v(x, net(x, t, cond, wav=wav), t)
+    # (up to alpha(T_MAX) * x = 0.0016 * x, the signal left at the last noise level)
+    assert torch.allclose(from_model_space(cfg, x0, ref[:1]), ref[:1, None].expand(1, 2, -1, -1, -1), atol=0.01)
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:

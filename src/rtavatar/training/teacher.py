@@ -95,6 +95,11 @@ def from_model_space(cfg: TeacherConfig, y: torch.Tensor, ref: torch.Tensor) -> 
     return y / cfg.latent_scale
 
 
+def model_batch(cfg: TeacherConfig, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LatentClips batch with latents in model space and the reference input scaled."""
+    return {**batch, "latents": to_model_space(cfg, batch["latents"], batch["ref"]), "ref": batch["ref"] * cfg.latent_scale}
+
+
 def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
     """(h, w) loss weights with mean 1: mouth_weight inside mouth_box, 1 elsewhere."""
     y0, y1, x0, x1 = cfg.mouth_box
@@ -138,8 +143,7 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         mine = rank_slice(cfg.train.batch_size, rank, world)
         batch = {k: v[mine] for k, v in batch.items()}
         drawn = {k: v[mine] for k, v in drawn.items()}
-        batch["latents"] = to_model_space(cfg, batch["latents"], batch["ref"])
-        batch["ref"] = batch["ref"] * cfg.latent_scale  # the reference input is always the scaled latent
+        batch = model_batch(cfg, batch)
         return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
 
     sample_clip = Dataset(data).load(0)  # the same clip every time, so samples are comparable
