@@ -54,10 +54,11 @@ def _stage_config(stage: str, spec: str | None):
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
     from rtavatar.config import from_dict, load_config
     from rtavatar.models.dit import PRESETS
+    from rtavatar.training.syncnet import SyncStageConfig
     from rtavatar.training.teacher import TeacherConfig
     from rtavatar.training.vae import VAEStageConfig
 
-    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig}[stage]
+    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig}[stage]
     if spec and Path(spec).is_file():
         return load_config(cls, spec)
     if spec and spec not in PRESETS:
@@ -81,6 +82,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from rtavatar.training.vae import train_vae
 
         return train_vae(cfg, args.data, args.out, resume=args.resume)
+    if args.stage == "syncnet":
+        from rtavatar.training.syncnet import train_syncnet
+
+        return train_syncnet(cfg, args.data, args.out, resume=args.resume)
     from rtavatar.training.teacher import train_teacher
 
     if args.vae:
@@ -148,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train a stage: vae, teacher")
-    t.add_argument("stage", choices=["vae", "teacher"])
+    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet")
+    t.add_argument("stage", choices=["vae", "teacher", "syncnet"])
     t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
     t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")

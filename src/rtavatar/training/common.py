@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -47,6 +48,8 @@ class TrainConfig:
     ckpt_every: int = 200
     keep_checkpoints: int = 2
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    decay_from: int = 0  # > 0: cosine-decay the lr from this step to min_lr_ratio * lr at `steps`
+    min_lr_ratio: float = 0.1
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -143,7 +146,16 @@ def load_state(ckpt: Path) -> dict[str, Any]:
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
-    return lambda step: min(1.0, (step + 1) / max(1, cfg.warmup))
+    """Linear warm-up, then constant, or a cosine decay from `decay_from` to the last step."""
+
+    def f(step: int) -> float:
+        w = min(1.0, (step + 1) / max(1, cfg.warmup))
+        if cfg.decay_from <= 0 or step < cfg.decay_from:
+            return w
+        frac = min(1.0, (step - cfg.decay_from) / max(1, cfg.steps - cfg.decay_from))
+        return w * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    return f
 
 
 class JsonlLogger:

@@ -1,0 +1,1 @@
+"""Evaluation: sync scores, mouth and motion metrics, Fréchet distance on our features."""

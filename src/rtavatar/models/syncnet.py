@@ -1,0 +1,86 @@
+"""Our lip-sync expert: a SyncNet-style two-tower network (mouth-region video window vs. audio
+window) trained contrastively on in-sync vs. time-shifted pairs (`rtavatar train syncnet`).
+
+It scores sync in evaluation (Sync-C / Sync-D by the SyncNet protocol, rtavatar.evaluation.sync)
+and can serve as a discriminator backbone. Its scores are *ours*: not the published LSE-C/D,
+which come from the official SyncNet weights on real faces (evaluation accepts those too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtavatar.models.audio import LogMel
+
+
+@dataclass
+class SyncNetConfig:
+    window: int = 5  # video frames per window (0.2 s at 25 fps), like SyncNet
+    mouth_box: tuple[float, float, float, float] = (0.5, 0.75, 0.25, 0.75)  # y0, y1, x0, x1 of the face crop
+    crop: tuple[int, int] = (32, 64)  # mouth crop is resized to (h, w)
+    n_mels: int = 80
+    width: int = 24  # channels of the first stage of each tower (doubles per stage; each stage halves the size)
+    dim: int = 128  # embedding size
+
+
+def _tower(c_in: int, width: int, dim: int, stages: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c = c_in
+    for i in range(stages):
+        c_out = width * 2**i
+        layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU(),
+                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+        c = c_out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, dim))
+
+
+class SyncNet(nn.Module):
+    """embed_video: (B, T, 3, h, w) mouth crops in [-1, 1]; embed_audio: (B, T * 640) samples.
+    Both return L2-normalised (B, dim) embeddings; distance = Euclidean in [0, 2]."""
+
+    def __init__(self, cfg: SyncNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mel = LogMel(cfg.n_mels)
+        self.video = _tower(3 * cfg.window, cfg.width, cfg.dim, 4)
+        self.audio = _tower(1, cfg.width, cfg.dim, 4)
+        self.log_temp = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+
+    def forward(self, video: Tensor, audio: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Training pass (through forward, so DDP syncs gradients): embeddings of the video
+        windows, their audio, the (B, K, S) shifted audio, and the logit scale."""
+        b, k = negatives.shape[:2]
+        a = self.embed_audio(torch.cat([audio, negatives.reshape(b * k, -1)]))
+        return self.embed_video(video), a[:b], a[b:].reshape(b, k, -1), self.log_temp.exp().clamp(max=100.0)
+
+    def embed_video(self, crops: Tensor) -> Tensor:
+        b, t = crops.shape[:2]
+        return F.normalize(self.video(crops.reshape(b, t * 3, *crops.shape[-2:])), dim=-1)
+
+    def embed_audio(self, wav: Tensor) -> Tensor:
+        mel = self.mel(wav)  # (B, n_mels, T * 4)
+        mel = (mel + 5.0) / 5.0  # roughly centred log-mel
+        return F.normalize(self.audio(mel[:, None]), dim=-1)
+
+
+def mouth_crops(frames: Tensor, cfg: SyncNetConfig) -> Tensor:
+    """(..., 3, H, W) face crops in [-1, 1] -> (..., 3, h, w) mouth regions."""
+    y0, y1, x0, x1 = cfg.mouth_box
+    h, w = frames.shape[-2:]
+    m = frames[..., round(y0 * h) : round(y1 * h), round(x0 * w) : round(x1 * w)]
+    lead = m.shape[:-3]
+    m = m.reshape(-1, *m.shape[-3:])
+    if tuple(m.shape[-2:]) != tuple(cfg.crop):
+        m = F.interpolate(m, size=cfg.crop, mode="bilinear", align_corners=False, antialias=True)
+    return m.reshape(*lead, *m.shape[-3:])
+
+
+def sliding_windows(x: Tensor, window: int) -> Tensor:
+    """(N, ...) -> (N - window + 1, window, ...) overlapping windows along the first axis."""
+    return x.unfold(0, window, 1).movedim(-1, 1)
+

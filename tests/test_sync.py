@@ -1,0 +1,103 @@
+"""The lip-sync expert and the Sync-C / Sync-D protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtavatar.data.dataset import Dataset
+from rtavatar.data.synth import SynthConfig, synthesize_dataset
+from rtavatar.evaluation.sync import ExpertScorer, load_expert, offset_distances, sync_scores
+from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops, sliding_windows
+from rtavatar.training.common import TrainConfig, step_generator
+from rtavatar.training.data import ClipCache
+from rtavatar.training.syncnet import SyncStageConfig, sample_windows, sync_loss, train_syncnet
+
+
+class ShiftedScorer:
+    """Embeddings from a random walk; the audio's are the video's delayed by `lag` frames."""
+
+    window = 5
+
+    def __init__(self, lag: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.walk = torch.nn.functional.normalize(torch.randn(400, 16, generator=g).cumsum(0), dim=-1)
+        self.lag = lag
+
+    def video_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        return self.walk[100 : 100 + len(frames) - self.window + 1]
+
+    def audio_embeddings(self, audio: np.ndarray, n_frames: int) -> torch.Tensor:
+        return self.walk[100 - self.lag : 100 - self.lag + n_frames - self.window + 1]
+
+
+@pytest.mark.parametrize("lag", [0, 3, -7])
+def test_offset_search_recovers_a_known_av_offset(lag: int) -> None:
+    frames = np.zeros((80, 8, 8, 3), np.uint8)
+    s = sync_scores(ShiftedScorer(lag), frames, np.zeros(80 * 640, np.float32))
+    assert s["offset"] == lag and s["sync_d"] < 1e-6 and s["sync_c"] > 0.1
+
+
+def test_offset_distances_average_over_the_overlap() -> None:
+    v = torch.tensor([[0.0], [1.0], [2.0]])
+    a = torch.tensor([[0.0], [1.0], [5.0]])
+    offsets, d = offset_distances(v, a, max_offset=1)
+    assert offsets.tolist() == [-1, 0, 1]
+    assert d[1] == pytest.approx(1.0)  # |0-0|, |1-1|, |2-5| -> mean 1
+    assert d[2] == pytest.approx((1 + 4) / 2)  # v0-a1, v1-a2
+    assert d[0] == pytest.approx((1 + 1) / 2)  # v1-a0, v2-a1
+
+
+def test_windows_and_mouth_crops_have_the_expected_shapes() -> None:
+    cfg = SyncNetConfig()
+    x = torch.randn(10, 3, 128, 128)
+    m = mouth_crops(x, cfg)
+    assert m.shape == (10, 3, *cfg.crop)
+    assert mouth_crops(torch.randn(2, 10, 3, 128, 128), cfg).shape == (2, 10, 3, *cfg.crop)
+    w = sliding_windows(m, 5)
+    assert w.shape == (6, 5, 3, *cfg.crop) and torch.equal(w[2, 0], m[2]) and torch.equal(w[2, 4], m[6])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sync") / "data"
+    synthesize_dataset(SynthConfig(clips=4, seed=11, resolution=64, seconds=(4.0, 5.0), workers=2, test_fraction=0.0),
+                       root, progress=False)
+    return root
+
+
+def test_sync_loss_has_gradients_for_both_towers(data: Path) -> None:
+    cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32))
+    batch = sample_windows(ClipCache(Dataset(data)), cfg, step_generator(0, 0), 6)
+    assert batch["video"].shape == (6, 5, 3, 32, 64) and batch["negatives"].shape == (6, 2, 3200)
+    # Hard negatives are the same clip's audio at another time: never the positive window
+    # (unless both are digital silence).
+    voiced = [i for i in range(6) if batch["audio"][i].abs().max() > 0]
+    assert len(voiced) >= 3  # windows are centred on voiced frames 80% of the time
+    assert not any(torch.equal(batch["audio"][i], batch["negatives"][i, k]) for i in voiced for k in range(2))
+    net = SyncNet(cfg.net)
+    loss, stats = sync_loss(net, batch)
+    loss.backward()
+    for tower in (net.video, net.audio):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
+    assert net.log_temp.grad is not None and 0 <= stats["acc"] <= 1
+
+
+def test_expert_learns_to_tell_synced_from_shifted_audio(data: Path, tmp_path: Path) -> None:
+    cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32), hard_negatives=2,
+                          train=TrainConfig(steps=150, batch_size=16, lr=2e-3, warmup=10, ema=0.0, ckpt_every=150, log_every=10))
+    train_syncnet(cfg, data, tmp_path / "sync")
+    scorer = load_expert(tmp_path / "sync")
+    assert isinstance(scorer, ExpertScorer)
+    ds = Dataset(data)
+    found = []
+    for i in range(len(ds)):
+        clip = ds.load(i)
+        synced = sync_scores(scorer, clip.frames, clip.audio)
+        late = sync_scores(scorer, clip.frames, np.concatenate([np.zeros(640 * 8, np.float32), clip.audio]))
+        found.append(abs(synced["offset"]) <= 1 and abs(late["offset"] - 8) <= 1)
+    # Audio delayed by 8 frames: video window i now matches audio window i + 8.
+    assert sum(found) >= 3, found
