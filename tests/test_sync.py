@@ -38,17 +38,42 @@ class ShiftedScorer:
 def test_offset_search_recovers_a_known_av_offset(lag: int) -> None:
     frames = np.zeros((80, 8, 8, 3), np.uint8)
     s = sync_scores(ShiftedScorer(lag), frames, np.zeros(80 * 640, np.float32))
-    assert s["offset"] == lag and s["sync_d"] < 1e-6 and s["sync_c"] > 0.1
+    # sync_d is the zero-padded ends only: |lag| of 76 windows at distance 1
+    assert s["offset"] == lag and s["sync_d"] == pytest.approx(abs(lag) / 76, abs=1e-5) and s["sync_c"] > 0.1
 
 
-def test_offset_distances_average_over_the_overlap() -> None:
+def test_offset_distances_pad_with_zero_features_like_the_reference() -> None:
     v = torch.tensor([[0.0], [1.0], [2.0]])
     a = torch.tensor([[0.0], [1.0], [5.0]])
     offsets, d = offset_distances(v, a, max_offset=1)
     assert offsets.tolist() == [-1, 0, 1]
-    assert d[1] == pytest.approx(1.0)  # |0-0|, |1-1|, |2-5| -> mean 1
-    assert d[2] == pytest.approx((1 + 4) / 2)  # v0-a1, v1-a2
-    assert d[0] == pytest.approx((1 + 1) / 2)  # v1-a0, v2-a1
+    assert d[1] == pytest.approx((0 + 0 + 3) / 3)  # |0-0|, |1-1|, |2-5|
+    assert d[2] == pytest.approx((1 + 4 + 2) / 3)  # v0-a1, v1-a2, v2-(zero past the end)
+    assert d[0] == pytest.approx((0 + 1 + 1) / 3)  # v0-(zero), v1-a0, v2-a1
+
+
+def test_official_syncnet_loads_a_state_dict_and_scores(tmp_path: Path) -> None:
+    pytest.importorskip("python_speech_features")
+    from rtavatar.errors import RTAvatarError
+    from rtavatar.evaluation.official_syncnet import OfficialSyncNet, OfficialSyncNetScorer
+
+    torch.manual_seed(0)
+    path = tmp_path / "syncnet_v2.model"
+    torch.save(OfficialSyncNet().state_dict(), path)  # same layout as the released file
+    scorer = OfficialSyncNetScorer(path)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (9, 96, 96, 3), dtype=np.uint8)
+    s = sync_scores(scorer, frames, rng.normal(0, 0.1, 9 * 640).astype(np.float32), max_offset=2)
+    assert set(s) == {"sync_c", "sync_d", "offset"} and s["sync_c"] >= 0 and -2 <= s["offset"] <= 2
+    assert scorer.video_embeddings(frames).shape == (5, 1024)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.model")
+    with pytest.raises(RTAvatarError, match="does not match"):
+        OfficialSyncNetScorer(tmp_path / "other.model")
+    (tmp_path / "junk.model").write_bytes(b"not a checkpoint")
+    with pytest.raises(RTAvatarError, match="not a SyncNet state dict"):
+        OfficialSyncNetScorer(tmp_path / "junk.model")
+    with pytest.raises(RTAvatarError, match="download"):
+        OfficialSyncNetScorer(tmp_path / "missing.model")
 
 
 def test_windows_and_mouth_crops_have_the_expected_shapes() -> None:

@@ -2,9 +2,12 @@
 
 Protocol (Chung & Zisserman 2016, as used for LSE-C/LSE-D): embed every 5-frame video window
 and every matching audio window; for each audio offset d in [-15, 15] frames, average the
-distance between video window i and audio window i + d over i; Sync-D is the smallest average
-distance, Sync-C (confidence) is the median over offsets minus that minimum, and the offset
-at the minimum is the estimated AV offset (0 for a well synced video).
+distance between video window i and audio window i + d over i (zero features past the ends);
+Sync-D is the smallest average distance, Sync-C (confidence) is the median over offsets minus
+that minimum, and the offset at the minimum is the estimated AV offset: 0 for a well synced
+video, +k when the audio lags the video by k frames (the reference script prints -k).
+
+`OfficialSyncNetScorer` (official_syncnet.py) runs the same protocol with the official weights.
 
 With our expert (`rtavatar train syncnet`) these are *our* Sync-C/Sync-D: same protocol,
 different network and training data, so the numbers are not comparable with published LSE-C/D.
@@ -56,13 +59,16 @@ class ExpertScorer:
 
 
 def offset_distances(v: Tensor, a: Tensor, max_offset: int = 15) -> tuple[np.ndarray, np.ndarray]:
-    """Mean distance between video window i and audio window i + d, for d in [-max, max]."""
+    """Mean over video windows i of the distance to audio window i + d, for d in [-max, max].
+
+    As in the reference implementation, audio features beyond either end are zero vectors
+    (so every offset averages over all windows, and far offsets pay for the padding).
+    """
     offsets = np.arange(-max_offset, max_offset + 1)
-    dists = []
-    for d in offsets:
-        lo, hi = max(0, -d), min(len(v), len(a) - d)
-        dists.append(float((v[lo:hi] - a[lo + d : hi + d]).norm(dim=-1).mean()) if hi > lo else np.nan)
-    return offsets, np.array(dists)
+    a_pad = torch.cat([a.new_zeros(max_offset, a.shape[1]), a, a.new_zeros(max_offset + max(0, len(v) - len(a)), a.shape[1])])
+    idx = torch.arange(len(v))[:, None] + torch.arange(2 * max_offset + 1)[None]  # (N, 2m+1) into a_pad
+    dists = (v[:, None] - a_pad[idx]).norm(dim=-1).mean(0)
+    return offsets, dists.numpy().astype(np.float64)
 
 
 def sync_scores(scorer: SyncScorer, frames: np.ndarray, audio: np.ndarray, max_offset: int = 15) -> dict[str, float]:
@@ -72,8 +78,8 @@ def sync_scores(scorer: SyncScorer, frames: np.ndarray, audio: np.ndarray, max_o
     v = scorer.video_embeddings(frames)
     a = scorer.audio_embeddings(audio, len(frames))
     offsets, dists = offset_distances(v, a, max_offset)
-    i = int(np.nanargmin(dists))
-    return {"sync_c": float(np.nanmedian(dists) - dists[i]), "sync_d": float(dists[i]), "offset": int(offsets[i])}
+    i = int(np.argmin(dists))
+    return {"sync_c": float(np.median(dists) - dists[i]), "sync_d": float(dists[i]), "offset": int(offsets[i])}
 
 
 def load_expert(checkpoint: str | Path, ema: bool = True) -> ExpertScorer:
