@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from rtavatar.data.dataset import Dataset
 from rtavatar.data.synth import SynthConfig, synthesize_dataset
+from rtavatar.evaluation.run import evaluate, format_table, load_clips
 from rtavatar.evaluation.sync import ExpertScorer, load_expert, offset_distances, sync_scores
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops, sliding_windows
 from rtavatar.training.common import TrainConfig, step_generator
@@ -98,6 +100,7 @@ def test_sync_loss_has_gradients_for_both_towers(data: Path) -> None:
     cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32))
     batch = sample_windows(ClipCache(Dataset(data)), cfg, step_generator(0, 0), 6)
     assert batch["video"].shape == (6, 5, 3, 32, 64) and batch["negatives"].shape == (6, 2, 3200)
+    assert batch["mouth_open"].shape == (6, 5) and not batch["mouth_open"].isnan().any()
     # Hard negatives are the same clip's audio at another time: never the positive window
     # (unless both are digital silence).
     voiced = [i for i in range(6) if batch["audio"][i].abs().max() > 0]
@@ -106,16 +109,22 @@ def test_sync_loss_has_gradients_for_both_towers(data: Path) -> None:
     net = SyncNet(cfg.net)
     loss, stats = sync_loss(net, batch)
     loss.backward()
-    for tower in (net.video, net.audio):
+    for tower in (net.video, net.audio, net.aperture):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
     assert net.log_temp.grad is not None and 0 <= stats["acc"] <= 1
 
 
-def test_expert_learns_to_tell_synced_from_shifted_audio(data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def expert(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32), hard_negatives=2,
                           train=TrainConfig(steps=150, batch_size=16, lr=2e-3, warmup=10, ema=0.0, ckpt_every=150, log_every=10))
-    train_syncnet(cfg, data, tmp_path / "sync")
-    scorer = load_expert(tmp_path / "sync")
+    run = tmp_path_factory.mktemp("expert") / "sync"
+    train_syncnet(cfg, data, run)
+    return run
+
+
+def test_expert_learns_to_tell_synced_from_shifted_audio(data: Path, expert: Path) -> None:
+    scorer = load_expert(expert)
     assert isinstance(scorer, ExpertScorer)
     ds = Dataset(data)
     found = []
@@ -126,3 +135,20 @@ def test_expert_learns_to_tell_synced_from_shifted_audio(data: Path, tmp_path: P
         found.append(abs(synced["offset"]) <= 1 and abs(late["offset"] - 8) <= 1)
     # Audio delayed by 8 frames: video window i now matches audio window i + 8.
     assert sum(found) >= 3, found
+    logged = [json.loads(line) for line in (expert / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["aperture_mse"] < logged[0]["aperture_mse"] / 2
+
+
+def test_eval_rows_separate_good_and_broken_systems(data: Path, expert: Path) -> None:
+    clips = load_clips(str(data), split="train", clips=3, seconds=4.0)
+    by_id = {c.clip_id: c for c in clips}
+    truth = {c.frames[0].tobytes(): c.frames for c in clips}  # portrait -> its own clip (a perfect "generator")
+    systems = {"copy": lambda portrait, audio: truth[portrait.tobytes()],
+               "frozen": lambda portrait, audio: np.repeat(portrait[None], len(audio) // 640, 0)}
+    rows = {r["system"]: r for r in evaluate(systems, list(by_id.values()), load_expert(expert))}
+    gt, late, copy, frozen = rows["ground truth"], rows["ground truth, audio 8 frames late"], rows["copy"], rows["frozen"]
+    assert copy["sync_c"] == pytest.approx(gt["sync_c"]) and copy["fd_sync"] == pytest.approx(0.0, abs=1e-3)
+    assert late["abs_offset"] > gt["abs_offset"] + 4
+    assert frozen["jitter"] == 0.0 and gt["jitter"] > 0.1
+    assert frozen["fd_sync"] > 10 * max(copy["fd_sync"], 1e-3) and frozen["fps"] > 0
+    assert "| frozen |" in format_table(list(rows.values()))

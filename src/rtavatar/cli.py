@@ -50,6 +50,25 @@ def cmd_prepare(args: argparse.Namespace) -> dict:
                            vae=args.vae, progress=not args.quiet)
 
 
+def cmd_eval(args: argparse.Namespace) -> dict:
+    from rtavatar.evaluation.run import evaluate, format_table, load_clips
+    from rtavatar.evaluation.sync import load_expert
+    from rtavatar.generate import generate, load_model
+
+    clips = load_clips(args.data, args.split, args.clips, args.seconds)
+    systems = {}
+    for ck in args.checkpoint:
+        model = load_model(ck)
+        for steps in args.steps or [20]:
+            systems[f"{Path(ck).name} {steps} steps"] = (
+                lambda portrait, audio, m=model, n=steps: generate(m, portrait, audio, steps=n, guidance=args.guidance, progress=False))
+    rows = evaluate(systems, clips, load_expert(args.expert))
+    print(format_table(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return {"rows": rows}
+
+
 def _stage_config(stage: str, spec: str | None):
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
     from rtavatar.config import from_dict, load_config
@@ -139,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     pr.set_defaults(func=cmd_prepare)
+
+    ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps")
+    ev.add_argument("--checkpoint", action="append", default=[], help="teacher run (repeatable)")
+    ev.add_argument("--expert", required=True, help="`train syncnet` run (our sync expert)")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--clips", type=int, default=0, help="at most this many clips (0: all)")
+    ev.add_argument("--seconds", type=float, default=8.0, help="score the first S seconds of each clip")
+    ev.add_argument("--steps", type=int, action="append", default=None, help="sampling steps (repeatable; default 20)")
+    ev.add_argument("--guidance", type=float, default=2.0)
+    ev.add_argument("--out", default="", help="write the rows as JSON here")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
 
     g = sub.add_parser("generate", help="portrait + audio -> mp4 with a trained teacher checkpoint")
     g.add_argument("--image", required=True)

@@ -50,6 +50,12 @@ class ExpertScorer:
         return torch.cat([self.net.embed_video(win[k : k + self.batch]) for k in range(0, len(win), self.batch)])
 
     @torch.no_grad()
+    def mouth_open(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 face crops -> (N,) estimated inner-lip gap in IOD."""
+        crops = mouth_crops(LatentCodec.to_tensor(frames), self.net.cfg)
+        return torch.cat([self.net.mouth_open(crops[k : k + self.batch]) for k in range(0, len(crops), self.batch)]).numpy()
+
+    @torch.no_grad()
     def audio_embeddings(self, audio: np.ndarray, n_frames: int) -> Tensor:
         wav = np.zeros(n_frames * SAMPLES_PER_FRAME, np.float32)
         wav[: min(len(audio), wav.size)] = audio[: wav.size]

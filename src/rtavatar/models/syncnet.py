@@ -2,7 +2,9 @@
 window) trained contrastively on in-sync vs. time-shifted pairs (`rtavatar train syncnet`).
 
 It scores sync in evaluation (Sync-C / Sync-D by the SyncNet protocol, rtavatar.evaluation.sync)
-and can serve as a discriminator backbone. Its scores are *ours*: not the published LSE-C/D,
+and can serve as a discriminator backbone. A third, per-frame tower regresses the mouth
+opening (inner-lip gap in IOD, the `mouth_open` column) from one mouth crop: evaluation uses
+it to measure the aperture of generated frames, which have no landmarks of their own. Its scores are *ours*: not the published LSE-C/D,
 which come from the official SyncNet weights on real faces (evaluation accepts those too).
 """
 
@@ -50,13 +52,20 @@ class SyncNet(nn.Module):
         self.video = _tower(3 * cfg.window, cfg.width, cfg.dim, 4)
         self.audio = _tower(1, cfg.width, cfg.dim, 4)
         self.log_temp = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+        self.aperture = _tower(3, max(8, cfg.width // 2), 1, 3)
 
-    def forward(self, video: Tensor, audio: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, video: Tensor, audio: Tensor, negatives: Tensor) -> tuple[Tensor, ...]:
         """Training pass (through forward, so DDP syncs gradients): embeddings of the video
-        windows, their audio, the (B, K, S) shifted audio, and the logit scale."""
+        windows, their audio, the (B, K, S) shifted audio, the logit scale, and the (B, T)
+        per-frame aperture estimates."""
         b, k = negatives.shape[:2]
         a = self.embed_audio(torch.cat([audio, negatives.reshape(b * k, -1)]))
-        return self.embed_video(video), a[:b], a[b:].reshape(b, k, -1), self.log_temp.exp().clamp(max=100.0)
+        return (self.embed_video(video), a[:b], a[b:].reshape(b, k, -1), self.log_temp.exp().clamp(max=100.0),
+                self.mouth_open(video))
+
+    def mouth_open(self, crops: Tensor) -> Tensor:
+        """(..., 3, h, w) mouth crops -> (...) estimated inner-lip gap in IOD."""
+        return self.aperture(crops.reshape(-1, *crops.shape[-3:])).reshape(crops.shape[:-3])
 
     def embed_video(self, crops: Tensor) -> Tensor:
         b, t = crops.shape[:2]

@@ -35,12 +35,13 @@ class SyncStageConfig:
     min_shift: int = 3  # frames; closer shifts overlap the true window too much to be "wrong"
     max_shift: int = 15
     p_voiced: float = 0.8
+    aperture_weight: float = 10.0  # MSE on mouth_open (IOD; ~0.1 typical) next to the InfoNCE loss
 
 
 def sample_windows(cache: ClipCache, cfg: SyncStageConfig, gen: torch.Generator, batch: int) -> dict[str, Tensor]:
     """Global batch: mouth windows (B, T, 3, h, w), audio (B, T*640), shifted audio (B, K, T*640)."""
     w, k_neg = cfg.net.window, cfg.hard_negatives
-    vids, auds, negs = [], [], []
+    vids, auds, negs, opens = [], [], [], []
     for _ in range(batch):
         clip = cache.get(int(torch.randint(len(cache.ds), (1,), generator=gen)))
         n = clip.n_frames
@@ -51,27 +52,34 @@ def sample_windows(cache: ClipCache, cfg: SyncStageConfig, gen: torch.Generator,
         else:
             s = int(torch.randint(n - w + 1, (1,), generator=gen))
         vids.append(mouth_crops(LatentCodec.to_tensor(clip.frames[s : s + w]), cfg.net))
+        mo = clip.columns.get("mouth_open")  # NaN where a dataset has no aperture ground truth
+        opens.append(torch.as_tensor(mo[s : s + w] if mo is not None else np.full(w, np.nan), dtype=torch.float32))
         wav = torch.from_numpy(np.pad(clip.audio, (0, max(0, n * SAMPLES_PER_FRAME - len(clip.audio)))).astype(np.float32))
         win = lambda start: wav[start * SAMPLES_PER_FRAME : (start + w) * SAMPLES_PER_FRAME]  # noqa: E731
         auds.append(win(s))
         choices = [d for d in range(-cfg.max_shift, cfg.max_shift + 1) if abs(d) >= cfg.min_shift and 0 <= s + d <= n - w]
         picks = [choices[int(torch.randint(len(choices), (1,), generator=gen))] if choices else 0 for _ in range(k_neg)]
         negs.append(torch.stack([win(s + d) for d in picks]))
-    return {"video": torch.stack(vids), "audio": torch.stack(auds), "negatives": torch.stack(negs)}
+    return {"video": torch.stack(vids), "audio": torch.stack(auds), "negatives": torch.stack(negs),
+            "mouth_open": torch.stack(opens)}
 
 
-def sync_loss(net: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """InfoNCE: each video window must pick its own audio among the batch's and its shifted ones."""
-    v, a, neg, scale = net(batch["video"], batch["audio"], batch["negatives"])
+def sync_loss(net: nn.Module, batch: dict[str, Tensor], aperture_weight: float = 10.0) -> tuple[Tensor, dict[str, float]]:
+    """InfoNCE (each video window must pick its own audio among the batch's and its shifted
+    ones) + MSE of the per-frame aperture estimate where the data has `mouth_open`."""
+    v, a, neg, scale, opening = net(batch["video"], batch["audio"], batch["negatives"])
     b = len(v)
     logits = torch.cat([v @ a.T, torch.einsum("bd,bkd->bk", v, neg)], 1) * scale
     target = torch.arange(b)
     loss = F.cross_entropy(logits, target)
+    known = ~torch.isnan(batch["mouth_open"])
+    ap = F.mse_loss(opening[known], batch["mouth_open"][known]) if known.any() else opening.sum() * 0.0
+    loss = loss + aperture_weight * ap
     with torch.no_grad():
         acc = float((logits.argmax(1) == target).float().mean())
         pos = (v - a).norm(dim=-1).mean()
         shifted = (v[:, None] - neg).norm(dim=-1).mean()
-    return loss, {"acc": acc, "d_pos": float(pos), "d_shift": float(shifted)}
+    return loss, {"acc": acc, "d_pos": float(pos), "d_shift": float(shifted), "aperture_mse": float(ap.detach())}
 
 
 def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resume: bool = False,
@@ -83,7 +91,7 @@ def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resum
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
         batch = sample_windows(cache, cfg, gen, cfg.train.batch_size)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        return sync_loss(model, {k: v[mine] for k, v in batch.items()})
+        return sync_loss(model, {k: v[mine] for k, v in batch.items()}, cfg.aperture_weight)
 
     return train_loop(run=Path(run), cfg=cfg.train, model=net, config_dict={"stage": "syncnet", **to_dict(cfg)},
                       loss_fn=loss_fn, resume=resume, stop_after=stop_after)
