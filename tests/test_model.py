@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import pytest
 import torch
 
-from rtavatar.diffusion import SAMPLERS, add_noise, cfg_denoiser, v_target, x0_from_v
+from rtavatar.diffusion import (SAMPLERS, add_noise, cfg_denoiser, consistency_coeffs, consistency_denoiser, ddim_step,
+                                sample_consistency, v_target, x0_from_v)
 from rtavatar.errors import RTAvatarError
 from rtavatar.models.audio import AudioConfig, MelAudioEncoder, window_features
 from rtavatar.models.dit import DiT, DiTConfig, Conditioning
@@ -204,3 +207,41 @@ def test_whisper_encoder_runs_offline_and_is_frozen(tmp_path: Path) -> None:
     assert out.shape == x.shape
     with pytest.raises(RTAvatarError, match="never downloaded"):
         build_audio_encoder(AudioConfig(kind="whisper-tiny", whisper_path=str(tmp_path)))
+
+
+def test_ddim_step_matches_the_formula() -> None:
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 3, 4, 2, 2, generator=g)
+    t, s = torch.full((2, 3), 0.7), torch.full((2, 3), 0.4)
+    xt = add_noise(x0, eps, t)
+    # With the exact x0, DDIM lands on the same noise draw at s (the ODE is exact along it).
+    ref = math.cos(0.2 * math.pi) * x0 + math.sin(0.2 * math.pi) * eps
+    torch.testing.assert_close(ddim_step(xt, x0, t, s), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_consistency_function_meets_the_boundary_condition() -> None:
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 2, 4, 2, 2, generator=g)
+    f = consistency_denoiser(lambda x, t, c: torch.full_like(x, 7.0))
+    assert torch.equal(f(x, torch.zeros(1, 2), None), x), "f(x, 0) = x exactly"
+    c_skip, c_out = consistency_coeffs(torch.tensor([0.0, 0.5]))
+    assert c_skip[0] == 1 and c_out[0] == 0 and c_skip[1] < 1e-3 and c_out[1] > 0.999
+    torch.testing.assert_close(f(x, torch.full((1, 2), 0.5), None), torch.full_like(x, 7.0), rtol=0, atol=0.01)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_consistency_sampler_steps_and_context(steps: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    target = torch.randn(1, 4, 4, 2, 2, generator=g)
+    x = torch.randn(1, 4, 4, 2, 2, generator=g)
+    active = torch.tensor([[False, True, True, True]])
+    seen: list[float] = []
+
+    def den(x: torch.Tensor, t: torch.Tensor, c: object) -> torch.Tensor:
+        seen.append(float(t[0, 1]))
+        return target.expand_as(x)
+
+    out = sample_consistency(consistency_denoiser(den), x, active, None, steps=steps, generator=g)
+    assert len(seen) == steps and seen[0] == pytest.approx(0.999) and seen == sorted(seen, reverse=True)
+    assert torch.equal(out[:, :1], x[:, :1])
+    assert (out[:, 1:] - target[:, 1:]).abs().max() < 0.01

@@ -100,12 +100,54 @@ def sample_ddim(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, step
     grid = timesteps(steps, t_start)
     for t_now, t_next in zip(grid[:-1], grid[1:]):
         t = _frame_times(float(t_now), active)
-        x0 = denoise(x, t, cond)
-        eps = eps_from_x0(x, x0, t)
-        a, s = alpha_sigma(_frame_times(float(t_next), active))
-        x_new = _bcast(a, x) * x0 + _bcast(s, x) * eps
+        x_new = ddim_step(x, denoise(x, t, cond), t, _frame_times(float(t_next), active))
         x = torch.where(_bcast(active, x), x_new, x)
     return x
+
+
+def ddim_step(x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """One deterministic DDIM move from t to s < t given x0_hat: x_s = alpha_s x0 + sigma_s eps_hat.
+    Also the teacher's (skipping-step) ODE solver in consistency distillation."""
+    a, sg = alpha_sigma(s)
+    return _bcast(a, x_t) * x0 + _bcast(sg, x_t) * eps_from_x0(x_t, x0, t)
+
+
+# Consistency parameterization (Song et al. 2023; LCM): f(x, t) = c_skip(t) x + c_out(t) x0_hat.
+# c_skip(0) = 1 and c_out(0) = 0, so f(x, 0) = x exactly (the boundary condition); the
+# scale makes the switch-over happen within t ~ 0.01, i.e. f is the network's x0 nearly
+# everywhere else.
+SIGMA_DATA = 0.5
+BOUNDARY_SCALE = 100.0
+
+
+def consistency_coeffs(t: Tensor) -> tuple[Tensor, Tensor]:
+    st = t * BOUNDARY_SCALE
+    return SIGMA_DATA**2 / (st**2 + SIGMA_DATA**2), st / torch.sqrt(st**2 + SIGMA_DATA**2)
+
+
+def consistency_denoiser(denoise: Denoiser) -> Denoiser:
+    """The consistency function f(x, t, cond) of a network wrapped as `denoise` (-> x0_hat)."""
+
+    def f(x: Tensor, t: Tensor, cond: object) -> Tensor:
+        c_skip, c_out = consistency_coeffs(t)
+        return _bcast(c_skip, x) * x + _bcast(c_out, x) * denoise(x, t, cond)
+
+    return f
+
+
+def sample_consistency(f: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 1, t_start: float = T_MAX,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """Multistep consistency sampling (1, 2, 4, ... steps): x0 = f(x_T, T); then re-noise x0 to
+    the next, lower t with fresh noise and apply f again."""
+    grid = torch.linspace(t_start, 0.0, steps + 1)[:-1]
+    x0 = x
+    for i, t_now in enumerate(grid):
+        t = _frame_times(float(t_now), active)
+        if i:
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = torch.where(_bcast(active, x), add_noise(x0, eps, t), x)
+        x0 = torch.where(_bcast(active, x), f(x, t, cond), x)
+    return x0
 
 
 def sample_euler(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX) -> Tensor:
