@@ -13,31 +13,17 @@ from safetensors.torch import load_file
 
 from rtavatar.config import save_config
 from rtavatar.data.dataset import Dataset
-from rtavatar.data.synth import SynthConfig, synthesize_dataset
-from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
-from rtavatar.training.data import LatentClips
 from rtavatar.diffusion import x0_from_v
+from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.teacher import (TeacherConfig, draw_noise, from_model_space, load_codec, model_batch, teacher_loss,
-                                       to_model_space, train_teacher)
-from rtavatar.training.vae import VAEStageConfig, train_vae
-from rtavatar.models.vae import VAEConfig
+from rtavatar.training.common import latest_checkpoint, step_generator
+from rtavatar.training.data import LatentClips
+from rtavatar.training.teacher import (draw_noise, from_model_space, load_codec, model_batch, teacher_loss, to_model_space,
+                                       train_teacher)
 
 from helpers import tiny_teacher_cfg
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_and_vae(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("train")
-    data = root / "data"
-    synthesize_dataset(SynthConfig(clips=3, seed=5, resolution=64, seconds=(2.0, 3.0), workers=1, test_fraction=0.0), data, progress=False)
-    vae = root / "vae"
-    cfg = VAEStageConfig(vae=VAEConfig(channels=8), train=TrainConfig(steps=2, batch_size=2, ema=0.0, ckpt_every=2), crop=32)
-    train_vae(cfg, data, vae)
-    return data, vae
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

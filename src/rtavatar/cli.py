@@ -59,7 +59,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     systems = {}
     for ck in args.checkpoint:
         model = load_model(ck)
-        for steps in args.steps or [20]:
+        for steps in args.steps or [1 if model.student is not None else 20]:
             systems[f"{Path(ck).name} {steps} steps"] = (
                 lambda portrait, audio, m=model, n=steps: generate(m, portrait, audio, steps=n, guidance=args.guidance, progress=False))
     rows = evaluate(systems, clips, load_expert(args.expert))
@@ -73,11 +73,12 @@ def _stage_config(stage: str, spec: str | None):
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
     from rtavatar.config import from_dict, load_config
     from rtavatar.models.dit import PRESETS
+    from rtavatar.training.distill import DistillConfig
     from rtavatar.training.syncnet import SyncStageConfig
     from rtavatar.training.teacher import TeacherConfig
     from rtavatar.training.vae import VAEStageConfig
 
-    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig}[stage]
+    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig, "distill": DistillConfig}[stage]
     if spec and Path(spec).is_file():
         return load_config(cls, spec)
     if spec and spec not in PRESETS:
@@ -105,6 +106,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from rtavatar.training.syncnet import train_syncnet
 
         return train_syncnet(cfg, args.data, args.out, resume=args.resume)
+    if args.stage == "distill":
+        from rtavatar.training.distill import train_distill
+
+        if args.teacher:
+            cfg.teacher_checkpoint = args.teacher
+        return train_distill(cfg, args.data, args.out, resume=args.resume)
     from rtavatar.training.teacher import train_teacher
 
     if args.vae:
@@ -166,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=int, default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=float, default=8.0, help="score the first S seconds of each clip")
-    ev.add_argument("--steps", type=int, action="append", default=None, help="sampling steps (repeatable; default 20)")
-    ev.add_argument("--guidance", type=float, default=2.0)
+    ev.add_argument("--steps", type=int, action="append", default=None,
+                    help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")
+    ev.add_argument("--guidance", type=float, default=None, help="default 2 (teacher CFG) or the student's own")
     ev.add_argument("--out", default="", help="write the rows as JSON here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -177,16 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio", required=True, help="any audio file or a video's audio track")
     g.add_argument("--out", required=True)
     g.add_argument("--checkpoint", required=True, help="teacher run or checkpoint directory")
-    g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale on audio")
+    g.add_argument("--steps", type=int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale on audio: CFG for a teacher (default 2), an input for a student")
     g.add_argument("--state", default="auto", help="auto (from voice activity), speak, listen or idle")
     g.add_argument("--expression", default=None, help="controls, e.g. smile=0.6,yaw=10 (docs/DATA.md)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet")
-    t.add_argument("stage", choices=["vae", "teacher", "syncnet"])
+    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill")
+    t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill"])
     t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
     t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
@@ -194,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=0, help="override train.steps")
     t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
+    t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.config import from_dict
 from rtavatar.data.behavior import CONTROLS, STATE_ID
-from rtavatar.diffusion import SAMPLERS, cfg_denoiser, v_denoiser
+from rtavatar.diffusion import SAMPLERS, cfg_denoiser, consistency_denoiser, sample_consistency, v_denoiser
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_audio, read_image, validate_audio, write_video
 from rtavatar.models.avatarnet import AvatarNet
@@ -43,6 +43,7 @@ class Model:
     cfg: TeacherConfig
     net: AvatarNet
     codec: LatentCodec
+    student: Any = None  # the DistillConfig of a distilled (consistency) student, else None
 
     @property
     def resolution(self) -> int:
@@ -52,13 +53,19 @@ class Model:
 def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
     ck = resolve_checkpoint(checkpoint)
     raw = json.loads((ck / "config.json").read_text())
-    if raw.get("stage") != "teacher":
-        raise RTAvatarError(f"checkpoint {ck} is a {raw.get('stage')!r} checkpoint; generate needs a teacher run")
-    raw.pop("stage")
-    cfg = from_dict(TeacherConfig, raw)
+    stage = raw.pop("stage", None)
+    if stage == "teacher":
+        cfg, student = from_dict(TeacherConfig, raw), None
+    elif stage == "distill":
+        from rtavatar.training.distill import DistillConfig
+
+        student = from_dict(DistillConfig, raw)
+        cfg = student.teacher
+    else:
+        raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; generate needs a teacher or distill run")
     net = AvatarNet(cfg.net)
     load_weights(net, ck, ema=ema)
-    return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint))
+    return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint), student)
 
 
 def prepare_portrait(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -108,9 +115,9 @@ def generate(
     portrait: np.ndarray,
     audio: np.ndarray,
     *,
-    steps: int = 20,
+    steps: int | None = None,
     sampler: str = "ddim",
-    guidance: float = 2.0,
+    guidance: float | None = None,
     state: str = "auto",
     expression: dict[str, float] | None = None,
     first_chunk: int = 4,
@@ -119,8 +126,14 @@ def generate(
     seed: int = 0,
     progress: bool = True,
 ) -> np.ndarray:
-    """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono), N = ceil(len(audio) / 640)."""
+    """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono), N = ceil(len(audio) / 640).
+
+    A teacher samples with `sampler` (DDIM) in `steps` (default 20) with CFG on audio at
+    `guidance` (default 2); a distilled student samples with the consistency sampler in
+    `steps` (default 1), its guidance scale fed to the network (default: its training's).
+    """
     cfg, net = model.cfg, model.net
+    student = model.student
     chunk = chunk or cfg.max_new
     motion = cfg.max_motion if motion is None else motion
     n = max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
@@ -135,8 +148,17 @@ def generate(
     ref_raw = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None]))
     ref_cache = net.dit.encode_reference(ref_raw * cfg.latent_scale)  # once per avatar
     denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
-    sample = SAMPLERS[sampler]
     gen = torch.Generator().manual_seed(seed)
+    if student is not None:
+        steps, guidance = steps or 1, student.default_guidance if guidance is None else guidance
+        f = consistency_denoiser(denoise)
+        g = torch.tensor([guidance])
+        sample = lambda x, active, cond, uncond: sample_consistency(  # noqa: E731
+            f, x, active, Conditioning(**{**cond.__dict__, "guidance": g}), steps=steps, generator=gen)
+    else:
+        steps, guidance = steps or 20, 2.0 if guidance is None else guidance
+        sample = lambda x, active, cond, uncond: SAMPLERS[sampler](  # noqa: E731
+            cfg_denoiser(denoise, uncond, guidance), x, active, cond, steps=steps)
     c_shape = (cfg.net.dit.latent_channels, cfg.net.dit.latent_size, cfg.net.dit.latent_size)
 
     out: list[torch.Tensor] = []
@@ -151,7 +173,7 @@ def generate(
         active = torch.tensor([[False] * k + [True] * new])
         cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)
         uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)  # CFG on audio
-        x = sample(cfg_denoiser(denoise, uncond, guidance), x, active, cond, steps=steps)
+        x = sample(x, active, cond, uncond)
         out.extend(x[0, k:].unbind(0))
         done += new
         bar.update(new)
@@ -161,8 +183,8 @@ def generate(
     return LatentCodec.to_uint8(torch.cat(frames))
 
 
-def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int = 20,
-                  state: str = "auto", expression: str | None = None, guidance: float = 2.0, seed: int = 0) -> dict[str, Any]:
+def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,
+                  state: str = "auto", expression: str | None = None, guidance: float | None = None, seed: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = load_model(checkpoint)
     portrait = read_image(image)

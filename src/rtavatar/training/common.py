@@ -180,6 +180,7 @@ def train_loop(
     resume: bool,
     on_checkpoint: Callable[[nn.Module, int], None] | None = None,
     stop_after: int | None = None,
+    loss_needs_ema: bool = False,
 ) -> dict[str, Any]:
     """Run `cfg.steps` optimisation steps with accelerate (1 or N processes).
 
@@ -187,6 +188,8 @@ def train_loop(
     global batch from batch_gen and keeps its rank's slice.
     stop_after: stop (after checkpointing) once this many steps ran in this call (tests use
     it to simulate a kill).
+    loss_needs_ema: pass the EMA model to loss_fn as `ema=` (consistency distillation uses
+    the EMA of the student as its target network, saved and resumed with the run).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -224,7 +227,9 @@ def train_loop(
     for step in bar:
         pmodel.train()
         with acc.autocast():
-            loss, scalars = loss_fn(pmodel, step, step_generator(cfg.seed, step, 0), step_generator(cfg.seed, step, 1), rank, world)
+            extra = {"ema": ema.model} if loss_needs_ema and ema is not None else {}
+            loss, scalars = loss_fn(pmodel, step, step_generator(cfg.seed, step, 0), step_generator(cfg.seed, step, 1), rank, world,
+                                    **extra)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(pmodel.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)

@@ -1,0 +1,130 @@
+"""Stage `distill`: latent consistency distillation of the teacher into a 1-4 step student.
+
+Per step (Song et al. 2023; Luo et al. 2023, LCM), on the teacher's own data pipeline:
+
+1. draw a grid index n on the discretised schedule t_0 = 0 < ... < t_N = T_MAX and a guidance
+   scale w ~ U[guidance_min, guidance_max]; noise the new frames to t = t_n;
+2. the frozen teacher takes one skipping-step DDIM move t_n -> s = t_{n-skip} with
+   classifier-free guidance on audio at scale w: x0_w = x0_u + w (x0_c - x0_u);
+3. the student, conditioned on w through its (zero-initialised) guidance embedding, maps
+   (x_t, t) to f(x_t, t) = c_skip(t) x_t + c_out(t) x0_hat, and the target network (the EMA of
+   the student, decay train.ema) maps (x_s, s) to its f; f(x, 0) = x by construction;
+4. loss = pseudo-Huber(f_student(x_t, t) - f_target(x_s, s)) on the new frames.
+
+The student starts as a copy of the teacher's EMA weights. Sampling: `sample_consistency`
+with 1, 2 or 4 steps and no CFG passes (the guidance is baked in).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtavatar.config import from_dict, to_dict
+from rtavatar.data.dataset import Dataset
+from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.dit import Conditioning
+from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.data import LatentClips
+from rtavatar.training.teacher import TeacherConfig, load_codec, model_batch
+
+
+@dataclass
+class DistillConfig:
+    teacher_checkpoint: str = ""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # copied from the teacher run at first start
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4000, batch_size=8, lr=5e-5, warmup=50, ema=0.95))
+    n_timesteps: int = 50  # the discretised schedule the teacher solver walks
+    skip: int = 1  # the solver jumps t_{n+skip} -> t_n
+    guidance_min: float = 1.0
+    guidance_max: float = 3.0
+    huber_c: float = 0.001
+    default_guidance: float = 2.0  # what generation conditions the student on unless told otherwise
+
+
+def pseudo_huber(d: Tensor, c: float) -> Tensor:
+    """sqrt(d^2 + c^2) - c per sample and frame, averaged over the latent."""
+    return (torch.sqrt(d.pow(2).flatten(2).mean(-1) + c * c) - c)
+
+
+def load_teacher_run(checkpoint: str | Path) -> tuple[TeacherConfig, AvatarNet]:
+    ck = resolve_checkpoint(checkpoint)
+    raw = json.loads((ck / "config.json").read_text())
+    if raw.pop("stage", None) != "teacher":
+        raise ValueError(f"{ck} is not a teacher checkpoint (distillation starts from `train teacher`)")
+    cfg = from_dict(TeacherConfig, raw)
+    net = AvatarNet(cfg.net)
+    load_weights(net, ck, ema=True)
+    return cfg, net
+
+
+def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg: DistillConfig, batch: dict[str, Tensor],
+                 noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
+    """One consistency-distillation loss on a model-space batch (see the module docstring)."""
+    x0, eps, w = batch["latents"], noise["eps"], noise["w"]
+    grid = torch.linspace(0.0, T_MAX, cfg.n_timesteps + 1)
+    b, f = x0.shape[:2]
+    t = grid[noise["n"]][:, None].expand(b, f).clone()
+    s = grid[noise["n"] - cfg.skip][:, None].expand(b, f).clone()
+    t[:, :motion] = s[:, :motion] = noise["t_motion"]  # clean-ish context frames stay put
+    x_t = add_noise(x0, eps, t)
+    base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
+    wav = batch["audio"]
+    with torch.no_grad():
+        teach = v_denoiser(lambda x, tt, c: teacher(x, tt, c, wav=wav))
+        x0_c = teach(x_t, t, Conditioning(**base))
+        x0_u = teach(x_t, t, Conditioning(**base, keep_audio=torch.zeros(b, dtype=torch.bool)))
+        x0_w = x0_u + w.reshape(b, 1, 1, 1, 1) * (x0_c - x0_u)
+        x_s = ddim_step(x_t, x0_w, t, s)
+        x_s[:, :motion] = x_t[:, :motion]
+        f_target = consistency_denoiser(v_denoiser(lambda x, tt, c: target(x, tt, c, wav=wav)))
+        y = f_target(x_s, s, Conditioning(**base, guidance=w))
+    f_student = consistency_denoiser(v_denoiser(lambda x, tt, c: student(x, tt, c, wav=wav)))
+    pred = f_student(x_t, t, Conditioning(**base, guidance=w))
+    loss = pseudo_huber(pred - y, cfg.huber_c)[:, motion:].mean()
+    with torch.no_grad():
+        err = float((pred.detach() - x0)[:, motion:].pow(2).mean())
+    return loss, {"x0_mse": err}
+
+
+def draw_distill_noise(cfg: DistillConfig, shape: torch.Size, motion: int, gen: torch.Generator) -> dict[str, Tensor]:
+    b = shape[0]
+    return {"eps": torch.randn(shape, generator=gen),
+            "n": torch.randint(cfg.skip, cfg.n_timesteps + 1, (b,), generator=gen),
+            "w": cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(b, generator=gen),
+            "t_motion": torch.rand(b, motion, generator=gen) * cfg.teacher.motion_noise}
+
+
+def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume: bool = False,
+                  stop_after: int | None = None) -> dict[str, Any]:
+    if not cfg.teacher_checkpoint:
+        raise ValueError("distillation needs teacher_checkpoint (a `train teacher` run)")
+    if cfg.train.ema <= 0:
+        raise ValueError("distillation needs train.ema > 0: the EMA of the student is the target network")
+    run = Path(run)
+    tcfg, teacher = load_teacher_run(cfg.teacher_checkpoint)
+    cfg.teacher = tcfg
+    teacher.eval().requires_grad_(False)
+    student = AvatarNet(tcfg.net)
+    student.load_state_dict(teacher.state_dict())
+    clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
+
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int,
+                ema: nn.Module) -> tuple[Tensor, dict[str, float]]:
+        new = int(torch.randint(1, tcfg.max_new + 1, (1,), generator=gen))
+        motion = int(torch.randint(0, tcfg.max_motion + 1, (1,), generator=gen))
+        batch = model_batch(tcfg, clips.sample(gen, cfg.train.batch_size, motion + new, tcfg.net.audio_margin))
+        drawn = draw_distill_noise(cfg, batch["latents"].shape, motion, noise)
+        mine = rank_slice(cfg.train.batch_size, rank, world)
+        loss, scalars = distill_loss(model, ema, teacher, cfg, {k: v[mine] for k, v in batch.items()},
+                                     {k: v[mine] for k, v in drawn.items()}, motion)
+        return loss, {**scalars, "new": new, "motion": motion}
+
+    return train_loop(run=run, cfg=cfg.train, model=student, config_dict={"stage": "distill", **to_dict(cfg)},
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, loss_needs_ema=True)

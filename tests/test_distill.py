@@ -1,0 +1,89 @@
+"""Consistency distillation: the teacher solver, the target network, and that a few steps of
+distillation bring the 1-step student closer to the teacher's multi-step samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtavatar.diffusion import cfg_denoiser, consistency_denoiser, sample_consistency, sample_ddim, v_denoiser
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.dit import Conditioning
+from rtavatar.data.dataset import Dataset
+from rtavatar.training.common import TrainConfig, latest_checkpoint, load_weights, step_generator
+from rtavatar.training.data import LatentClips
+from rtavatar.training.distill import DistillConfig, distill_loss, draw_distill_noise, load_teacher_run, pseudo_huber, train_distill
+from rtavatar.training.teacher import load_codec, model_batch, train_teacher
+
+from helpers import tiny_teacher_cfg
+
+
+@pytest.fixture(scope="module")
+def teacher(data_and_vae: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data, vae = data_and_vae
+    run = tmp_path_factory.mktemp("distill") / "teacher"
+    train_teacher(tiny_teacher_cfg(vae, steps=80, lr=2e-3), data, run)
+    return run
+
+
+def _fixed_batch(tcfg, data: Path, vae: Path, n: int = 4) -> dict:  # noqa: ANN001
+    clips = LatentClips(Dataset(data), load_codec(vae), data.parent / "eval_cache")
+    return model_batch(tcfg, clips.sample(step_generator(99, 0), n, 3, tcfg.net.audio_margin))
+
+
+def _one_step_error(net: AvatarNet, tcfg, teacher: AvatarNet, batch: dict, guidance: float = 2.0) -> float:  # noqa: ANN001
+    """MSE between the student's 1-step sample and the teacher's 20-step DDIM+CFG sample from
+    the same noise (all frames generated, no context)."""
+    x = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(5))
+    active = torch.ones(x.shape[:2], dtype=torch.bool)
+    base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
+    wav = batch["audio"]
+    with torch.no_grad():
+        t_den = v_denoiser(lambda x, t, c: teacher(x, t, c, wav=wav))
+        uncond = Conditioning(**base, keep_audio=torch.zeros(len(x), dtype=torch.bool))
+        ref = sample_ddim(cfg_denoiser(t_den, uncond, guidance), x, active, Conditioning(**base), steps=20)
+        f = consistency_denoiser(v_denoiser(lambda x, t, c: net(x, t, c, wav=wav)))
+        one = sample_consistency(f, x, active, Conditioning(**base, guidance=torch.full((len(x),), guidance)), steps=1)
+    return float((one - ref).pow(2).mean())
+
+
+def test_pseudo_huber_is_quadratic_near_zero_and_linear_far() -> None:
+    d = torch.tensor([1e-4, 10.0]).reshape(2, 1, 1)
+    out = pseudo_huber(d, c=0.001).flatten()
+    assert out[0] == pytest.approx(0.5 * 1e-8 / 0.001, rel=1e-2)  # ~ d^2 / (2c)
+    assert out[1] == pytest.approx(10.0 - 0.001, rel=1e-4)
+
+
+def test_distill_loss_trains_the_student_only(data_and_vae: tuple[Path, Path], teacher: Path) -> None:
+    data, vae = data_and_vae
+    tcfg, tnet = load_teacher_run(teacher)
+    cfg = DistillConfig(teacher=tcfg)
+    student, target = AvatarNet(tcfg.net), AvatarNet(tcfg.net)
+    student.load_state_dict(tnet.state_dict())
+    target.load_state_dict(tnet.state_dict())
+    batch = _fixed_batch(tcfg, data, vae)
+    noise = draw_distill_noise(cfg, batch["latents"].shape, 1, step_generator(0, 0, 1))
+    assert noise["n"].min() >= cfg.skip and float(noise["w"].min()) >= cfg.guidance_min
+    loss, stats = distill_loss(student, target, tnet.requires_grad_(False), cfg, batch, noise, motion=1)
+    loss.backward()
+    assert loss.item() > 0 and stats["x0_mse"] > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in target.parameters()) and all(p.grad is None for p in tnet.parameters())
+    # The guidance embedding starts at zero: at init the student's guidance input changes nothing.
+    assert student.dit.g_mlp[2].weight.abs().sum() == 0
+
+
+def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path], teacher: Path, tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    cfg = DistillConfig(teacher_checkpoint=str(teacher), n_timesteps=20,
+                        train=TrainConfig(steps=120, batch_size=4, lr=5e-4, warmup=5, ema=0.95, ckpt_every=60, log_every=10))
+    train_distill(cfg, data, tmp_path / "student")
+    tcfg, tnet = load_teacher_run(teacher)
+    batch = _fixed_batch(tcfg, data, vae)
+    before = _one_step_error(tnet, tcfg, tnet, batch)  # the student at init = the teacher taking one step
+    student = AvatarNet(tcfg.net)
+    load_weights(student, latest_checkpoint(tmp_path / "student"), ema=True)
+    after = _one_step_error(student, tcfg, tnet, batch)
+    assert after < 0.8 * before, f"1-step error vs the 20-step teacher: {before:.4f} -> {after:.4f}"
