@@ -87,3 +87,21 @@ def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path],
     load_weights(student, latest_checkpoint(tmp_path / "student"), ema=True)
     after = _one_step_error(student, tcfg, tnet, batch)
     assert after < 0.8 * before, f"1-step error vs the 20-step teacher: {before:.4f} -> {after:.4f}"
+
+
+def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae: tuple[Path, Path], teacher: Path,
+                                                                     tmp_path: Path) -> None:
+    import numpy as np
+
+    from rtavatar.generate import generate, load_model
+
+    data, _ = data_and_vae
+    cfg = DistillConfig(teacher_checkpoint=str(teacher), train=TrainConfig(steps=2, batch_size=2, ema=0.95, ckpt_every=2))
+    train_distill(cfg, data, tmp_path / "student")
+    model = load_model(tmp_path / "student")
+    assert model.student is not None and model.student.default_guidance == 2.0
+    clip = Dataset(data).load(0)
+    audio = clip.audio[: 640 * 11 + 100]  # 11.2 frames -> 12
+    for steps in (1, 2):
+        frames = generate(model, clip.frames[0], audio, steps=steps, progress=False)
+        assert frames.shape == (12, 64, 64, 3) and frames.dtype == np.uint8
