@@ -10,11 +10,13 @@ import torch
 
 from rtavatar.diffusion import cfg_denoiser, consistency_denoiser, sample_consistency, sample_ddim, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses, hinge_d
 from rtavatar.models.dit import Conditioning
 from rtavatar.data.dataset import Dataset
-from rtavatar.training.common import TrainConfig, latest_checkpoint, load_weights, step_generator
+from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
 from rtavatar.training.data import LatentClips
-from rtavatar.training.distill import DistillConfig, distill_loss, draw_distill_noise, load_teacher_run, pseudo_huber, train_distill
+from rtavatar.training.distill import (DistillConfig, distill_loss, draw_distill_noise, load_student, load_teacher_run, pseudo_huber,
+                                       train_distill)
 from rtavatar.training.teacher import load_codec, model_batch, train_teacher
 
 from helpers import tiny_teacher_cfg
@@ -66,7 +68,8 @@ def test_distill_loss_trains_the_student_only(data_and_vae: tuple[Path, Path], t
     batch = _fixed_batch(tcfg, data, vae)
     noise = draw_distill_noise(cfg, batch["latents"].shape, 1, step_generator(0, 0, 1))
     assert noise["n"].min() >= cfg.skip and float(noise["w"].min()) >= cfg.guidance_min
-    loss, stats = distill_loss(student, target, tnet.requires_grad_(False), cfg, batch, noise, motion=1)
+    loss, pred, stats = distill_loss(student, target, tnet.requires_grad_(False), cfg, batch, noise, motion=1)
+    assert pred.shape == batch["latents"].shape
     loss.backward()
     assert loss.item() > 0 and stats["x0_mse"] > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
@@ -84,7 +87,7 @@ def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path],
     batch = _fixed_batch(tcfg, data, vae)
     before = _one_step_error(tnet, tcfg, tnet, batch)  # the student at init = the teacher taking one step
     student = AvatarNet(tcfg.net)
-    load_weights(student, latest_checkpoint(tmp_path / "student"), ema=True)
+    load_student(student, latest_checkpoint(tmp_path / "student"), ema=True)
     after = _one_step_error(student, tcfg, tnet, batch)
     assert after < 0.8 * before, f"1-step error vs the 20-step teacher: {before:.4f} -> {after:.4f}"
 
@@ -96,8 +99,11 @@ def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae:
     from rtavatar.generate import generate, load_model
 
     data, _ = data_and_vae
-    cfg = DistillConfig(teacher_checkpoint=str(teacher), train=TrainConfig(steps=2, batch_size=2, ema=0.95, ckpt_every=2))
+    cfg = DistillConfig(teacher_checkpoint=str(teacher), adversarial=True, disc=DiscConfig(hidden=16),
+                        train=TrainConfig(steps=2, batch_size=2, ema=0.95, ckpt_every=2, log_every=1))
     train_distill(cfg, data, tmp_path / "student")
+    logged = (tmp_path / "student" / "log.jsonl").read_text()
+    assert '"d_lip_real"' in logged and '"g_loss"' in logged
     model = load_model(tmp_path / "student")
     assert model.student is not None and model.student.default_guidance == 2.0
     clip = Dataset(data).load(0)
@@ -105,3 +111,36 @@ def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae:
     for steps in (1, 2):
         frames = generate(model, clip.frames[0], audio, steps=steps, progress=False)
         assert frames.shape == (12, 64, 64, 3) and frames.dtype == np.uint8
+
+
+def test_hinge_losses_on_known_scores() -> None:
+    assert hinge_d(torch.tensor([2.0]), [torch.tensor([-2.0])]).item() == 0.0  # confident and right: no loss
+    assert hinge_d(torch.tensor([0.0]), [torch.tensor([0.0])]).item() == 2.0
+    assert hinge_d(torch.tensor([1.0]), [torch.tensor([0.5]), torch.tensor([-1.0])]).item() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("lip,motion", [(True, True), (True, False), (False, True)])
+def test_discriminator_gradients_reach_the_right_places(teacher: Path, lip: bool, motion: bool) -> None:
+    tcfg, tnet = load_teacher_run(teacher)
+    tnet.requires_grad_(False)
+    d = tcfg.net.dit
+    disc = AvatarDiscriminator(DiscConfig(lip_head=lip, motion_head=motion, hidden=16), d.dim, tcfg.net.audio.dim, d.depth,
+                               d.latent_size // d.patch_size)
+    g = torch.Generator().manual_seed(0)
+    b, f = 2, 3
+    real = torch.randn(b, f, 4, 8, 8, generator=g)
+    fake = torch.randn(b, f, 4, 8, 8, generator=g).requires_grad_(True)
+    wav = torch.randn(b, (f + 2 * tcfg.net.audio_margin) * 640, generator=g) * 0.1
+    cond = Conditioning(state=torch.zeros(b, f, dtype=torch.long), controls=torch.zeros(b, f, 7), ref_latent=real[:, 0])
+    d_loss, g_loss, stats = adversarial_losses(disc, tnet, real, fake, cond, wav, torch.randn(real.shape, generator=g),
+                                               torch.full((b,), 0.3))
+    heads = {k.split("_")[1] for k in stats}
+    assert heads == ({"lip"} if lip else set()) | ({"motion"} if motion else set())
+    g_loss.backward(retain_graph=True)
+    assert fake.grad is not None and fake.grad.abs().sum() > 0, "the generator loss reaches the student's output"
+    assert all(p.grad is None for p in disc.parameters()), "...but not the discriminator's weights"
+    fake.grad = None
+    d_loss.backward()
+    assert fake.grad is None, "the discriminator loss sees the fake detached"
+    assert all(p.grad is not None for p in disc.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in tnet.parameters()), "the backbone stays frozen"

@@ -64,7 +64,12 @@ def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
     else:
         raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; generate needs a teacher or distill run")
     net = AvatarNet(cfg.net)
-    load_weights(net, ck, ema=ema)
+    if student is None:
+        load_weights(net, ck, ema=ema)
+    else:
+        from rtavatar.training.distill import load_student
+
+        load_student(net, ck, ema=ema)
     return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint), student)
 
 

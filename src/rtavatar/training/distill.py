@@ -11,6 +11,10 @@ Per step (Song et al. 2023; Luo et al. 2023, LCM), on the teacher's own data pip
    the student, decay train.ema) maps (x_s, s) to its f; f(x, 0) = x by construction;
 4. loss = pseudo-Huber(f_student(x_t, t) - f_target(x_s, s)) on the new frames.
 
+With `adversarial`, the avatar discriminator (models/discriminator.py: a lip-audio head and a
+motion head on the frozen teacher's features) judges the student's x0 estimate against the
+real clip, and its generator loss is added with `adv_weight` (hinge losses, one backward).
+
 The student starts as a copy of the teacher's EMA weights. Sampling: `sample_consistency`
 with 1, 2 or 4 steps and no CFG passes (the guidance is baked in).
 """
@@ -29,6 +33,7 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
@@ -46,11 +51,44 @@ class DistillConfig:
     guidance_max: float = 3.0
     huber_c: float = 0.001
     default_guidance: float = 2.0  # what generation conditions the student on unless told otherwise
+    adversarial: bool = False
+    adv_weight: float = 0.1
+    disc: DiscConfig = field(default_factory=DiscConfig)
+
+
+class Distiller(nn.Module):
+    """What distillation trains: the student (and the discriminator). Its forward is the whole
+    loss, so DDP sees one forward per step; its EMA copy is the target network."""
+
+    def __init__(self, student: AvatarNet, disc: AvatarDiscriminator | None = None) -> None:
+        super().__init__()
+        self.student, self.disc = student, disc
+
+    def forward(self, target: "Distiller", teacher: nn.Module, cfg: "DistillConfig", batch: dict[str, Tensor],
+                noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
+        loss, pred, stats = distill_loss(self.student, target.student, teacher, cfg, batch, noise, motion)
+        if self.disc is not None:
+            x0 = batch["latents"]
+            fake = torch.cat([x0[:, :motion], pred[:, motion:]], 1)
+            base = Conditioning(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
+            d_loss, g_loss, adv = adversarial_losses(self.disc, teacher, x0, fake, base, batch["audio"], noise["eps_d"], noise["t_d"])
+            loss = loss + cfg.adv_weight * g_loss + d_loss
+            stats.update(adv, g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
+        return loss, stats
 
 
 def pseudo_huber(d: Tensor, c: float) -> Tensor:
     """sqrt(d^2 + c^2) - c per sample and frame, averaged over the latent."""
     return (torch.sqrt(d.pow(2).flatten(2).mean(-1) + c * c) - c)
+
+
+def load_student(net: AvatarNet, checkpoint: Path, ema: bool = True) -> None:
+    """Load the student out of a distill checkpoint (weights saved under `student.`)."""
+    from safetensors.torch import load_file
+
+    name = "ema.safetensors" if ema and (checkpoint / "ema.safetensors").is_file() else "model.safetensors"
+    sd = load_file(checkpoint / name)
+    net.load_state_dict({k.removeprefix("student."): v for k, v in sd.items() if k.startswith("student.")})
 
 
 def load_teacher_run(checkpoint: str | Path) -> tuple[TeacherConfig, AvatarNet]:
@@ -65,8 +103,9 @@ def load_teacher_run(checkpoint: str | Path) -> tuple[TeacherConfig, AvatarNet]:
 
 
 def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg: DistillConfig, batch: dict[str, Tensor],
-                 noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
-    """One consistency-distillation loss on a model-space batch (see the module docstring)."""
+                 noise: dict[str, Tensor], motion: int) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """One consistency-distillation loss on a model-space batch (see the module docstring);
+    also returns the student's x0 estimate f(x_t, t) for the discriminator."""
     x0, eps, w = batch["latents"], noise["eps"], noise["w"]
     grid = torch.linspace(0.0, T_MAX, cfg.n_timesteps + 1)
     b, f = x0.shape[:2]
@@ -90,15 +129,17 @@ def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg:
     loss = pseudo_huber(pred - y, cfg.huber_c)[:, motion:].mean()
     with torch.no_grad():
         err = float((pred.detach() - x0)[:, motion:].pow(2).mean())
-    return loss, {"x0_mse": err}
+    return loss, pred, {"x0_mse": err}
 
 
 def draw_distill_noise(cfg: DistillConfig, shape: torch.Size, motion: int, gen: torch.Generator) -> dict[str, Tensor]:
     b = shape[0]
+    d = cfg.disc
     return {"eps": torch.randn(shape, generator=gen),
             "n": torch.randint(cfg.skip, cfg.n_timesteps + 1, (b,), generator=gen),
             "w": cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(b, generator=gen),
-            "t_motion": torch.rand(b, motion, generator=gen) * cfg.teacher.motion_noise}
+            "t_motion": torch.rand(b, motion, generator=gen) * cfg.teacher.motion_noise,
+            "eps_d": torch.randn(shape, generator=gen), "t_d": d.t_min + (d.t_max - d.t_min) * torch.rand(b, generator=gen)}
 
 
 def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume: bool = False,
@@ -113,6 +154,10 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
     teacher.eval().requires_grad_(False)
     student = AvatarNet(tcfg.net)
     student.load_state_dict(teacher.state_dict())
+    disc = None
+    if cfg.adversarial:
+        d = tcfg.net.dit
+        disc = AvatarDiscriminator(cfg.disc, d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
     clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int,
@@ -122,9 +167,9 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
         batch = model_batch(tcfg, clips.sample(gen, cfg.train.batch_size, motion + new, tcfg.net.audio_margin))
         drawn = draw_distill_noise(cfg, batch["latents"].shape, motion, noise)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        loss, scalars = distill_loss(model, ema, teacher, cfg, {k: v[mine] for k, v in batch.items()},
-                                     {k: v[mine] for k, v in drawn.items()}, motion)
+        loss, scalars = model(ema, teacher, cfg, {k: v[mine] for k, v in batch.items()}, {k: v[mine] for k, v in drawn.items()},
+                              motion)
         return loss, {**scalars, "new": new, "motion": motion}
 
-    return train_loop(run=run, cfg=cfg.train, model=student, config_dict={"stage": "distill", **to_dict(cfg)},
+    return train_loop(run=run, cfg=cfg.train, model=Distiller(student, disc), config_dict={"stage": "distill", **to_dict(cfg)},
                       loss_fn=loss_fn, resume=resume, stop_after=stop_after, loss_needs_ema=True)

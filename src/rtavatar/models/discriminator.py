@@ -1,0 +1,119 @@
+"""The avatar discriminator used while distilling: two heads on a frozen feature backbone.
+
+Backbone: the frozen teacher's DiT, run on the clip re-noised to a random level t_d (as in
+adversarial diffusion distillation: the teacher's features are meaningful on noisy latents);
+we read the token features after `layers` blocks. Gradients reach the student through the
+backbone's *inputs*; its weights never change.
+
+- **lip-audio head** (projection discriminator, Miyato & Koyama 2018): per frame, the mean
+  feature of the tokens inside the mouth box, h = MLP(mouth), scored as w.h + <h, P a> where
+  a is the teacher audio encoder's feature of that frame. Real in-sync clips are "real";
+  student clips and real clips with audio shifted by `shift` frames are "fake".
+- **motion head**: per-frame mean of all tokens, two temporal convolutions over the clip,
+  averaged: judges real motion against stiff or jittery generated motion.
+
+Hinge losses. Either head can be switched off for ablations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rtavatar.diffusion import add_noise
+from rtavatar.models.dit import Conditioning
+
+
+@dataclass
+class DiscConfig:
+    lip_head: bool = True
+    motion_head: bool = True
+    layers: tuple[int, ...] = (2, 4)  # read features after these blocks (1-based; clipped to the depth)
+    hidden: int = 128
+    t_min: float = 0.05  # re-noising level range for the backbone
+    t_max: float = 0.6
+    shift: int = 3  # frames of audio shift for the lip head's "real video, wrong audio" negatives
+    mouth_box: tuple[float, float, float, float] = (0.5, 0.75, 0.25, 0.75)
+
+
+class AvatarDiscriminator(nn.Module):
+    def __init__(self, cfg: DiscConfig, dim: int, audio_dim: int, depth: int, grid: int) -> None:
+        super().__init__()
+        self.cfg, self.grid = cfg, grid
+        self.layers = sorted({min(max(1, k), depth) for k in cfg.layers})
+        d_in, h = dim * len(self.layers), cfg.hidden
+        y0, y1, x0, x1 = cfg.mouth_box
+        rows = torch.arange(round(y0 * grid), round(y1 * grid))
+        cols = torch.arange(round(x0 * grid), round(x1 * grid))
+        self.register_buffer("mouth_tokens", (rows[:, None] * grid + cols[None]).flatten(), persistent=False)
+        self.lip = nn.Sequential(nn.Linear(d_in, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) if cfg.lip_head else None
+        self.lip_out = nn.Linear(h, 1) if cfg.lip_head else None
+        self.audio_proj = nn.Linear(audio_dim, h, bias=False) if cfg.lip_head else None
+        self.motion = nn.Sequential(nn.Conv1d(d_in, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1), nn.SiLU(),
+                                    nn.Conv1d(h, 1, 1)) if cfg.motion_head else None
+
+    def features(self, backbone: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """(B, F, P, D * len(layers)) token features of the frozen DiT at the chosen blocks."""
+        grabbed: list[Tensor] = []
+        hooks = [backbone.blocks[k - 1].register_forward_hook(lambda m, i, o: grabbed.append(o)) for k in self.layers]
+        try:
+            backbone(x, t, cond)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        return torch.cat(grabbed, -1)
+
+    def forward(self, feats: Tensor, audio: Tensor | None) -> dict[str, Tensor]:
+        """Per-clip scores (B,) of each head; audio (B, F, A) per-frame features for the lip head."""
+        out = {}
+        if self.lip is not None and audio is not None:
+            h = self.lip(feats[:, :, self.mouth_tokens].mean(2))  # (B, F, H)
+            out["lip"] = (self.lip_out(h).squeeze(-1) + (h * self.audio_proj(audio)).sum(-1)).mean(1)
+        if self.motion is not None:
+            out["motion"] = self.motion(feats.mean(2).transpose(1, 2)).mean((1, 2))
+        return out
+
+
+def hinge_d(real: Tensor, fakes: list[Tensor]) -> Tensor:
+    return F.relu(1 - real).mean() + sum(F.relu(1 + f).mean() for f in fakes) / len(fakes)
+
+
+def adversarial_losses(disc: AvatarDiscriminator, teacher: nn.Module, real: Tensor, fake: Tensor, cond: Conditioning,
+                       wav: Tensor, eps: Tensor, t_d: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """(discriminator loss, generator loss, scalars) for one batch.
+
+    real / fake: (B, F, C, h, w) model-space clips (fake carries the student's gradient);
+    the discriminator loss sees fake detached, the generator loss sees the discriminator's
+    weights detached, so one backward pass trains both without mixing their gradients.
+    `teacher` is the frozen AvatarNet (its DiT is the backbone, its audio encoder gives a).
+    """
+    f, shift = real.shape[1], disc.cfg.shift
+    t = t_d[:, None].expand(-1, f)
+    tokens = teacher.audio_tokens(wav, f)
+    late = torch.roll(wav, shifts=shift * 640, dims=1)
+    late[:, : shift * 640] = 0
+    tokens_late = teacher.audio_tokens(late, f)
+    audio, audio_late = tokens.mean(2), tokens_late.mean(2)
+    with_audio = Conditioning(**{**cond.__dict__, "audio": tokens})
+    feats = lambda x: disc.features(teacher.dit, add_noise(x, eps, t), t, with_audio)  # noqa: E731
+    with torch.no_grad():
+        f_real = feats(real)  # the heads learn from it; the backbone stays frozen
+    f_fake = feats(fake)
+    s_real, s_fake_d = disc(f_real, audio), disc(f_fake.detach(), audio)
+    s_late = disc(f_real, audio_late) if "lip" in s_real else {}
+    frozen = {k: v.detach() for k, v in disc.named_parameters()}
+    s_fake_g = torch.func.functional_call(disc, frozen, (f_fake, audio))  # weights detached: only the student learns
+    d_loss = real.new_zeros(())
+    g_loss = real.new_zeros(())
+    stats: dict[str, float] = {}
+    for head in s_real:
+        fakes = [s_fake_d[head]] + ([s_late[head]] if head == "lip" else [])
+        d_loss = d_loss + hinge_d(s_real[head], fakes)
+        g_loss = g_loss - s_fake_g[head].mean()
+        stats[f"d_{head}_real"] = float(s_real[head].detach().mean())
+        stats[f"d_{head}_fake"] = float(s_fake_d[head].detach().mean())
+    return d_loss, g_loss, stats
+
