@@ -17,3 +17,14 @@ def tiny_teacher_cfg(vae: Path, steps: int, batch: int = 4, lr: float = 1e-3) ->
     d["net"]["dit"].update(latent_size=8, dim=48, depth=2, heads=4, audio_dim=32)
     d["net"]["audio"].update(dim=32, hidden=32)
     return from_dict(TeacherConfig, d)
+
+
+def fixed_clips(data: Path, vae: Path, n: int, frames: int, audio_margin: int) -> dict:
+    """A fixed (seeded) batch of n raw latent clips of `frames` frames from the test data."""
+    from rtavatar.data.dataset import Dataset
+    from rtavatar.training.common import step_generator
+    from rtavatar.training.data import LatentClips
+    from rtavatar.training.teacher import load_codec
+
+    clips = LatentClips(Dataset(data), load_codec(vae), data.parent / "eval_cache")
+    return clips.sample(step_generator(99, 0), n, frames, audio_margin)

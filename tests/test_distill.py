@@ -14,25 +14,15 @@ from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adver
 from rtavatar.models.dit import Conditioning
 from rtavatar.data.dataset import Dataset
 from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
-from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import (DistillConfig, distill_loss, draw_distill_noise, load_student, load_teacher_run, pseudo_huber,
                                        train_distill)
-from rtavatar.training.teacher import load_codec, model_batch, train_teacher
+from rtavatar.training.teacher import model_batch
 
-from helpers import tiny_teacher_cfg
-
-
-@pytest.fixture(scope="module")
-def teacher(data_and_vae: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data, vae = data_and_vae
-    run = tmp_path_factory.mktemp("distill") / "teacher"
-    train_teacher(tiny_teacher_cfg(vae, steps=80, lr=2e-3), data, run)
-    return run
+from helpers import fixed_clips
 
 
 def _fixed_batch(tcfg, data: Path, vae: Path, n: int = 4) -> dict:  # noqa: ANN001
-    clips = LatentClips(Dataset(data), load_codec(vae), data.parent / "eval_cache")
-    return model_batch(tcfg, clips.sample(step_generator(99, 0), n, 3, tcfg.net.audio_margin))
+    return model_batch(tcfg, fixed_clips(data, vae, n, 3, tcfg.net.audio_margin))
 
 
 def _one_step_error(net: AvatarNet, tcfg, teacher: AvatarNet, batch: dict, guidance: float = 2.0) -> float:  # noqa: ANN001
@@ -58,9 +48,9 @@ def test_pseudo_huber_is_quadratic_near_zero_and_linear_far() -> None:
     assert out[1] == pytest.approx(10.0 - 0.001, rel=1e-4)
 
 
-def test_distill_loss_trains_the_student_only(data_and_vae: tuple[Path, Path], teacher: Path) -> None:
+def test_distill_loss_trains_the_student_only(data_and_vae: tuple[Path, Path], teacher_run: Path) -> None:
     data, vae = data_and_vae
-    tcfg, tnet = load_teacher_run(teacher)
+    tcfg, tnet = load_teacher_run(teacher_run)
     cfg = DistillConfig(teacher=tcfg)
     student, target = AvatarNet(tcfg.net), AvatarNet(tcfg.net)
     student.load_state_dict(tnet.state_dict())
@@ -78,28 +68,25 @@ def test_distill_loss_trains_the_student_only(data_and_vae: tuple[Path, Path], t
     assert student.dit.g_mlp[2].weight.abs().sum() == 0
 
 
-def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path], teacher: Path, tmp_path: Path) -> None:
+def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path], teacher_run: Path, student_run: Path) -> None:
     data, vae = data_and_vae
-    cfg = DistillConfig(teacher_checkpoint=str(teacher), n_timesteps=20,
-                        train=TrainConfig(steps=120, batch_size=4, lr=5e-4, warmup=5, ema=0.95, ckpt_every=60, log_every=10))
-    train_distill(cfg, data, tmp_path / "student")
-    tcfg, tnet = load_teacher_run(teacher)
+    tcfg, tnet = load_teacher_run(teacher_run)
     batch = _fixed_batch(tcfg, data, vae)
     before = _one_step_error(tnet, tcfg, tnet, batch)  # the student at init = the teacher taking one step
     student = AvatarNet(tcfg.net)
-    load_student(student, latest_checkpoint(tmp_path / "student"), ema=True)
+    load_student(student, latest_checkpoint(student_run), ema=True)
     after = _one_step_error(student, tcfg, tnet, batch)
     assert after < 0.8 * before, f"1-step error vs the 20-step teacher: {before:.4f} -> {after:.4f}"
 
 
-def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae: tuple[Path, Path], teacher: Path,
+def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae: tuple[Path, Path], teacher_run: Path,
                                                                      tmp_path: Path) -> None:
     import numpy as np
 
     from rtavatar.generate import generate, load_model
 
     data, _ = data_and_vae
-    cfg = DistillConfig(teacher_checkpoint=str(teacher), adversarial=True, disc=DiscConfig(hidden=16),
+    cfg = DistillConfig(teacher_checkpoint=str(teacher_run), adversarial=True, disc=DiscConfig(hidden=16),
                         train=TrainConfig(steps=2, batch_size=2, ema=0.95, ckpt_every=2, log_every=1))
     train_distill(cfg, data, tmp_path / "student")
     logged = (tmp_path / "student" / "log.jsonl").read_text()
@@ -120,8 +107,8 @@ def test_hinge_losses_on_known_scores() -> None:
 
 
 @pytest.mark.parametrize("lip,motion", [(True, True), (True, False), (False, True)])
-def test_discriminator_gradients_reach_the_right_places(teacher: Path, lip: bool, motion: bool) -> None:
-    tcfg, tnet = load_teacher_run(teacher)
+def test_discriminator_gradients_reach_the_right_places(teacher_run: Path, lip: bool, motion: bool) -> None:
+    tcfg, tnet = load_teacher_run(teacher_run)
     tnet.requires_grad_(False)
     d = tcfg.net.dit
     disc = AvatarDiscriminator(DiscConfig(lip_head=lip, motion_head=motion, hidden=16), d.dim, tcfg.net.audio.dim, d.depth,

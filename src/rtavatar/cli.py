@@ -74,11 +74,13 @@ def _stage_config(stage: str, spec: str | None):
     from rtavatar.config import from_dict, load_config
     from rtavatar.models.dit import PRESETS
     from rtavatar.training.distill import DistillConfig
+    from rtavatar.training.eft import EFTConfig
     from rtavatar.training.syncnet import SyncStageConfig
     from rtavatar.training.teacher import TeacherConfig
     from rtavatar.training.vae import VAEStageConfig
 
-    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig, "distill": DistillConfig}[stage]
+    cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig, "distill": DistillConfig,
+           "eft": EFTConfig}[stage]
     if spec and Path(spec).is_file():
         return load_config(cls, spec)
     if spec and spec not in PRESETS:
@@ -112,6 +114,12 @@ def cmd_train(args: argparse.Namespace) -> dict:
         if args.teacher:
             cfg.teacher_checkpoint = args.teacher
         return train_distill(cfg, args.data, args.out, resume=args.resume)
+    if args.stage == "eft":
+        from rtavatar.training.eft import train_eft
+
+        if args.student:
+            cfg.distill_checkpoint = args.student
+        return train_eft(cfg, args.data, args.out, resume=args.resume)
     from rtavatar.training.teacher import train_teacher
 
     if args.vae:
@@ -194,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill")
-    t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill"])
+    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill, eft")
+    t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill", "eft"])
     t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
     t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
@@ -204,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
+    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

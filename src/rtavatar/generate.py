@@ -23,7 +23,7 @@ from tqdm import tqdm
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.config import from_dict
 from rtavatar.data.behavior import CONTROLS, STATE_ID
-from rtavatar.diffusion import SAMPLERS, cfg_denoiser, consistency_denoiser, sample_consistency, v_denoiser
+from rtavatar.diffusion import SAMPLERS, T_MAX, cfg_denoiser, consistency_denoiser, sample_consistency, v_denoiser
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_audio, read_image, validate_audio, write_video
 from rtavatar.models.avatarnet import AvatarNet
@@ -31,7 +31,8 @@ from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec
 from rtavatar.training.common import load_weights, resolve_checkpoint
 from rtavatar.training.data import CONTROL_SCALE
-from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec
+from rtavatar.training.eft import edit_start
+from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, to_model_space
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Model:
     net: AvatarNet
     codec: LatentCodec
     student: Any = None  # the DistillConfig of a distilled (consistency) student, else None
+    edit: Any = None  # the EFTConfig of an editing-fine-tuned student: sampling starts from the noised prior
 
     @property
     def resolution(self) -> int:
@@ -54,6 +56,7 @@ def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
     ck = resolve_checkpoint(checkpoint)
     raw = json.loads((ck / "config.json").read_text())
     stage = raw.pop("stage", None)
+    edit = None
     if stage == "teacher":
         cfg, student = from_dict(TeacherConfig, raw), None
     elif stage == "distill":
@@ -61,8 +64,13 @@ def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
 
         student = from_dict(DistillConfig, raw)
         cfg = student.teacher
+    elif stage == "eft":
+        from rtavatar.training.eft import EFTConfig
+
+        edit = from_dict(EFTConfig, raw)
+        student, cfg = edit.student, edit.student.teacher
     else:
-        raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; generate needs a teacher or distill run")
+        raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; generate needs a teacher, distill or eft run")
     net = AvatarNet(cfg.net)
     if student is None:
         load_weights(net, ck, ema=ema)
@@ -70,7 +78,7 @@ def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
         from rtavatar.training.distill import load_student
 
         load_student(net, ck, ema=ema)
-    return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint), student)
+    return Model(cfg, net.eval().requires_grad_(False), load_codec(cfg.vae_checkpoint), student, edit)
 
 
 def prepare_portrait(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -115,7 +123,7 @@ def frame_states(audio: np.ndarray, n_frames: int, state: str) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate(
+def generate_latents(
     model: Model,
     portrait: np.ndarray,
     audio: np.ndarray,
@@ -130,8 +138,8 @@ def generate(
     motion: int | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> np.ndarray:
-    """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono), N = ceil(len(audio) / 640).
+) -> torch.Tensor:
+    """VAE latents (N, C, h, w) for `audio` (16 kHz mono), N = ceil(len(audio) / 640).
 
     A teacher samples with `sampler` (DDIM) in `steps` (default 20) with CFG on audio at
     `guidance` (default 2); a distilled student samples with the consistency sampler in
@@ -152,14 +160,16 @@ def generate(
 
     ref_raw = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None]))
     ref_cache = net.dit.encode_reference(ref_raw * cfg.latent_scale)  # once per avatar
+    ref_model = to_model_space(cfg, ref_raw[:, None], ref_raw)[:, 0]
     denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
     gen = torch.Generator().manual_seed(seed)
     if student is not None:
         steps, guidance = steps or 1, student.default_guidance if guidance is None else guidance
         f = consistency_denoiser(denoise)
         g = torch.tensor([guidance])
+        t_start = model.edit.t_edit if model.edit is not None else T_MAX
         sample = lambda x, active, cond, uncond: sample_consistency(  # noqa: E731
-            f, x, active, Conditioning(**{**cond.__dict__, "guidance": g}), steps=steps, generator=gen)
+            f, x, active, Conditioning(**{**cond.__dict__, "guidance": g}), steps=steps, t_start=t_start, generator=gen)
     else:
         steps, guidance = steps or 20, 2.0 if guidance is None else guidance
         sample = lambda x, active, cond, uncond: SAMPLERS[sampler](  # noqa: E731
@@ -175,6 +185,8 @@ def generate(
         k = ctx.shape[1]
         sl = slice(done - k, done + new)
         x = torch.cat([ctx, torch.randn(1, new, *c_shape, generator=gen)], 1)
+        if model.edit is not None:  # EFT: start from the prior video noised to t_edit, as in training
+            x = edit_start(model.edit, ctx, ref_model, x)
         active = torch.tensor([[False] * k + [True] * new])
         cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)
         uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)  # CFG on audio
@@ -183,9 +195,14 @@ def generate(
         done += new
         bar.update(new)
     bar.close()
-    z = from_model_space(cfg, torch.stack(out)[None], ref_raw)[0]
-    frames = [model.codec.decode(z[i : i + 16]) for i in range(0, n, 16)]
-    return LatentCodec.to_uint8(torch.cat(frames))
+    return from_model_space(cfg, torch.stack(out)[None], ref_raw)[0]
+
+
+@torch.no_grad()
+def generate(model: Model, portrait: np.ndarray, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono): generate_latents, then the VAE decoder."""
+    z = generate_latents(model, portrait, audio, **kwargs)
+    return LatentCodec.to_uint8(torch.cat([model.codec.decode(z[i : i + 16]) for i in range(0, len(z), 16)]))
 
 
 def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,

@@ -1,0 +1,149 @@
+"""Stage `eft`: editing fine-tuning of the one-step student (`rtavatar train eft`).
+
+What it does. A distilled student maps pure noise at t = T to a clip in one step, so that one
+step has to invent everything: pose, colour, identity detail and the mouth. In a talking-head
+stream almost all of that is already known: it is the previous frame (or, on the first chunk,
+the reference). EFT changes the start: the new frames begin as the *prior video* -- the last
+motion frame (the reference when a chunk has no motion frames), repeated over the chunk --
+noised to `t_edit` < T, and the student is fine-tuned to turn that start into the real target
+chunk in one step:
+
+    x_start = alpha(t_edit) prior + sigma(t_edit) eps
+    loss    = pseudo-Huber(f_student(x_start, t_edit) - x0_real)   (mouth region weighted)
+            + adv_weight * the avatar discriminator's generator loss (optional)
+
+Generation then uses exactly the same start (generate.py), so training and inference see the
+same inputs. Why it helps: the low frequencies the student used to guess (and got wrong from
+chunk to chunk, i.e. flicker) now come from the prior, and the one step only has to *edit*
+what changes -- lips, eyes, small head motion. The regression target is real data, not the
+teacher, so EFT can also correct what distillation lost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rtavatar.config import from_dict, to_dict
+from rtavatar.data.dataset import Dataset
+from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses
+from rtavatar.models.dit import Conditioning
+from rtavatar.training.common import TrainConfig, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.data import LatentClips
+from rtavatar.training.distill import DistillConfig, load_student, load_teacher_run, pseudo_huber
+from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
+
+PRIORS = ("motion", "reference")
+
+
+@dataclass
+class EFTConfig:
+    distill_checkpoint: str = ""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=4, lr=3e-5, warmup=50, ema=0.99))
+    t_edit: float = 0.6  # noise level of the start; 1.0 would be plain one-step sampling from noise
+    prior: str = "motion"  # "motion": last motion frame (reference without one); "reference": always the reference
+    huber_c: float = 0.001
+    adversarial: bool = True
+    adv_weight: float = 0.1
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    student: DistillConfig = field(default_factory=DistillConfig)  # filled from the distill run
+
+
+def edit_prior(kind: str, context: Tensor, ref_model: Tensor, new: int) -> Tensor:
+    """(B, new, C, h, w) prior video in model space: the last context frame, or the reference
+    (ref_model, (B, C, h, w), the reference latent in model space), repeated."""
+    if kind not in PRIORS:
+        raise ValueError(f"unknown EFT prior {kind!r}; use {' or '.join(PRIORS)}")
+    last = context[:, -1] if kind == "motion" and context.shape[1] else ref_model
+    return last[:, None].expand(-1, new, *last.shape[1:])
+
+
+def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) -> Tensor:
+    """The clip the student starts from: context frames clean, new frames = prior noised to t_edit."""
+    k, new = context.shape[1], eps.shape[1] - context.shape[1]
+    t = torch.full(eps.shape[:2], cfg.t_edit)[:, k:]
+    return torch.cat([context, add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)], 1)
+
+
+def load_distill_run(checkpoint: str | Path) -> tuple[DistillConfig, AvatarNet, Path]:
+    ck = resolve_checkpoint(checkpoint)
+    raw = json.loads((ck / "config.json").read_text())
+    if raw.pop("stage", None) != "distill":
+        raise ValueError(f"{ck} is not a distill checkpoint (EFT starts from `train distill`)")
+    cfg = from_dict(DistillConfig, raw)
+    net = AvatarNet(cfg.teacher.net)
+    load_student(net, ck, ema=True)
+    return cfg, net, ck
+
+
+class Editor(nn.Module):
+    """What EFT trains: the student (and the discriminator); forward is the whole loss."""
+
+    def __init__(self, student: AvatarNet, disc: AvatarDiscriminator | None = None) -> None:
+        super().__init__()
+        self.student, self.disc = student, disc
+
+    def forward(self, cfg: EFTConfig, teacher: nn.Module | None, batch: dict[str, Tensor], noise: dict[str, Tensor],
+                motion: int) -> tuple[Tensor, dict[str, float]]:
+        tcfg = cfg.student.teacher
+        x0, wav = batch["latents"], batch["audio"]
+        b, f = x0.shape[:2]
+        x = edit_start(cfg, x0[:, :motion], batch["ref_model"], noise["eps"])
+        t = torch.full((b, f), cfg.t_edit)
+        t[:, :motion] = 0.0
+        base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
+        guidance = torch.full((b,), cfg.student.default_guidance)
+        f_student = consistency_denoiser(v_denoiser(lambda x_, tt, c: self.student(x_, tt, c, wav=wav)))
+        pred = f_student(x, t, Conditioning(**base, guidance=guidance))
+        d = (pred - x0)[:, motion:]
+        if tcfg.mouth_weight != 1.0:
+            d = d * region_weight(tcfg, *d.shape[-2:]).to(d).sqrt()
+        loss = pseudo_huber(d, cfg.huber_c).mean()
+        with torch.no_grad():
+            stats = {"x0_mse": float((pred - x0)[:, motion:].pow(2).mean()),
+                     "prior_mse": float((x[:, motion:] - x0[:, motion:]).pow(2).mean())}
+        if self.disc is not None and teacher is not None:
+            fake = torch.cat([x0[:, :motion], pred[:, motion:]], 1)
+            d_loss, g_loss, adv = adversarial_losses(self.disc, teacher, x0, fake, Conditioning(**base), wav, noise["eps_d"],
+                                                     noise["t_d"])
+            loss = loss + cfg.adv_weight * g_loss + d_loss
+            stats.update(adv, g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
+        return loss, stats
+
+
+def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    if not cfg.distill_checkpoint:
+        raise ValueError("EFT needs distill_checkpoint (a `train distill` run)")
+    run = Path(run)
+    cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
+    tcfg = cfg.student.teacher
+    teacher, disc = None, None
+    if cfg.adversarial:
+        _, teacher = load_teacher_run(cfg.student.teacher_checkpoint)
+        teacher.eval().requires_grad_(False)
+        d = tcfg.net.dit
+        disc = AvatarDiscriminator(cfg.disc, d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
+    clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
+
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
+                world: int) -> tuple[Tensor, dict[str, float]]:
+        new = int(torch.randint(1, tcfg.max_new + 1, (1,), generator=gen))
+        motion = int(torch.randint(0, tcfg.max_motion + 1, (1,), generator=gen))
+        raw = clips.sample(gen, cfg.train.batch_size, motion + new, tcfg.net.audio_margin)
+        batch = {**model_batch(tcfg, raw), "ref_model": to_model_space(tcfg, raw["ref"][:, None], raw["ref"])[:, 0]}
+        shape, b = batch["latents"].shape, cfg.train.batch_size
+        drawn = {"eps": torch.randn(shape, generator=noise), "eps_d": torch.randn(shape, generator=noise),
+                 "t_d": cfg.disc.t_min + (cfg.disc.t_max - cfg.disc.t_min) * torch.rand(b, generator=noise)}
+        mine = rank_slice(b, rank, world)
+        loss, scalars = model(cfg, teacher, {k: v[mine] for k, v in batch.items()}, {k: v[mine] for k, v in drawn.items()}, motion)
+        return loss, {**scalars, "new": new, "motion": motion}
+
+    return train_loop(run=run, cfg=cfg.train, model=Editor(student, disc), config_dict={"stage": "eft", **to_dict(cfg)},
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after)

@@ -1,0 +1,95 @@
+"""Editing fine-tuning: the prior video, that EFT lowers the one-step edit error against real
+clips, and that generation starts from the same noised prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtavatar.data.dataset import Dataset
+from rtavatar.diffusion import consistency_denoiser, sample_consistency, v_denoiser
+from rtavatar.models.avatarnet import AvatarNet
+from rtavatar.models.dit import Conditioning
+from rtavatar.models.vae import LatentCodec
+from rtavatar.training.common import TrainConfig, latest_checkpoint
+from rtavatar.training.distill import load_student
+from rtavatar.training.eft import EFTConfig, edit_prior, edit_start, load_distill_run, train_eft
+from rtavatar.training.teacher import model_batch, to_model_space
+
+from helpers import fixed_clips
+
+
+def test_edit_prior_repeats_the_last_motion_frame_or_the_reference() -> None:
+    ctx = torch.arange(2 * 2 * 3, dtype=torch.float).reshape(2, 2, 3, 1, 1)
+    ref = -torch.ones(2, 3, 1, 1)
+    prior = edit_prior("motion", ctx, ref, new=4)
+    assert prior.shape == (2, 4, 3, 1, 1) and torch.equal(prior[:, 2], ctx[:, -1])
+    assert torch.equal(edit_prior("motion", ctx[:, :0], ref, 4)[:, 0], ref), "no motion frames: the reference"
+    assert torch.equal(edit_prior("reference", ctx, ref, 4)[:, 3], ref)
+    with pytest.raises(ValueError, match="unknown EFT prior"):
+        edit_prior("noise", ctx, ref, 4)
+    cfg = EFTConfig(t_edit=0.5)
+    eps = torch.randn(2, 6, 3, 1, 1, generator=torch.Generator().manual_seed(0))
+    x = edit_start(cfg, ctx, ref, eps)
+    assert torch.equal(x[:, :2], ctx), "context frames stay clean"
+    expected = np.cos(np.pi / 4) * ctx[:, -1] + np.sin(np.pi / 4) * eps[:, 2]
+    assert torch.allclose(x[:, 2], expected, atol=1e-6)
+
+
+def _edit_error(net: AvatarNet, cfg: EFTConfig, batch: dict, ref_model: torch.Tensor, motion: int = 1) -> float:
+    """MSE of the one-step edit from the EFT start against the real clip's new frames."""
+    x0 = batch["latents"]
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    x = edit_start(cfg, x0[:, :motion], ref_model, eps)
+    active = torch.zeros(x0.shape[:2], dtype=torch.bool)
+    active[:, motion:] = True
+    wav = batch["audio"]
+    cond = Conditioning(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"],
+                        guidance=torch.full((len(x),), cfg.student.default_guidance))
+    with torch.no_grad():
+        f = consistency_denoiser(v_denoiser(lambda x_, t, c: net(x_, t, c, wav=wav)))
+        out = sample_consistency(f, x, active, cond, steps=1, t_start=cfg.t_edit)
+    return float((out - x0)[:, motion:].pow(2).mean())
+
+
+def test_eft_lowers_the_one_step_edit_error(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    cfg = EFTConfig(distill_checkpoint=str(student_run), adversarial=False, t_edit=0.6,
+                    train=TrainConfig(steps=80, batch_size=4, lr=1e-3, warmup=5, ema=0.9, ckpt_every=40, log_every=10))
+    train_eft(cfg, data, tmp_path / "eft")
+    scfg, student = load_distill_run(student_run)[:2]
+    cfg.student = scfg
+    raw = fixed_clips(data, vae, 4, 4, scfg.teacher.net.audio_margin)
+    batch = model_batch(scfg.teacher, raw)
+    ref_model = to_model_space(scfg.teacher, raw["ref"][:, None], raw["ref"])[:, 0]
+    before = _edit_error(student, cfg, batch, ref_model)
+    tuned = AvatarNet(scfg.teacher.net)
+    load_student(tuned, latest_checkpoint(tmp_path / "eft"), ema=True)
+    after = _edit_error(tuned, cfg, batch, ref_model)
+    assert after < 0.8 * before, f"one-step edit error vs real clips: {before:.4f} -> {after:.4f}"
+
+
+def test_eft_checkpoint_generates_from_the_noised_prior(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:
+    """With t_edit ~ 0 the start is the prior itself and f(x, ~0) ~ x (boundary condition), so
+    every latent must be the reference's, held: proof that generation starts where EFT trained."""
+    from rtavatar.generate import generate, generate_latents, load_model, prepare_portrait
+
+    data, _ = data_and_vae
+    cfg = EFTConfig(distill_checkpoint=str(student_run), t_edit=1e-4, train=TrainConfig(steps=2, batch_size=2, ema=0.9, ckpt_every=2))
+    cfg.disc.hidden = 16
+    train_eft(cfg, data, tmp_path / "eft")
+    assert '"d_motion_real"' in (tmp_path / "eft" / "log.jsonl").read_text(), "the discriminator took part"
+    model = load_model(tmp_path / "eft")
+    assert model.edit is not None and model.edit.t_edit == pytest.approx(1e-4)
+    clip = Dataset(data).load(0)
+    assert generate(model, clip.frames[0], clip.audio[: 640 * 9], progress=False).shape == (9, 64, 64, 3)
+    z = generate_latents(model, clip.frames[0], clip.audio[: 640 * 9], progress=False)
+    ref = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(clip.frames[0], 64)[None]))
+    assert z.shape == (9, *ref.shape[1:])
+    scale = model.cfg.residual_scale  # compare in model space (residuals in units of their training std)
+    moving = generate_latents(load_model(student_run), clip.frames[0], clip.audio[: 640 * 9], progress=False)
+    assert (z - ref).abs().max() * scale < 0.05, "every frame is the reference latent"
+    assert (moving - ref).abs().mean() * scale > 0.2, "...which a plain one-step sample is not"
