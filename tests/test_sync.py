@@ -151,4 +151,13 @@ def test_eval_rows_separate_good_and_broken_systems(data: Path, expert: Path) ->
     assert late["abs_offset"] > gt["abs_offset"] + 4
     assert frozen["jitter"] == 0.0 and gt["jitter"] > 0.1
     assert frozen["fd_sync"] > 10 * max(copy["fd_sync"], 1e-3) and frozen["fps"] > 0
+    assert copy["speedup"] == 1.0 and frozen["speedup"] == pytest.approx(frozen["fps"] / copy["fps"])
     assert "| frozen |" in format_table(list(rows.values()))
+
+
+def test_eval_checkpoint_spec_takes_step_counts() -> None:
+    from rtavatar.cli import _checkpoint_steps
+
+    assert _checkpoint_steps("runs/student:1,2,4") == ("runs/student", [1, 2, 4])
+    assert _checkpoint_steps("runs/teacher") == ("runs/teacher", [])
+    assert _checkpoint_steps("C:/runs/x") == ("C:/runs/x", [])

@@ -50,6 +50,14 @@ def cmd_prepare(args: argparse.Namespace) -> dict:
                            vae=args.vae, progress=not args.quiet)
 
 
+def _checkpoint_steps(spec: str) -> tuple[str, list[int]]:
+    """'runs/student:1,2,4' -> ('runs/student', [1, 2, 4]); a plain path -> (path, [])."""
+    path, sep, tail = spec.rpartition(":")
+    if sep and tail and all(p.isdigit() for p in tail.split(",")):
+        return path, [int(p) for p in tail.split(",")]
+    return spec, []
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
@@ -57,9 +65,10 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
     clips = load_clips(args.data, args.split, args.clips, args.seconds)
     systems = {}
-    for ck in args.checkpoint:
+    for spec in args.checkpoint:
+        ck, step_list = _checkpoint_steps(spec)
         model = load_model(ck)
-        for steps in args.steps or [1 if model.student is not None else 20]:
+        for steps in step_list or args.steps or [1 if model.student is not None else 20]:
             systems[f"{Path(ck).name} {steps} steps"] = (
                 lambda portrait, audio, m=model, n=steps: generate(m, portrait, audio, steps=n, guidance=args.guidance, progress=False))
     rows = evaluate(systems, clips, load_expert(args.expert))
@@ -175,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prepare)
 
     ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps")
-    ev.add_argument("--checkpoint", action="append", default=[], help="teacher run (repeatable)")
+    ev.add_argument("--checkpoint", action="append", default=[], help="teacher, distill or eft run, optionally with its step counts: RUN:1,2,4 (repeatable; list the teacher first: speedup is relative to the first system)")
     ev.add_argument("--expert", required=True, help="`train syncnet` run (our sync expert)")
     ev.add_argument("--data", required=True)
     ev.add_argument("--split", default="test")
@@ -192,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image", required=True)
     g.add_argument("--audio", required=True, help="any audio file or a video's audio track")
     g.add_argument("--out", required=True)
-    g.add_argument("--checkpoint", required=True, help="teacher run or checkpoint directory")
+    g.add_argument("--checkpoint", required=True, help="teacher, distill or eft run (or checkpoint directory)")
     g.add_argument("--steps", type=int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
     g.add_argument("--guidance", type=float, default=None,
                    help="guidance scale on audio: CFG for a teacher (default 2), an input for a student")

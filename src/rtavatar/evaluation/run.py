@@ -72,12 +72,13 @@ def evaluate(systems: dict[str, Generator], clips: list[Clip], scorer: ExpertSco
             videos.append(gen(c.frames[0], c.audio))
             t += time.perf_counter() - t0
         table.append(score_videos(name, videos, audio, clips, scorer, real, seconds=t))
+        table[-1]["speedup"] = table[-1]["fps"] / table[2]["fps"]  # relative to the first system (list the teacher first)
         log.info("%s: %s", name, table[-1])
     return table
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["sync_c", "sync_d", "abs_offset", "aperture_corr", "closure_in_silence", "jitter", "fd_sync", "fps"]
+    cols = ["sync_c", "sync_d", "abs_offset", "aperture_corr", "closure_in_silence", "jitter", "fd_sync", "fps", "speedup"]
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
         lines.append(f"| {r['system']} | " + " | ".join(f"{r[c]:.3f}" if c in r else "–" for c in cols) + " |")
