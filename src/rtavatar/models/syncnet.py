@@ -10,6 +10,8 @@ which come from the official SyncNet weights on real faces (evaluation accepts t
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +37,8 @@ def _tower(c_in: int, width: int, dim: int, stages: int) -> nn.Sequential:
     c = c_in
     for i in range(stages):
         c_out = width * 2**i
-        layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU(),
-                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
+        layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU(),
+                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(math.gcd(8, c_out), c_out), nn.SiLU()]
         c = c_out
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, dim))
 
