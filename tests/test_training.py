@@ -106,23 +106,38 @@ def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, 
         torch.testing.assert_close(ea[k], eb[k], rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_match_one(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(data_and_vae: tuple[Path, Path], tmp_path: Path, fsdp: bool) -> None:
+    """torchrun with 2 gloo processes at the same global batch gives the same weights (and EMA)
+    as 1 process: DDP, or FSDP2 sharding, which also stops after 4 steps and resumes to 6 from
+    its gathered checkpoint (sharded optimizer state round trip)."""
     data, vae = data_and_vae
     cfg = tiny_teacher_cfg(vae, steps=6, batch=4)
-    cfg.train.ema = 0.0
+    cfg.train.ema = 0.9
+    cfg.train.fsdp = fsdp
     save_config(cfg, tmp_path / "teacher.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "rtavatar", "train", "teacher", "--config", str(tmp_path / "teacher.yaml"), "--data", str(data)]
     subprocess.run(base + ["--out", str(tmp_path / "one")], check=True, env=env, cwd=REPO, capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "rtavatar"]
-    proc = subprocess.run(torchrun + base[3:] + ["--out", str(tmp_path / "two")], env=env, cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={29533 + fsdp}", "-m", "rtavatar"]
+    two = torchrun + base[3:] + ["--out", str(tmp_path / "two")]
+    for extra in (["--steps", "4"], ["--resume"]) if fsdp else ([],):
+        proc = subprocess.run(two + extra, env=env, cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert latest_checkpoint(tmp_path / "two").name == "step_0000006"
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     torch.manual_seed(cfg.train.seed)
     init = AvatarNet(cfg.net).state_dict()
     assert max(float((a[k] - init[k]).abs().max()) for k in a) > 1e-3, "training moved the weights"
     assert diff < 1e-4, f"2-process weights differ from 1-process by {diff}"
+    ea = load_file(latest_checkpoint(tmp_path / "one") / "ema.safetensors")
+    eb = load_file(latest_checkpoint(tmp_path / "two") / "ema.safetensors")
+    assert max(float((ea[k] - eb[k]).abs().max()) for k in ea) < 1e-4
+    if fsdp:  # the gathered checkpoint (name-keyed optimizer state) resumes in one unsharded process
+        subprocess.run(base + ["--out", str(tmp_path / "two"), "--resume", "--steps", "7"], check=True, env=env, cwd=REPO,
+                       capture_output=True)
+        assert latest_checkpoint(tmp_path / "two").name == "step_0000007"
 
 
 def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:

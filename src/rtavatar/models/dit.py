@@ -111,6 +111,8 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
+    fsdp_methods = ("reference_kv",)  # runs this block's weights outside forward (training/sharding.py)
+
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
         d = cfg.dim

@@ -29,6 +29,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from rtavatar.training.sharding import (OPTIMIZER_FORMAT, full_model_state, full_optimizer_state, full_tensor,
+                                        load_full_optimizer_state, shard_model)
+
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +53,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
     decay_from: int = 0  # > 0: cosine-decay the lr from this step to min_lr_ratio * lr at `steps`
     min_lr_ratio: float = 0.1
+    fsdp: bool = False  # shard weights/grads/optimizer over processes (training/sharding.py) instead of DDP
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -77,29 +81,34 @@ class EMA:
         # so samples taken from it would show nothing for thousands of steps.
         decay = min(self.decay, (1.0 + step) / (10.0 + step))
         for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - decay)
+            e.lerp_(full_tensor(p.detach()), 1.0 - decay)  # FSDP: gather the shards (the copy is unsharded)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
 
 
-def _state_dict(model: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_checkpoint(run: Path, step: int, model: nn.Module, config: dict[str, Any], optimizer: torch.optim.Optimizer | None,
-                    ema: EMA | None = None, keep: int = 2, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(run: Path, step: int, model: nn.Module | dict[str, Tensor], config: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | dict[str, Any] | None, ema: EMA | None = None, keep: int = 2,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """model / optimizer: the objects, or their already-gathered state dicts (FSDP; the
+    optimizer's then in the name-keyed format, marked in state.pt)."""
     ckdir = run / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:07d}"
     tmp = ckdir / f".tmp_step_{step:07d}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(_state_dict(model), tmp / "model.safetensors")
+    save_file(_cpu(model if isinstance(model, dict) else model.state_dict()), tmp / "model.safetensors")
     if ema is not None:
-        save_file(_state_dict(ema.model), tmp / "ema.safetensors")
+        save_file(_cpu(ema.model.state_dict()), tmp / "ema.safetensors")
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     state: dict[str, Any] = {"step": step, "extra": extra or {}}
-    if optimizer is not None:
+    if isinstance(optimizer, dict):
+        state["optimizer"], state["optimizer_format"] = optimizer, OPTIMIZER_FORMAT
+    elif optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(final, ignore_errors=True)
@@ -198,24 +207,40 @@ def train_loop(
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
     run.mkdir(parents=True, exist_ok=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sharded = cfg.fsdp and acc.num_processes > 1
+    if sharded and cfg.mixed_precision == "fp16":
+        raise ValueError("fsdp trains in fp32 or bf16 (mixed_precision: bf16); fp16 would need a sharded grad scaler")
+    ck = latest_checkpoint(run) if resume else None
+    if ck is not None:
+        load_weights(model, ck)  # full weights, before sharding splits them
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    if ema is not None and ck is not None:
+        load_weights(ema.model, ck, ema=True)
+    if sharded:
+        model.to(acc.device)
+        shard_model(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
-    if resume:
-        ck = latest_checkpoint(run)
-        if ck is not None:
-            load_weights(model, ck)
-            state = load_state(ck)
+    if ck is not None:
+        state = load_state(ck)
+        if state.get("optimizer_format") == OPTIMIZER_FORMAT:
+            load_full_optimizer_state(model, opt, state["optimizer"])
+        elif sharded:
+            raise ValueError(f"{ck} was saved without fsdp; resume it with train.fsdp: false")
+        else:
             opt.load_state_dict(state["optimizer"])
-            if ema is not None:
-                load_weights(ema.model, ck, ema=True)
-            start = int(state["step"])
-            log.info("resumed %s from step %d", run, start)
+        start = int(state["step"])
+        log.info("resumed %s from step %d", run, start)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg), last_epoch=start - 1 if start else -1)
     if start:
         for g in opt.param_groups:  # LambdaLR(last_epoch=...) expects initial_lr; recompute lr for this step
             g["lr"] = g["initial_lr"] * lr_lambda(cfg)(start)
-    pmodel, opt = acc.prepare(model, opt)
+    # FSDP shards the model itself; accelerate then only supplies the processes and autocast
+    # (so fsdp takes bf16, not fp16: no grad scaler).
+    if sharded:
+        pmodel = model
+    else:
+        pmodel, opt = acc.prepare(model, opt)
     logger = JsonlLogger(run / "log.jsonl", acc.is_main_process)
     if start and acc.is_main_process and logger.path.is_file():
         # Steps logged after the checkpoint we resumed from will be redone: drop them.
@@ -232,7 +257,12 @@ def train_loop(
                                     **extra)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
-        grad_norm = acc.clip_grad_norm_(pmodel.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else torch.tensor(0.0)
+        if cfg.grad_clip <= 0:
+            grad_norm = torch.tensor(0.0)
+        elif sharded:
+            grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(pmodel.parameters(), cfg.grad_clip))
+        else:
+            grad_norm = acc.clip_grad_norm_(pmodel.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         if ema is not None:
@@ -248,9 +278,11 @@ def train_loop(
         last = done == cfg.steps or (stop_after is not None and ran >= stop_after)
         if done % cfg.ckpt_every == 0 or last:
             acc.wait_for_everyone()
+            weights, opt_state = (full_model_state(pmodel), full_optimizer_state(pmodel, opt)) if sharded else (
+                acc.unwrap_model(pmodel), opt)
             if acc.is_main_process:
-                save_checkpoint(run, done, acc.unwrap_model(pmodel), config_dict, opt, ema, cfg.keep_checkpoints)
-                if on_checkpoint is not None:
+                save_checkpoint(run, done, weights, config_dict, opt_state, ema, cfg.keep_checkpoints)
+                if on_checkpoint is not None and (ema is not None or not sharded):
                     on_checkpoint(ema.model if ema is not None else acc.unwrap_model(pmodel), done)
             acc.wait_for_everyone()
         if last:
