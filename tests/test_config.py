@@ -57,18 +57,23 @@ def test_seeds_are_stable_across_processes() -> None:
     assert np.array_equal(a, seed_everything(1).random(3))
 
 
-@pytest.mark.parametrize("name", ["vae-tiny", "teacher-tiny", "syncnet-tiny"])
+@pytest.mark.parametrize("name", ["vae-tiny", "teacher-tiny", "syncnet-tiny", "distill-tiny", "distill-adv-tiny", "eft-tiny"])
 def test_shipped_configs_load_and_build(name: str) -> None:
     """Every config in configs/ parses and its network can be built (sizes are configs)."""
     from rtavatar.models.avatarnet import AvatarNet
     from rtavatar.models.syncnet import SyncNet
     from rtavatar.models.vae import LatentCodec
+    from rtavatar.models.discriminator import AvatarDiscriminator
+    from rtavatar.training.distill import DistillConfig
+    from rtavatar.training.eft import EFTConfig
     from rtavatar.training.syncnet import SyncStageConfig
     from rtavatar.training.teacher import TeacherConfig
     from rtavatar.training.vae import VAEStageConfig
 
     path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     cls, build = {"vae": (VAEStageConfig, lambda c: LatentCodec(c.vae)), "teacher": (TeacherConfig, lambda c: AvatarNet(c.net)),
-                  "syncnet": (SyncStageConfig, lambda c: SyncNet(c.net))}[name.split("-")[0]]
+                  "syncnet": (SyncStageConfig, lambda c: SyncNet(c.net)),
+                  "distill": (DistillConfig, lambda c: AvatarDiscriminator(c.disc, 256, 128, 5, 8)),
+                  "eft": (EFTConfig, lambda c: AvatarDiscriminator(c.disc, 256, 128, 5, 8))}[name.split("-")[0]]
     net = build(load_config(cls, path))
     assert sum(p.numel() for p in net.parameters()) > 10_000
