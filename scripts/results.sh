@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The docs/RESULTS.md pipeline on the tiny synthetic setup (CPU): distill, distill + the
+# avatar discriminator, EFT, then one `rtavatar eval` run over all systems. Every stage
+# resumes, so the script can be re-run after an interruption. Needs runs/teacher-tiny,
+# runs/syncnet-tiny and data/synth90 (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RT=.venv/bin/rtavatar
+DATA=${DATA:-data/synth90}
+$RT train distill --config configs/distill-tiny.yaml --data "$DATA" --out runs/student --resume
+$RT train distill --config configs/distill-adv-tiny.yaml --data "$DATA" --out runs/student-adv --resume
+$RT train eft --config configs/eft-tiny.yaml --data "$DATA" --out runs/student-eft --resume
+$RT eval --checkpoint runs/teacher-tiny --checkpoint runs/student:1 --checkpoint runs/student-adv:1 \
+         --checkpoint runs/student-eft:1,2,4 --expert runs/syncnet-tiny --data "$DATA" --out runs/results.json
