@@ -117,3 +117,12 @@ def adversarial_losses(disc: AvatarDiscriminator, teacher: nn.Module, real: Tens
         stats[f"d_{head}_fake"] = float(s_fake_d[head].detach().mean())
     return d_loss, g_loss, stats
 
+
+
+def adversarial_term(disc: AvatarDiscriminator, teacher: nn.Module, x0: Tensor, pred: Tensor, motion: int, cond: Conditioning,
+                     wav: Tensor, noise: dict[str, Tensor], weight: float) -> tuple[Tensor, dict[str, float]]:
+    """What a stage adds to its loss: D loss + weight x G loss, judging the generator's new
+    frames `pred` (motion frames taken from the real clip x0); noise holds eps_d and t_d."""
+    fake = torch.cat([x0[:, :motion], pred[:, motion:]], 1)
+    d_loss, g_loss, stats = adversarial_losses(disc, teacher, x0, fake, cond, wav, noise["eps_d"], noise["t_d"])
+    return d_loss + weight * g_loss, {**stats, "g_loss": float(g_loss.detach()), "d_loss": float(d_loss.detach())}

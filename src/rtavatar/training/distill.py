@@ -33,7 +33,7 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses
+from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
@@ -68,12 +68,11 @@ class Distiller(nn.Module):
                 noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
         loss, pred, stats = distill_loss(self.student, target.student, teacher, cfg, batch, noise, motion)
         if self.disc is not None:
-            x0 = batch["latents"]
-            fake = torch.cat([x0[:, :motion], pred[:, motion:]], 1)
             base = Conditioning(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
-            d_loss, g_loss, adv = adversarial_losses(self.disc, teacher, x0, fake, base, batch["audio"], noise["eps_d"], noise["t_d"])
-            loss = loss + cfg.adv_weight * g_loss + d_loss
-            stats.update(adv, g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
+            adv, adv_stats = adversarial_term(self.disc, teacher, batch["latents"], pred, motion, base, batch["audio"], noise,
+                                              cfg.adv_weight)
+            loss = loss + adv
+            stats.update(adv_stats)
         return loss, stats
 
 

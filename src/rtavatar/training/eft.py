@@ -33,7 +33,7 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses
+from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
@@ -110,11 +110,9 @@ class Editor(nn.Module):
             stats = {"x0_mse": float((pred - x0)[:, motion:].pow(2).mean()),
                      "prior_mse": float((x[:, motion:] - x0[:, motion:]).pow(2).mean())}
         if self.disc is not None and teacher is not None:
-            fake = torch.cat([x0[:, :motion], pred[:, motion:]], 1)
-            d_loss, g_loss, adv = adversarial_losses(self.disc, teacher, x0, fake, Conditioning(**base), wav, noise["eps_d"],
-                                                     noise["t_d"])
-            loss = loss + cfg.adv_weight * g_loss + d_loss
-            stats.update(adv, g_loss=float(g_loss.detach()), d_loss=float(d_loss.detach()))
+            adv, adv_stats = adversarial_term(self.disc, teacher, x0, pred, motion, Conditioning(**base), wav, noise, cfg.adv_weight)
+            loss = loss + adv
+            stats.update(adv_stats)
         return loss, stats
 
 
