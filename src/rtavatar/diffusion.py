@@ -144,7 +144,7 @@ def sample_consistency(f: Denoiser, x: Tensor, active: Tensor, cond: object, ste
     for i, t_now in enumerate(grid):
         t = _frame_times(float(t_now), active)
         if i:
-            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # CPU RNG: same on every device
             x = torch.where(_bcast(active, x), add_noise(x0, eps, t), x)
         x0 = torch.where(_bcast(active, x), f(x, t, cond), x)
     return x0

@@ -152,13 +152,15 @@ def generate_latents(
     n = max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
     audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
     m = cfg.net.audio_margin
-    wav = torch.from_numpy(np.pad(audio, (m * SAMPLES_PER_FRAME, m * SAMPLES_PER_FRAME)))[None]
+    dev = next(net.parameters()).device  # inputs and noise are made on the CPU, then moved
+    wav = torch.from_numpy(np.pad(audio, (m * SAMPLES_PER_FRAME, m * SAMPLES_PER_FRAME)))[None].to(dev)
     tokens = net.audio_tokens(wav, n)  # (1, n, 2W+1, D), encoded once for the whole file
-    states = torch.from_numpy(frame_states(audio, n, state))[None]
+    states = torch.from_numpy(frame_states(audio, n, state))[None].to(dev)
     ctrl = np.array([{**NEUTRAL, **(expression or {})}[k] for k in CONTROLS], np.float32) * CONTROL_SCALE
-    controls = torch.from_numpy(ctrl)[None, None].expand(1, n, -1)
+    controls = torch.from_numpy(ctrl)[None, None].expand(1, n, -1).to(dev)
 
-    ref_raw = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None]))
+    codec_dev = next(model.codec.parameters()).device
+    ref_raw = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(portrait, model.resolution)[None]).to(codec_dev)).to(dev)
     ref_cache = net.dit.encode_reference(ref_raw * cfg.latent_scale)  # once per avatar
     ref_model = to_model_space(cfg, ref_raw[:, None], ref_raw)[:, 0]
     denoise = v_denoiser(lambda x, t, c: net.dit(x, t, c))
@@ -166,7 +168,7 @@ def generate_latents(
     if student is not None:
         steps, guidance = steps or 1, student.default_guidance if guidance is None else guidance
         f = consistency_denoiser(denoise)
-        g = torch.tensor([guidance])
+        g = torch.tensor([guidance], device=dev)
         t_start = model.edit.t_edit if model.edit is not None else T_MAX
         sample = lambda x, active, cond, uncond: sample_consistency(  # noqa: E731
             f, x, active, Conditioning(**{**cond.__dict__, "guidance": g}), steps=steps, t_start=t_start, generator=gen)
@@ -181,13 +183,13 @@ def generate_latents(
     bar = tqdm(total=n, desc="generate", unit="frame", disable=not progress)
     while done < n:
         new = min(first_chunk if done == 0 else chunk, n - done)
-        ctx = torch.stack(out[-motion:])[None] if motion and out else torch.zeros(1, 0, *c_shape)
+        ctx = torch.stack(out[-motion:])[None] if motion and out else torch.zeros(1, 0, *c_shape, device=dev)
         k = ctx.shape[1]
         sl = slice(done - k, done + new)
-        x = torch.cat([ctx, torch.randn(1, new, *c_shape, generator=gen)], 1)
+        x = torch.cat([ctx, torch.randn(1, new, *c_shape, generator=gen).to(dev)], 1)
         if model.edit is not None:  # EFT: start from the prior video noised to t_edit, as in training
             x = edit_start(model.edit, ctx, ref_model, x)
-        active = torch.tensor([[False] * k + [True] * new])
+        active = torch.tensor([[False] * k + [True] * new], device=dev)
         cond = Conditioning(audio=tokens[:, sl], state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)
         uncond = Conditioning(audio=None, state=states[:, sl], controls=controls[:, sl], ref_cache=ref_cache)  # CFG on audio
         x = sample(x, active, cond, uncond)
@@ -201,7 +203,7 @@ def generate_latents(
 @torch.no_grad()
 def generate(model: Model, portrait: np.ndarray, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
     """Frames (N, R, R, 3) uint8 for `audio` (16 kHz mono): generate_latents, then the VAE decoder."""
-    z = generate_latents(model, portrait, audio, **kwargs)
+    z = generate_latents(model, portrait, audio, **kwargs).to(next(model.codec.parameters()).device)
     return LatentCodec.to_uint8(torch.cat([model.codec.decode(z[i : i + 16]) for i in range(0, len(z), 16)]))
 
 

@@ -61,6 +61,12 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729) % (2**63))
 
 
+def on_device(batch: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Move a batch (drawn on the CPU, so it is the same on every machine) to the model's device."""
+    device = next(model.parameters()).device
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def rank_slice(n: int, rank: int, world: int) -> slice:
     if n % world:
         raise ValueError(f"global batch {n} does not split evenly over {world} processes")
@@ -214,8 +220,10 @@ def train_loop(
     if ck is not None:
         load_weights(model, ck)  # full weights, before sharding splits them
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    if ema is not None and ck is not None:
-        load_weights(ema.model, ck, ema=True)
+    if ema is not None:
+        if ck is not None:
+            load_weights(ema.model, ck, ema=True)
+        ema.model.to(acc.device)
     if sharded:
         model.to(acc.device)
         shard_model(model)

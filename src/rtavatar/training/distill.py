@@ -35,7 +35,7 @@ from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import TrainConfig, on_device, load_weights, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, load_codec, model_batch
 
@@ -106,7 +106,7 @@ def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg:
     """One consistency-distillation loss on a model-space batch (see the module docstring);
     also returns the student's x0 estimate f(x_t, t) for the discriminator."""
     x0, eps, w = batch["latents"], noise["eps"], noise["w"]
-    grid = torch.linspace(0.0, T_MAX, cfg.n_timesteps + 1)
+    grid = torch.linspace(0.0, T_MAX, cfg.n_timesteps + 1, device=x0.device)
     b, f = x0.shape[:2]
     t = grid[noise["n"]][:, None].expand(b, f).clone()
     s = grid[noise["n"] - cfg.skip][:, None].expand(b, f).clone()
@@ -117,7 +117,7 @@ def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg:
     with torch.no_grad():
         teach = v_denoiser(lambda x, tt, c: teacher(x, tt, c, wav=wav))
         x0_c = teach(x_t, t, Conditioning(**base))
-        x0_u = teach(x_t, t, Conditioning(**base, keep_audio=torch.zeros(b, dtype=torch.bool)))
+        x0_u = teach(x_t, t, Conditioning(**base, keep_audio=torch.zeros(b, dtype=torch.bool, device=x0.device)))
         x0_w = x0_u + w.reshape(b, 1, 1, 1, 1) * (x0_c - x0_u)
         x_s = ddim_step(x_t, x0_w, t, s)
         x_s[:, :motion] = x_t[:, :motion]
@@ -166,8 +166,9 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
         batch = model_batch(tcfg, clips.sample(gen, cfg.train.batch_size, motion + new, tcfg.net.audio_margin))
         drawn = draw_distill_noise(cfg, batch["latents"].shape, motion, noise)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        loss, scalars = model(ema, teacher, cfg, {k: v[mine] for k, v in batch.items()}, {k: v[mine] for k, v in drawn.items()},
-                              motion)
+        teacher.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
+        loss, scalars = model(ema, teacher, cfg, on_device({k: v[mine] for k, v in batch.items()}, model),
+                              on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 
     return train_loop(run=run, cfg=cfg.train, model=Distiller(student, disc), config_dict={"stage": "distill", **to_dict(cfg)},

@@ -35,7 +35,7 @@ from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, load_student, load_teacher_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
@@ -68,7 +68,7 @@ def edit_prior(kind: str, context: Tensor, ref_model: Tensor, new: int) -> Tenso
 def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) -> Tensor:
     """The clip the student starts from: context frames clean, new frames = prior noised to t_edit."""
     k, new = context.shape[1], eps.shape[1] - context.shape[1]
-    t = torch.full(eps.shape[:2], cfg.t_edit)[:, k:]
+    t = torch.full(eps.shape[:2], cfg.t_edit, device=eps.device)[:, k:]
     return torch.cat([context, add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)], 1)
 
 
@@ -96,10 +96,10 @@ class Editor(nn.Module):
         x0, wav = batch["latents"], batch["audio"]
         b, f = x0.shape[:2]
         x = edit_start(cfg, x0[:, :motion], batch["ref_model"], noise["eps"])
-        t = torch.full((b, f), cfg.t_edit)
+        t = torch.full((b, f), cfg.t_edit, device=x0.device)
         t[:, :motion] = 0.0
         base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
-        guidance = torch.full((b,), cfg.student.default_guidance)
+        guidance = torch.full((b,), cfg.student.default_guidance, device=x0.device)
         f_student = consistency_denoiser(v_denoiser(lambda x_, tt, c: self.student(x_, tt, c, wav=wav)))
         pred = f_student(x, t, Conditioning(**base, guidance=guidance))
         d = (pred - x0)[:, motion:]
@@ -140,7 +140,10 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
         drawn = {"eps": torch.randn(shape, generator=noise), "eps_d": torch.randn(shape, generator=noise),
                  "t_d": cfg.disc.t_min + (cfg.disc.t_max - cfg.disc.t_min) * torch.rand(b, generator=noise)}
         mine = rank_slice(b, rank, world)
-        loss, scalars = model(cfg, teacher, {k: v[mine] for k, v in batch.items()}, {k: v[mine] for k, v in drawn.items()}, motion)
+        if teacher is not None:
+            teacher.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
+        loss, scalars = model(cfg, teacher, on_device({k: v[mine] for k, v in batch.items()}, model),
+                              on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 
     return train_loop(run=run, cfg=cfg.train, model=Editor(student, disc), config_dict={"stage": "eft", **to_dict(cfg)},

@@ -23,7 +23,7 @@ from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops
 from rtavatar.models.vae import LatentCodec
-from rtavatar.training.common import TrainConfig, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache
 
 
@@ -70,7 +70,7 @@ def sync_loss(net: nn.Module, batch: dict[str, Tensor], aperture_weight: float =
     v, a, neg, scale, opening = net(batch["video"], batch["audio"], batch["negatives"])
     b = len(v)
     logits = torch.cat([v @ a.T, torch.einsum("bd,bkd->bk", v, neg)], 1) * scale
-    target = torch.arange(b)
+    target = torch.arange(b, device=v.device)
     loss = F.cross_entropy(logits, target)
     known = ~torch.isnan(batch["mouth_open"])
     ap = F.mse_loss(opening[known], batch["mouth_open"][known]) if known.any() else opening.sum() * 0.0
@@ -91,7 +91,7 @@ def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resum
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
         batch = sample_windows(cache, cfg, gen, cfg.train.batch_size)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        return sync_loss(model, {k: v[mine] for k, v in batch.items()}, cfg.aperture_weight)
+        return sync_loss(model, on_device({k: v[mine] for k, v in batch.items()}, model), cfg.aperture_weight)
 
     return train_loop(run=Path(run), cfg=cfg.train, model=net, config_dict={"stage": "syncnet", **to_dict(cfg)},
                       loss_fn=loss_fn, resume=resume, stop_after=stop_after)

@@ -22,7 +22,7 @@ from rtavatar.diffusion import add_noise, v_target
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import TrainConfig, on_device, load_weights, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
 
 
@@ -103,7 +103,7 @@ def model_batch(cfg: TeacherConfig, batch: dict[str, torch.Tensor]) -> dict[str,
 def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
     """(h, w) loss weights with mean 1: mouth_weight inside mouth_box, 1 elsewhere."""
     y0, y1, x0, x1 = cfg.mouth_box
-    wt = torch.ones(h, w)
+    wt = torch.ones(h, w)  # callers move it with .to(x)
     wt[round(y0 * h): round(y1 * h), round(x0 * w): round(x1 * w)] = cfg.mouth_weight
     return wt / wt.mean()
 
@@ -141,8 +141,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         batch = clips.sample(gen, cfg.train.batch_size, motion + new, cfg.net.audio_margin)
         drawn = draw_noise(cfg, batch["latents"].shape, motion, noise)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        batch = {k: v[mine] for k, v in batch.items()}
-        drawn = {k: v[mine] for k, v in drawn.items()}
+        batch = on_device({k: v[mine] for k, v in batch.items()}, model)
+        drawn = on_device({k: v[mine] for k, v in drawn.items()}, model)
         batch = model_batch(cfg, batch)
         return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache, random_frames
 
 
@@ -45,7 +45,7 @@ def train_vae(cfg: VAEStageConfig, data: str | Path, run: str | Path, resume: bo
         if cfg.crop and cfg.crop < x.shape[-1]:
             i, j = (int(v) for v in torch.randint(x.shape[-1] - cfg.crop + 1, (2,), generator=gen))
             x = x[..., i : i + cfg.crop, j : j + cfg.crop]
-        x = x[rank_slice(len(x), rank, world)]
+        x = on_device({"x": x[rank_slice(len(x), rank, world)]}, model)["x"]
         y = model.decode(model.encode(x))
         loss = reconstruction_loss(x, y, cfg.edge_weight)
         return loss, {"l1": float(F.l1_loss(y.detach(), x))}
