@@ -131,3 +131,25 @@ def test_discriminator_gradients_reach_the_right_places(teacher_run: Path, lip: 
     assert fake.grad is None, "the discriminator loss sees the fake detached"
     assert all(p.grad is not None for p in disc.parameters() if p.requires_grad)
     assert all(p.grad is None for p in tnet.parameters()), "the backbone stays frozen"
+
+
+def test_r1_penalises_the_discriminator_slope_on_real_features(teacher_run: Path) -> None:
+    tcfg, tnet = load_teacher_run(teacher_run)
+    tnet.requires_grad_(False)
+    d = tcfg.net.dit
+    g = torch.Generator().manual_seed(1)
+    b, f = 2, 3
+    real, fake = torch.randn(b, f, 4, 8, 8, generator=g), torch.randn(b, f, 4, 8, 8, generator=g)
+    wav = torch.randn(b, (f + 2 * tcfg.net.audio_margin) * 640, generator=g) * 0.1
+    cond = Conditioning(state=torch.zeros(b, f, dtype=torch.long), controls=torch.zeros(b, f, 7), ref_latent=real[:, 0])
+    eps = torch.randn(real.shape, generator=g)
+    losses = {}
+    for r1 in (0.0, 10.0):
+        torch.manual_seed(0)
+        disc = AvatarDiscriminator(DiscConfig(hidden=16, r1=r1), d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
+        d_loss, _, stats = adversarial_losses(disc, tnet, real, fake, cond, wav, eps, torch.full((b,), 0.3))
+        d_loss.backward()
+        losses[r1] = (float(d_loss.detach()), stats.get("r1"))
+        assert all(p.grad is not None for p in disc.parameters())
+    assert losses[0.0][1] is None and losses[10.0][1] > 0
+    assert losses[10.0][0] == pytest.approx(losses[0.0][0] + 5.0 * losses[10.0][1], rel=1e-4)

@@ -12,7 +12,7 @@ backbone's *inputs*; its weights never change.
 - **motion head**: per-frame mean of all tokens, two temporal convolutions over the clip,
   averaged: judges real motion against stiff or jittery generated motion.
 
-Hinge losses. Either head can be switched off for ablations.
+Hinge losses, optional R1 on the real features. Either head can be switched off for ablations.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class DiscConfig:
     t_min: float = 0.05  # re-noising level range for the backbone
     t_max: float = 0.6
     shift: int = 3  # frames of audio shift for the lip head's "real video, wrong audio" negatives
+    r1: float = 0.0  # > 0: R1 penalty (r1/2 |grad of the real scores w.r.t. the real features|^2)
     mouth_box: tuple[float, float, float, float] = (0.5, 0.75, 0.25, 0.75)
 
 
@@ -102,6 +103,8 @@ def adversarial_losses(disc: AvatarDiscriminator, teacher: nn.Module, real: Tens
     with torch.no_grad():
         f_real = feats(real)  # the heads learn from it; the backbone stays frozen
     f_fake = feats(fake)
+    if disc.cfg.r1 > 0:
+        f_real.requires_grad_(True)
     s_real, s_fake_d = disc(f_real, audio), disc(f_fake.detach(), audio)
     s_late = disc(f_real, audio_late) if "lip" in s_real else {}
     frozen = {k: v.detach() for k, v in disc.named_parameters()}
@@ -115,6 +118,11 @@ def adversarial_losses(disc: AvatarDiscriminator, teacher: nn.Module, real: Tens
         g_loss = g_loss - s_fake_g[head].mean()
         stats[f"d_{head}_real"] = float(s_real[head].detach().mean())
         stats[f"d_{head}_fake"] = float(s_fake_d[head].detach().mean())
+    if disc.cfg.r1 > 0:  # on the backbone's features (feature-space R1, as the backbone is frozen)
+        (grad,) = torch.autograd.grad(sum(v.sum() for v in s_real.values()), f_real, create_graph=True)
+        r1 = grad.pow(2).flatten(1).sum(1).mean()
+        d_loss = d_loss + 0.5 * disc.cfg.r1 * r1
+        stats["r1"] = float(r1.detach())
     return d_loss, g_loss, stats
 
 
