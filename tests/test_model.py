@@ -244,3 +244,23 @@ def test_consistency_sampler_steps_and_context(steps: int) -> None:
     assert len(seen) == steps and seen[0] == pytest.approx(0.999) and seen == sorted(seen, reverse=True)
     assert torch.equal(out[:, :1], x[:, :1])
     assert (out[:, 1:] - target[:, 1:]).abs().max() < 0.01
+
+
+def test_audio_adaln_puts_the_frames_audio_into_its_conditioning() -> None:
+    torch.manual_seed(0)
+    m = DiT(DiTConfig(latent_size=8, dim=32, depth=1, heads=4, audio_dim=16, audio_adaln=True)).eval()
+    b, f = 1, 3
+    t = torch.full((b, f), 0.5)
+    cond = Conditioning(state=torch.zeros(b, f, dtype=torch.long), controls=torch.zeros(b, f, 7))
+    a1, a2 = torch.randn(2, b, f, 5, 32).unbind(0)
+    with torch.no_grad():
+        assert torch.equal(m.frame_conditioning(t, cond, a1), m.frame_conditioning(t, cond, a2)), "zero-init: no effect yet"
+        torch.nn.init.normal_(m.audio_cond[2].weight)
+        c1, c2 = m.frame_conditioning(t, cond, a1), m.frame_conditioning(t, cond, a2)
+    assert not torch.allclose(c1[:, 1], c2[:, 1])
+    a3 = a1.clone()
+    a3[:, 2] = a2[:, 2]  # change only frame 2's audio: only frame 2's conditioning moves
+    with torch.no_grad():
+        c3 = m.frame_conditioning(t, cond, a3)
+    assert torch.equal(c3[:, :2], c1[:, :2]) and not torch.allclose(c3[:, 2], c1[:, 2])
+    assert DiT(DiTConfig(latent_size=8, dim=32, depth=1, heads=4, audio_dim=16)).audio_cond is None

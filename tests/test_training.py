@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rtavatar.config import save_config
+from rtavatar.config import from_dict, save_config
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import x0_from_v
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import latest_checkpoint, step_generator
 from rtavatar.training.data import LatentClips
-from rtavatar.training.teacher import (draw_noise, from_model_space, load_codec, model_batch, teacher_loss, to_model_space,
+from rtavatar.training.teacher import (TeacherConfig, draw_noise, from_model_space, load_codec, model_batch, teacher_loss, to_model_space,
                                        train_teacher)
 
 from helpers import tiny_teacher_cfg
@@ -63,6 +63,26 @@ def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) 
 
     before, after = eval_loss(fresh), eval_loss(trained)
     assert after < before / 10, f"loss {before:.4f} -> {after:.4f}: not an order of magnitude"
+
+
+def test_warm_start_copies_matching_weights_and_keeps_new_modules(data_and_vae: tuple[Path, Path], teacher_run: Path) -> None:
+    from rtavatar.config import to_dict
+    from rtavatar.training.teacher import warm_start
+
+    _, vae = data_and_vae
+    cfg = tiny_teacher_cfg(vae, steps=1)
+    assert not cfg.net.dit.audio_adaln, "the fixture teacher has no audio adaLN pathway"
+    d = to_dict(cfg)
+    d["net"]["dit"]["audio_adaln"] = True
+    net = AvatarNet(from_dict(TeacherConfig, d).net)
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    warm_start(net, teacher_run)
+    saved = load_file(latest_checkpoint(teacher_run) / "ema.safetensors")
+    for k, v in net.state_dict().items():
+        if k.startswith("dit.audio_cond."):
+            assert torch.equal(v, fresh[k]), k
+        else:
+            assert torch.equal(v, saved[k]), k
 
 
 def test_residual_space_starts_as_a_copy_of_the_reference(data_and_vae: tuple[Path, Path]) -> None:

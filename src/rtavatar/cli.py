@@ -133,6 +133,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     if args.vae:
         cfg.vae_checkpoint = args.vae
+    if args.init_from:
+        cfg.init_from = args.init_from
     return train_teacher(cfg, args.data, args.out, resume=args.resume)
 
 
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=0, help="override train.steps")
     t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
+    t.add_argument("--init-from", default="", help="teacher: warm-start a new run from another teacher run's weights")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
     t.add_argument("--student", default="", help="eft: distill run or checkpoint directory")
     t.add_argument("--json", action="store_true")

@@ -45,6 +45,12 @@ class DiTConfig:
     n_controls: int = N_CONTROLS
     max_frames: int = 32  # longest clip (motion + new) trained on; RoPE itself has no limit
     ref_concat: bool = True  # also add the reference's patch embedding to every frame's tokens
+    # Also add the frame's pooled audio window to its adaLN conditioning vector. Measured: with
+    # cross-attention alone a tiny teacher's mouth error at high noise was the same with and
+    # without audio after 3,300 steps (docs/BENCHMARKS.md); adaLN is the path the model learns
+    # fastest (pose from controls is learned within a few hundred steps). Off by default only so
+    # that checkpoints from before it load; the presets and shipped configs turn it on.
+    audio_adaln: bool = False
     gradient_checkpointing: bool = False
 
     @property
@@ -53,9 +59,9 @@ class DiTConfig:
 
 
 PRESETS: dict[str, DiTConfig] = {
-    "tiny": DiTConfig(),
-    "base": DiTConfig(latent_size=32, dim=512, depth=12, heads=8, audio_dim=256),
-    "paper": DiTConfig(latent_size=64, dim=1024, depth=24, heads=16, audio_dim=384, gradient_checkpointing=True),
+    "tiny": DiTConfig(audio_adaln=True),
+    "base": DiTConfig(latent_size=32, dim=512, depth=12, heads=8, audio_dim=256, audio_adaln=True),
+    "paper": DiTConfig(latent_size=64, dim=1024, depth=24, heads=16, audio_dim=384, audio_adaln=True, gradient_checkpointing=True),
 }
 
 
@@ -222,6 +228,10 @@ class DiT(nn.Module):
         nn.init.zeros_(self.g_mlp[2].bias)
         self.state_emb = nn.Embedding(cfg.n_states + 1, d)  # last index = dropped label
         self.ctrl_mlp = nn.Sequential(nn.Linear(cfg.n_controls, d), nn.SiLU(), nn.Linear(d, d))
+        self.audio_cond = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) if cfg.audio_adaln else None
+        if self.audio_cond is not None:  # zero-init: adding the pathway to a trained model changes nothing at first
+            nn.init.zeros_(self.audio_cond[2].weight)
+            nn.init.zeros_(self.audio_cond[2].bias)
         self.null_ctrl = nn.Parameter(torch.zeros(d))
         self.ref_cond = nn.Parameter(torch.zeros(d))  # conditioning of the reference stream (clean, t=0)
         self.audio_in = nn.Linear(cfg.audio_dim, d)
@@ -272,8 +282,9 @@ class DiT(nn.Module):
         return ReferenceCache(kvs, tokens)
 
     # ------------------------------------------------------------------ forward
-    def frame_conditioning(self, t: Tensor, cond: Conditioning) -> Tensor:
-        """Per-frame vector (B, F, D): timestep + state + controls + guidance."""
+    def frame_conditioning(self, t: Tensor, cond: Conditioning, audio: Tensor | None = None) -> Tensor:
+        """Per-frame vector (B, F, D): timestep + state + controls + guidance (+ pooled audio
+        tokens (B, F, A, D), after dropout, when audio_adaln)."""
         b, f = t.shape
         c = self.t_mlp(timestep_embedding(t, 256))
         state = cond.state if cond.state is not None else torch.full((b, f), self.cfg.n_states, dtype=torch.long, device=t.device)
@@ -282,6 +293,8 @@ class DiT(nn.Module):
         if cond.guidance is not None:
             g = cond.guidance.reshape(b, -1).expand(b, f) / 20.0  # scales ~0..20 -> 0..1 like t
             c = c + self.g_mlp(timestep_embedding(g, 256))
+        if self.audio_cond is not None and audio is not None:
+            c = c + self.audio_cond(audio.mean(2))
         return c
 
     def forward(self, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
@@ -291,11 +304,11 @@ class DiT(nn.Module):
         """
         b, f = x.shape[:2]
         h = self.patch_in(self.patchify(x)) + self.pos  # (B, F, P, D)
-        c = self.frame_conditioning(t, cond)
         if cond.audio is not None:
             a = _keep(cond.keep_audio, self.audio_in(cond.audio) + self.audio_pos, self.null_audio)
         else:
             a = self.null_audio.expand(b, f, -1, -1)
+        c = self.frame_conditioning(t, cond, a)
         ref = cond.ref_cache if cond.ref_cache is not None else self.encode_reference(cond.ref_latent, b)
         if cond.keep_ref is not None:
             null = self.encode_reference(None, b)

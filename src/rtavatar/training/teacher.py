@@ -9,6 +9,7 @@ reference, state and controls per sample.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from rtavatar.diffusion import add_noise, v_target
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, on_device, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import TrainConfig, latest_checkpoint, load_weights, on_device, rank_slice, resolve_checkpoint, train_loop
 from rtavatar.training.data import LatentClips
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +49,9 @@ class TeacherConfig:
     # worse than a plain copy of the reference after 2,500 steps; see docs/BENCHMARKS.md).
     residual: bool = True
     residual_scale: float = 0.0  # 1 / std of (latent - reference latent), measured at first start
+    # Warm start: a teacher run/checkpoint whose weights initialise a *new* run (matching
+    # names; new modules keep their init). Ignored when --resume finds a checkpoint.
+    init_from: str = ""
     sample_every: int = 1000  # steps between sample videos (0: never)
     sample_seconds: float = 3.0
     sample_steps: int = 20
@@ -122,6 +128,19 @@ def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tens
     return se.mean()
 
 
+def warm_start(net: nn.Module, checkpoint: str | Path) -> None:
+    """Load the EMA (else raw) weights of another run wherever names and shapes match."""
+    from safetensors.torch import load_file
+
+    ck = resolve_checkpoint(checkpoint)
+    name = "ema.safetensors" if (ck / "ema.safetensors").is_file() else "model.safetensors"
+    own = net.state_dict()
+    found = {k: v for k, v in load_file(ck / name).items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(found, strict=False)
+    log.info("warm start from %s: %d of %d tensors loaded; new: %s", ck, len(found), len(own),
+             ", ".join(sorted({k.rsplit(".", 1)[0] for k in own if k not in found})) or "none")
+
+
 def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     run = Path(run)
     if not cfg.vae_checkpoint:
@@ -134,6 +153,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         cfg.residual_scale = 1.0 / max(clips.residual_std(), 1e-6)
     torch.manual_seed(cfg.train.seed)
     net = AvatarNet(cfg.net)
+    if cfg.init_from and not (resume and latest_checkpoint(run) is not None):
+        warm_start(net, cfg.init_from)
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
         new = int(torch.randint(1, cfg.max_new + 1, (1,), generator=gen))

@@ -1,0 +1,55 @@
+"""Does a teacher use its audio? Mouth-box x0 error of its prediction at high noise, with and
+without the audio (dropped to the null tokens), on fixed training windows. Near t = 1 only the
+audio can say what the mouth does; if the two errors match, the model ignores audio and its
+samples cannot be lip-synced, whatever else they get right. (A training diagnostic, not a
+quality metric.)
+
+    python scripts/audio_reliance.py --checkpoint runs/teacher-tiny [--data data/synth90]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from rtavatar.data.dataset import Dataset
+from rtavatar.diffusion import add_noise, v_denoiser
+from rtavatar.models.dit import Conditioning
+from rtavatar.training.common import resolve_checkpoint, step_generator
+from rtavatar.training.data import LatentClips
+from rtavatar.training.distill import load_teacher_run
+from rtavatar.training.teacher import load_codec, model_batch, region_weight
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="data/synth90")
+    p.add_argument("--windows", type=int, default=16)
+    a = p.parse_args()
+    ck = resolve_checkpoint(a.checkpoint)
+    cfg, net = load_teacher_run(ck)
+    clips = LatentClips(Dataset(a.data, split="train"), load_codec(cfg.vae_checkpoint), ck.parents[1] / "latent_cache")
+    b = model_batch(cfg, clips.sample(step_generator(7, 0), a.windows, 6, cfg.net.audio_margin))
+    x0 = b["latents"]
+    wt = region_weight(cfg, *x0.shape[-2:])
+    mouth = wt > wt.min()
+    out = {"checkpoint": str(ck), "copy_reference": float(x0.pow(2)[..., mouth].mean())}
+    denoise = v_denoiser(lambda x, t, c: net.eval()(x, t, c, wav=b["audio"]))
+    for t in (0.8, 0.9, 0.99):
+        eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+        tt = torch.full(x0.shape[:2], t)
+        for name, keep in (("audio", True), ("no_audio", False)):
+            cond = Conditioning(state=b["state"], controls=b["controls"], ref_latent=b["ref"],
+                                keep_audio=torch.full((len(x0),), keep))
+            with torch.no_grad():
+                err = (denoise(add_noise(x0, eps, tt), tt, cond) - x0).pow(2)[..., mouth].mean()
+            out[f"t{t}_{name}"] = round(float(err), 4)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
