@@ -18,7 +18,7 @@ import torch
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, v_denoiser
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import resolve_checkpoint, step_generator
+from rtavatar.training.common import load_weights, resolve_checkpoint, step_generator
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import load_teacher_run
 from rtavatar.training.teacher import load_codec, model_batch, region_weight
@@ -29,15 +29,18 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="data/synth90")
     p.add_argument("--windows", type=int, default=16)
+    p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA (which lags ~1/(1-decay) steps)")
     a = p.parse_args()
     ck = resolve_checkpoint(a.checkpoint)
     cfg, net = load_teacher_run(ck)
+    if a.raw:
+        load_weights(net, ck)
     clips = LatentClips(Dataset(a.data, split="train"), load_codec(cfg.vae_checkpoint), ck.parents[1] / "latent_cache")
     b = model_batch(cfg, clips.sample(step_generator(7, 0), a.windows, 6, cfg.net.audio_margin))
     x0 = b["latents"]
     wt = region_weight(cfg, *x0.shape[-2:])
     mouth = wt > wt.min()
-    out = {"checkpoint": str(ck), "copy_reference": float(x0.pow(2)[..., mouth].mean())}
+    out = {"checkpoint": str(ck), "weights": "raw" if a.raw else "ema", "copy_reference": float(x0.pow(2)[..., mouth].mean())}
     denoise = v_denoiser(lambda x, t, c: net.eval()(x, t, c, wav=b["audio"]))
     for t in (0.8, 0.9, 0.99):
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
