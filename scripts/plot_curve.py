@@ -18,11 +18,13 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--key", default="loss")
     p.add_argument("--smooth", type=int, default=20, help="moving-average window in logged points")
+    p.add_argument("--offsets", type=int, nargs="*", default=[], help="per run, steps to add (a warm-started run continues another)")
     a = p.parse_args()
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-    for run in a.runs:
+    for i_run, run in enumerate(a.runs):
         recs = [json.loads(x) for x in (Path(run) / "log.jsonl").read_text().splitlines() if x.strip()]
-        steps = [r["step"] for r in recs]
+        offset = a.offsets[i_run] if i_run < len(a.offsets) else 0
+        steps = [r["step"] + offset for r in recs]
         vals = [r[a.key] for r in recs]
         k = max(1, min(a.smooth, len(vals)))
         smooth = [sum(vals[max(0, i - k + 1) : i + 1]) / len(vals[max(0, i - k + 1) : i + 1]) for i in range(len(vals))]
