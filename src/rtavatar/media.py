@@ -204,6 +204,21 @@ class _AudioCollector:
 # --------------------------------------------------------------------------- audio
 
 
+def _decode_audio_stream(container: Any, stream: Any, p: Path, what: str, sample_rate: int) -> tuple[np.ndarray, float | None]:
+    """Check and decode a whole audio stream: (mono float32 at sample_rate, its start in seconds).
+    FFmpeg errors propagate for the caller to name."""
+    _check_audio_stream(stream, p, what)
+    col = _AudioCollector(p, what, sample_rate)
+    for frame in container.decode(stream):
+        col.add(frame)
+    return col.finish(_stream_seconds(stream)), col.start
+
+
+def _stream_start(stream: Any) -> float:
+    """A stream's start time in seconds (0 when the container does not say)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
 def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file, or the audio track of a video, to float32 mono at ``sample_rate``.
 
@@ -229,12 +244,8 @@ def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             raise MediaSizeError(
                 f"audio file {p} lasts {total / 3600:.1f} h; the limit is {MAX_AUDIO_SECONDS / 3600:.0f} h"
             )
-        _check_audio_stream(stream, p, "audio")
-        col = _AudioCollector(p, "audio", sample_rate)
         try:
-            for frame in container.decode(stream):
-                col.add(frame)
-            audio = col.finish(_stream_seconds(stream))
+            audio, _ = _decode_audio_stream(container, stream, p, "audio", sample_rate)
         except av.error.FFmpegError as e:
             raise _decode_error(p, "audio", e) from e
     finally:
@@ -660,19 +671,12 @@ def read_video_audio(path: PathLike) -> np.ndarray | None:
                     v_start = float(frame.pts * frame.time_base)
                 break
             container.seek(0)
-            astream = container.streams.audio[0]
-            _check_audio_stream(astream, p, "video")
-            col = _AudioCollector(p, "video", SAMPLE_RATE)
-            for frame in container.decode(astream):
-                col.add(frame)
-            audio = col.finish(_stream_seconds(astream))
+            audio, a_start = _decode_audio_stream(container, container.streams.audio[0], p, "video", SAMPLE_RATE)
         except av.error.FFmpegError as e:
             raise _decode_error(p, "video", e) from e
     finally:
         container.close()
-    if v_start is None:
-        v_start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
-    return _align_audio(audio, col.start, v_start, p)
+    return _align_audio(audio, a_start, v_start if v_start is not None else _stream_start(vstream), p)
 
 
 def read_video(path: PathLike, *, with_audio: bool = True) -> VideoClip:
@@ -731,9 +735,7 @@ def read_video(path: PathLike, *, with_audio: bool = True) -> VideoClip:
     if not frames:
         raise CorruptMediaError(f"video file {p} has a video stream but no decodable frames")
     if audio is not None and col is not None:
-        if v_start is None:
-            v_start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
-        audio = _align_audio(audio, col.start, v_start, p)
+        audio = _align_audio(audio, col.start, v_start if v_start is not None else _stream_start(vstream), p)
     logger.debug("read_video %s: %d frames at %.3f fps, audio=%s", p, len(frames), fps,
                  None if audio is None else audio.size)
     return VideoClip(frames=np.stack(frames), fps=fps, audio=audio, sample_rate=SAMPLE_RATE)
