@@ -8,7 +8,6 @@ the streaming engine (a later issue) encodes incrementally instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from rtavatar.media import read_audio, read_image, validate_audio, write_video
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec
-from rtavatar.training.common import load_weights, resolve_checkpoint
+from rtavatar.training.common import load_weights, read_run_config
 from rtavatar.training.data import CONTROL_SCALE
 from rtavatar.training.eft import edit_start
 from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, to_model_space
@@ -53,9 +52,7 @@ class Model:
 
 
 def load_model(checkpoint: str | Path, ema: bool = True) -> Model:
-    ck = resolve_checkpoint(checkpoint)
-    raw = json.loads((ck / "config.json").read_text())
-    stage = raw.pop("stage", None)
+    ck, stage, raw = read_run_config(checkpoint)
     edit = None
     if stage == "teacher":
         cfg, student = from_dict(TeacherConfig, raw), None

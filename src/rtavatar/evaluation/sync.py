@@ -90,14 +90,11 @@ def sync_scores(scorer: SyncScorer, frames: np.ndarray, audio: np.ndarray, max_o
 
 def load_expert(checkpoint: str | Path, ema: bool = True) -> ExpertScorer:
     """A `train syncnet` run (or one of its checkpoints) as a scorer."""
-    import json
-
     from rtavatar.config import from_dict
     from rtavatar.models.syncnet import SyncNetConfig
-    from rtavatar.training.common import load_weights, resolve_checkpoint
+    from rtavatar.training.common import load_weights, read_run_config
 
-    ck = resolve_checkpoint(checkpoint)
-    cfg = json.loads((ck / "config.json").read_text())
+    ck, _, cfg = read_run_config(checkpoint)
     net = SyncNet(from_dict(SyncNetConfig, cfg["net"]))
     load_weights(net, ck, ema=ema)
     return ExpertScorer(net)

@@ -151,9 +151,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return ck
 
 
-def load_weights(model: nn.Module, ckpt: Path, ema: bool = False) -> None:
+def checkpoint_weights(ckpt: Path, ema: bool = False) -> dict[str, Tensor]:
+    """A checkpoint's EMA weights (when asked for and saved), else its raw weights."""
     name = "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors"
-    model.load_state_dict(load_file(ckpt / name))
+    return load_file(ckpt / name)
+
+
+def load_weights(model: nn.Module, ckpt: Path, ema: bool = False) -> None:
+    model.load_state_dict(checkpoint_weights(ckpt, ema))
+
+
+def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str, Any]]:
+    """(checkpoint directory, stage name, the rest of its config.json) of a run or checkpoint."""
+    ck = resolve_checkpoint(checkpoint)
+    raw = json.loads((ck / "config.json").read_text())
+    return ck, raw.pop("stage", None), raw
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

@@ -21,7 +21,6 @@ with 1, 2 or 4 steps and no CFG passes (the guidance is baked in).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, on_device, load_weights, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import (TrainConfig, checkpoint_weights, load_weights, on_device, rank_slice, read_run_config,
+                                      train_loop)
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, load_codec, model_batch
 
@@ -83,17 +83,13 @@ def pseudo_huber(d: Tensor, c: float) -> Tensor:
 
 def load_student(net: AvatarNet, checkpoint: Path, ema: bool = True) -> None:
     """Load the student out of a distill checkpoint (weights saved under `student.`)."""
-    from safetensors.torch import load_file
-
-    name = "ema.safetensors" if ema and (checkpoint / "ema.safetensors").is_file() else "model.safetensors"
-    sd = load_file(checkpoint / name)
+    sd = checkpoint_weights(checkpoint, ema)
     net.load_state_dict({k.removeprefix("student."): v for k, v in sd.items() if k.startswith("student.")})
 
 
 def load_teacher_run(checkpoint: str | Path) -> tuple[TeacherConfig, AvatarNet]:
-    ck = resolve_checkpoint(checkpoint)
-    raw = json.loads((ck / "config.json").read_text())
-    if raw.pop("stage", None) != "teacher":
+    ck, stage, raw = read_run_config(checkpoint)
+    if stage != "teacher":
         raise ValueError(f"{ck} is not a teacher checkpoint (distillation starts from `train teacher`)")
     cfg = from_dict(TeacherConfig, raw)
     net = AvatarNet(cfg.net)

@@ -21,7 +21,6 @@ teacher, so EFT can also correct what distillation lost.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, on_device, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, load_student, load_teacher_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
@@ -73,9 +72,8 @@ def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) 
 
 
 def load_distill_run(checkpoint: str | Path) -> tuple[DistillConfig, AvatarNet, Path]:
-    ck = resolve_checkpoint(checkpoint)
-    raw = json.loads((ck / "config.json").read_text())
-    if raw.pop("stage", None) != "distill":
+    ck, stage, raw = read_run_config(checkpoint)
+    if stage != "distill":
         raise ValueError(f"{ck} is not a distill checkpoint (EFT starts from `train distill`)")
     cfg = from_dict(DistillConfig, raw)
     net = AvatarNet(cfg.teacher.net)

@@ -23,7 +23,8 @@ from rtavatar.diffusion import add_noise, v_target
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, latest_checkpoint, load_weights, on_device, rank_slice, resolve_checkpoint, train_loop
+from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
+                                      read_run_config, resolve_checkpoint, train_loop)
 from rtavatar.training.data import LatentClips
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,7 @@ class TeacherConfig:
 
 
 def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
-    ck = resolve_checkpoint(vae_checkpoint)
-    import json
-
-    cfg = json.loads((ck / "config.json").read_text())
+    ck, _, cfg = read_run_config(vae_checkpoint)
     codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
     load_weights(codec, ck)
     # Identifies the weights, so latents cached elsewhere (`prepare --vae`) are only reused
@@ -130,12 +128,9 @@ def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tens
 
 def warm_start(net: nn.Module, checkpoint: str | Path) -> None:
     """Load the EMA (else raw) weights of another run wherever names and shapes match."""
-    from safetensors.torch import load_file
-
     ck = resolve_checkpoint(checkpoint)
-    name = "ema.safetensors" if (ck / "ema.safetensors").is_file() else "model.safetensors"
     own = net.state_dict()
-    found = {k: v for k, v in load_file(ck / name).items() if k in own and own[k].shape == v.shape}
+    found = {k: v for k, v in checkpoint_weights(ck, ema=True).items() if k in own and own[k].shape == v.shape}
     net.load_state_dict(found, strict=False)
     log.info("warm start from %s: %d of %d tensors loaded; new: %s", ck, len(found), len(own),
              ", ".join(sorted({k.rsplit(".", 1)[0] for k in own if k not in found})) or "none")
