@@ -111,9 +111,10 @@ def distill_loss(student: nn.Module, target: nn.Module, teacher: nn.Module, cfg:
     base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
     wav = batch["audio"]
     with torch.no_grad():
-        teach = v_denoiser(lambda x, tt, c: teacher(x, tt, c, wav=wav))
-        x0_c = teach(x_t, t, Conditioning(**base))
-        x0_u = teach(x_t, t, Conditioning(**base, keep_audio=torch.zeros(b, dtype=torch.bool, device=x0.device)))
+        audio = teacher.audio_tokens(wav, f)  # once for both CFG passes
+        teach = v_denoiser(lambda x, tt, c: teacher(x, tt, c))
+        x0_c = teach(x_t, t, Conditioning(**base, audio=audio))
+        x0_u = teach(x_t, t, Conditioning(**base, audio=audio, keep_audio=torch.zeros(b, dtype=torch.bool, device=x0.device)))
         x0_w = x0_u + w.reshape(b, 1, 1, 1, 1) * (x0_c - x0_u)
         x_s = ddim_step(x_t, x0_w, t, s)
         x_s[:, :motion] = x_t[:, :motion]
