@@ -42,14 +42,15 @@ def score_videos(name: str, videos: list[np.ndarray], audios: list[np.ndarray], 
     """Mean of each metric over the clips (and fps if `seconds` of generation were timed)."""
     rows, feats = [], []
     for frames, audio, clip in zip(videos, audios, clips):
-        s = sync_scores(scorer, frames, audio)
+        v = scorer.video_embeddings(frames)
+        s = sync_scores(scorer, frames, audio, video=v)
         est = scorer.mouth_open(frames)
         silent = silent_frames(clip.columns["voice"])
         rows.append({"sync_c": s["sync_c"], "sync_d": s["sync_d"], "abs_offset": abs(s["offset"]),
                      "aperture_corr": pearson(est, clip.columns["mouth_open"]),
                      "closure_in_silence": float(est[silent].mean()) if silent.any() else float("nan"),
                      "jitter": temporal_jitter(frames)})
-        feats.append(scorer.video_embeddings(frames).numpy())
+        feats.append(v.numpy())
     out = {"system": name, **{k: finite_mean([r[k] for r in rows]) for k in rows[0]}}
     out["fd_sync"] = frechet_distance(real_features, np.concatenate(feats)) if real_features is not None else 0.0
     if seconds is not None:

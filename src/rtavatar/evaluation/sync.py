@@ -77,11 +77,13 @@ def offset_distances(v: Tensor, a: Tensor, max_offset: int = 15) -> tuple[np.nda
     return offsets, dists.numpy().astype(np.float64)
 
 
-def sync_scores(scorer: SyncScorer, frames: np.ndarray, audio: np.ndarray, max_offset: int = 15) -> dict[str, float]:
-    """Sync-C, Sync-D and the best AV offset (frames) of one video."""
+def sync_scores(scorer: SyncScorer, frames: np.ndarray, audio: np.ndarray, max_offset: int = 15,
+                video: Tensor | None = None) -> dict[str, float]:
+    """Sync-C, Sync-D and the best AV offset (frames) of one video (`video`: its video
+    embeddings, when the caller already has them)."""
     if len(frames) < scorer.window + 1:
         raise ValueError(f"sync scores need at least {scorer.window + 1} frames, got {len(frames)}")
-    v = scorer.video_embeddings(frames)
+    v = scorer.video_embeddings(frames) if video is None else video
     a = scorer.audio_embeddings(audio, len(frames))
     offsets, dists = offset_distances(v, a, max_offset)
     i = int(np.argmin(dists))
