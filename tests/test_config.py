@@ -73,7 +73,7 @@ def test_shipped_configs_load_and_build(name: str) -> None:
     path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     cls, build = {"vae": (VAEStageConfig, lambda c: LatentCodec(c.vae)), "teacher": (TeacherConfig, lambda c: AvatarNet(c.net)),
                   "syncnet": (SyncStageConfig, lambda c: SyncNet(c.net)),
-                  "distill": (DistillConfig, lambda c: AvatarDiscriminator(c.disc, 256, 128, 5, 8)),
-                  "eft": (EFTConfig, lambda c: AvatarDiscriminator(c.disc, 256, 128, 5, 8))}[name.split("-")[0]]
+                  "distill": (DistillConfig, lambda c: AvatarDiscriminator(c.disc, 512, 128, 8)),
+                  "eft": (EFTConfig, lambda c: AvatarDiscriminator(c.disc, 512, 128, 8))}[name.split("-")[0]]
     net = build(load_config(cls, path))
     assert sum(p.numel() for p in net.parameters()) > 10_000

@@ -10,13 +10,15 @@ import torch
 
 from rtavatar.diffusion import cfg_denoiser, consistency_denoiser, sample_consistency, sample_ddim, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_losses, hinge_d
+from rtavatar.models.discriminator import (AvatarDiscriminator, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_losses,
+                                          hinge_d)
+from rtavatar.models.syncnet import SyncNet, SyncNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.data.dataset import Dataset
 from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
 from rtavatar.training.distill import (DistillConfig, distill_loss, draw_distill_noise, load_student, load_teacher_run, pseudo_huber,
                                        train_distill)
-from rtavatar.training.teacher import model_batch
+from rtavatar.training.teacher import load_codec, model_batch
 
 from helpers import fixed_clips
 
@@ -106,20 +108,28 @@ def test_hinge_losses_on_known_scores() -> None:
     assert hinge_d(torch.tensor([1.0]), [torch.tensor([0.5]), torch.tensor([-1.0])]).item() == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("lip,motion", [(True, True), (True, False), (False, True)])
-def test_discriminator_gradients_reach_the_right_places(teacher_run: Path, lip: bool, motion: bool) -> None:
+@pytest.mark.parametrize("backbone_kind,lip,motion", [("teacher", True, True), ("teacher", True, False), ("teacher", False, True),
+                                                     ("expert", True, True)])
+def test_discriminator_gradients_reach_the_right_places(data_and_vae: tuple[Path, Path], teacher_run: Path, backbone_kind: str,
+                                                        lip: bool, motion: bool) -> None:
     tcfg, tnet = load_teacher_run(teacher_run)
     tnet.requires_grad_(False)
-    d = tcfg.net.dit
-    disc = AvatarDiscriminator(DiscConfig(lip_head=lip, motion_head=motion, hidden=16), d.dim, tcfg.net.audio.dim, d.depth,
-                               d.latent_size // d.patch_size)
+    if backbone_kind == "teacher":
+        backbone = TeacherBackbone(tnet, DiscConfig().layers)
+        frozen = list(tnet.parameters())
+    else:
+        torch.manual_seed(0)
+        expert = SyncNet(SyncNetConfig(width=8, dim=16))
+        backbone = ExpertBackbone(expert, load_codec(data_and_vae[1]), lambda x, ref: x, tcfg.net.audio_margin)
+        frozen = list(expert.parameters()) + list(backbone.codec.parameters())
+    disc = AvatarDiscriminator.on(DiscConfig(lip_head=lip, motion_head=motion, hidden=16), backbone)
     g = torch.Generator().manual_seed(0)
     b, f = 2, 3
     real = torch.randn(b, f, 4, 8, 8, generator=g)
     fake = torch.randn(b, f, 4, 8, 8, generator=g).requires_grad_(True)
     wav = torch.randn(b, (f + 2 * tcfg.net.audio_margin) * 640, generator=g) * 0.1
     cond = Conditioning(state=torch.zeros(b, f, dtype=torch.long), controls=torch.zeros(b, f, 7), ref_latent=real[:, 0])
-    d_loss, g_loss, stats = adversarial_losses(disc, tnet, real, fake, cond, wav, torch.randn(real.shape, generator=g),
+    d_loss, g_loss, stats = adversarial_losses(disc, backbone, real, fake, cond, wav, torch.randn(real.shape, generator=g),
                                                torch.full((b,), 0.3))
     heads = {k.split("_")[1] for k in stats}
     assert heads == ({"lip"} if lip else set()) | ({"motion"} if motion else set())
@@ -130,24 +140,47 @@ def test_discriminator_gradients_reach_the_right_places(teacher_run: Path, lip: 
     d_loss.backward()
     assert fake.grad is None, "the discriminator loss sees the fake detached"
     assert all(p.grad is not None for p in disc.parameters() if p.requires_grad)
-    assert all(p.grad is None for p in tnet.parameters()), "the backbone stays frozen"
+    assert all(p.grad is None for p in frozen), "the backbone stays frozen"
+
+
+def test_expert_backbone_reads_centred_windows(data_and_vae: tuple[Path, Path]) -> None:
+    """Frame i's features are the expert's embeddings of the 5-frame window centred on i
+    (video: edge frames repeated; audio: from the margins every training window carries)."""
+    from rtavatar.models.syncnet import decode_mouth
+
+    torch.manual_seed(0)
+    expert = SyncNet(SyncNetConfig(width=8, dim=16)).eval()
+    codec = load_codec(data_and_vae[1])
+    margin, b, f = 4, 2, 4
+    backbone = ExpertBackbone(expert, codec, lambda x, ref: x, margin)
+    g = torch.Generator().manual_seed(0)
+    z, wav = torch.randn(b, f, 4, 8, 8, generator=g), torch.randn(b, (f + 2 * margin) * 640, generator=g)
+    with torch.no_grad():
+        audio, _ = backbone.audio(wav, f)
+        feats = backbone.features(z, Conditioning(), audio, z, torch.zeros(b))
+        crops = decode_mouth(codec, z, expert.cfg)
+        for i in range(f):
+            lo = (margin - 2 + i) * 640
+            assert torch.allclose(audio[:, i], expert.embed_audio(wav[:, lo: lo + 5 * 640]), atol=1e-5)
+            idx = [min(max(k, 0), f - 1) for k in range(i - 2, i + 3)]
+            assert torch.allclose(feats[:, i, 0], expert.embed_video(crops[:, idx]), atol=1e-5)
 
 
 def test_r1_penalises_the_discriminator_slope_on_real_features(teacher_run: Path) -> None:
     tcfg, tnet = load_teacher_run(teacher_run)
     tnet.requires_grad_(False)
-    d = tcfg.net.dit
     g = torch.Generator().manual_seed(1)
     b, f = 2, 3
     real, fake = torch.randn(b, f, 4, 8, 8, generator=g), torch.randn(b, f, 4, 8, 8, generator=g)
     wav = torch.randn(b, (f + 2 * tcfg.net.audio_margin) * 640, generator=g) * 0.1
     cond = Conditioning(state=torch.zeros(b, f, dtype=torch.long), controls=torch.zeros(b, f, 7), ref_latent=real[:, 0])
     eps = torch.randn(real.shape, generator=g)
+    backbone = TeacherBackbone(tnet, DiscConfig().layers)
     losses = {}
     for r1 in (0.0, 10.0):
         torch.manual_seed(0)
-        disc = AvatarDiscriminator(DiscConfig(hidden=16, r1=r1), d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
-        d_loss, _, stats = adversarial_losses(disc, tnet, real, fake, cond, wav, eps, torch.full((b,), 0.3))
+        disc = AvatarDiscriminator.on(DiscConfig(hidden=16, r1=r1), backbone)
+        d_loss, _, stats = adversarial_losses(disc, backbone, real, fake, cond, wav, eps, torch.full((b,), 0.3))
         d_loss.backward()
         losses[r1] = (float(d_loss.detach()), stats.get("r1"))
         assert all(p.grad is not None for p in disc.parameters())

@@ -76,12 +76,18 @@ def test_eft_checkpoint_generates_from_the_noised_prior(data_and_vae: tuple[Path
     """With t_edit ~ 0 the start is the prior itself and f(x, ~0) ~ x (boundary condition), so
     every latent must be the reference's, held: proof that generation starts where EFT trained."""
     from rtavatar.generate import generate, generate_latents, load_model, prepare_portrait
+    from rtavatar.models.syncnet import SyncNetConfig
+    from rtavatar.training.syncnet import SyncStageConfig, train_syncnet
 
     data, _ = data_and_vae
+    # The discriminator on the sync-expert backbone (the distill test covers the teacher one).
+    expert = tmp_path / "expert"
+    train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16), train=TrainConfig(steps=2, batch_size=4, ckpt_every=2)), data, expert)
     cfg = EFTConfig(distill_checkpoint=str(student_run), t_edit=1e-4, train=TrainConfig(steps=2, batch_size=2, ema=0.9, ckpt_every=2))
-    cfg.disc.hidden = 16
+    cfg.disc.hidden, cfg.disc.backbone, cfg.disc.expert_checkpoint = 16, "expert", str(expert)
     train_eft(cfg, data, tmp_path / "eft")
-    assert '"d_motion_real"' in (tmp_path / "eft" / "log.jsonl").read_text(), "the discriminator took part"
+    logged = (tmp_path / "eft" / "log.jsonl").read_text()
+    assert '"d_motion_real"' in logged and '"d_lip_real"' in logged, "the discriminator took part"
     model = load_model(tmp_path / "eft")
     assert model.edit is not None and model.edit.t_edit == pytest.approx(1e-4)
     clip = Dataset(data).load(0)

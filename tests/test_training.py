@@ -21,7 +21,7 @@ from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import (TeacherConfig, draw_noise, from_model_space, load_codec, model_batch, teacher_loss, to_model_space,
                                        train_teacher)
 
-from helpers import tiny_teacher_cfg
+from helpers import fixed_clips, tiny_teacher_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_tiny_teacher_overfits(data_and_vae: tuple[Path, Path], tmp_path: Path) 
             gen, noise = step_generator(123, k, 0), step_generator(123, k, 1)
             batch = model_batch(cfg, clips.sample(gen, 4, 3, cfg.net.audio_margin))
             with torch.no_grad():
-                losses.append(float(teacher_loss(net.eval(), cfg, batch, draw_noise(cfg, batch["latents"].shape, 1, noise), 1)))
+                losses.append(float(teacher_loss(net.eval(), cfg, batch, draw_noise(cfg, batch["latents"].shape, 1, noise), 1)[0]))
         return sum(losses) / len(losses)
 
     before, after = eval_loss(fresh), eval_loss(trained)
@@ -103,6 +103,47 @@ def test_residual_space_starts_as_a_copy_of_the_reference(data_and_vae: tuple[Pa
         x0 = x0_from_v(x, net(x, t, cond, wav=wav), t)
     # (up to alpha(T_MAX) * x = 0.0016 * x, the signal left at the last noise level)
     assert torch.allclose(from_model_space(cfg, x0, ref[:1]), ref[:1, None].expand(1, 2, -1, -1, -1), atol=0.01)
+
+
+def test_aperture_loss_reads_the_decoded_mouth_and_reaches_the_audio_path(data_and_vae: tuple[Path, Path], teacher_run: Path) -> None:
+    from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops
+    from rtavatar.training.distill import load_teacher_run
+    from rtavatar.training.teacher import MouthAperture
+
+    data, vae = data_and_vae
+    codec = load_codec(vae)
+    torch.manual_seed(0)
+    expert = SyncNet(SyncNetConfig(width=8, dim=16))
+    # With context reaching the whole latent, the mouth-only decode is the full frame's mouth crop.
+    aperture = MouthAperture(codec, expert, margin=100)
+    z = torch.randn(2, 3, 4, 8, 8)
+    with torch.no_grad():
+        full = expert.mouth_open(mouth_crops(codec.decode(z.flatten(0, 1)), expert.cfg)).reshape(2, 3)
+        assert torch.allclose(aperture(z), full, atol=1e-5)
+
+    cfg, net = load_teacher_run(teacher_run)
+    cfg.aperture_weight = 1.0
+    # The fixture VAE is trained for 2 steps, so its decodes barely differ: amplify the
+    # (untrained) aperture tower so that the differences it reads are not lost in float32.
+    with torch.no_grad():
+        expert.aperture[-1].weight.mul_(1e4)
+    batch = model_batch(cfg, fixed_clips(data, vae, 4, 3, cfg.net.audio_margin))
+    noise = draw_noise(cfg, batch["latents"].shape, 1, torch.Generator().manual_seed(0))
+    noise["t"][:, 1:] = 0.9  # high noise: the mouth must come from the audio
+
+    def audio_grad(keep_audio: bool, with_aperture: bool) -> tuple[float, torch.Tensor]:
+        net.zero_grad()
+        noise["keep_audio"] = torch.full((4,), keep_audio)
+        loss, _ = teacher_loss(net.train(), cfg, batch, noise, 1, aperture if with_aperture else None)
+        loss.backward()
+        return float(loss), torch.cat([p.grad.flatten() for p in net.audio_enc.parameters()])
+
+    with_loss, with_grad = audio_grad(True, True)
+    plain_loss, plain_grad = audio_grad(True, False)
+    assert with_loss > plain_loss
+    assert (with_grad - plain_grad).abs().max() > 0.01 * plain_grad.abs().max(), "the aperture term sends no gradient to the audio encoder"
+    # Where the audio is dropped (CFG) the term is masked: nothing could lower it.
+    assert audio_grad(False, True)[0] == pytest.approx(audio_grad(False, False)[0], abs=1e-7)
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:

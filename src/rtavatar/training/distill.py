@@ -12,7 +12,7 @@ Per step (Song et al. 2023; Luo et al. 2023, LCM), on the teacher's own data pip
 4. loss = pseudo-Huber(f_student(x_t, t) - f_target(x_s, s)) on the new frames.
 
 With `adversarial`, the avatar discriminator (models/discriminator.py: a lip-audio head and a
-motion head on the frozen teacher's features) judges the student's x0 estimate against the
+motion head on the frozen teacher's features, or on the sync expert's) judges the student's x0 estimate against the
 real clip, and its generator loss is added with `adv_weight` (hinge losses, one backward).
 
 The student starts as a copy of the teacher's EMA weights. Sampling: `sample_consistency`
@@ -32,12 +32,12 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
+from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import (TrainConfig, checkpoint_weights, load_weights, on_device, rank_slice, read_run_config,
                                       train_loop)
 from rtavatar.training.data import LatentClips
-from rtavatar.training.teacher import TeacherConfig, load_codec, model_batch
+from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, model_batch
 
 
 @dataclass
@@ -64,12 +64,12 @@ class Distiller(nn.Module):
         super().__init__()
         self.student, self.disc = student, disc
 
-    def forward(self, target: "Distiller", teacher: nn.Module, cfg: "DistillConfig", batch: dict[str, Tensor],
-                noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, target: "Distiller", teacher: nn.Module, backbone: Backbone | None, cfg: "DistillConfig",
+                batch: dict[str, Tensor], noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:
         loss, pred, stats = distill_loss(self.student, target.student, teacher, cfg, batch, noise, motion)
-        if self.disc is not None:
+        if self.disc is not None and backbone is not None:
             base = Conditioning(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
-            adv, adv_stats = adversarial_term(self.disc, teacher, batch["latents"], pred, motion, base, batch["audio"], noise,
+            adv, adv_stats = adversarial_term(self.disc, backbone, batch["latents"], pred, motion, base, batch["audio"], noise,
                                               cfg.adv_weight)
             loss = loss + adv
             stats.update(adv_stats)
@@ -85,6 +85,25 @@ def load_student(net: AvatarNet, checkpoint: Path, ema: bool = True) -> None:
     """Load the student out of a distill checkpoint (weights saved under `student.`)."""
     sd = checkpoint_weights(checkpoint, ema)
     net.load_state_dict({k.removeprefix("student."): v for k, v in sd.items() if k.startswith("student.")})
+
+
+def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet | None) -> tuple[AvatarDiscriminator, Backbone]:
+    """The avatar discriminator's heads on the backbone `cfg.backbone` names (the frozen
+    teacher, or the sync expert on mouths decoded with the teacher's VAE)."""
+    if cfg.backbone == "teacher":
+        if teacher is None:
+            raise ValueError("the teacher backbone needs the teacher")
+        backbone: Backbone = TeacherBackbone(teacher, cfg.layers)
+    elif cfg.backbone == "expert":
+        if not cfg.expert_checkpoint:
+            raise ValueError("disc.backbone 'expert' needs disc.expert_checkpoint (a `train syncnet` run)")
+        from rtavatar.evaluation.sync import load_expert
+
+        backbone = ExpertBackbone(load_expert(cfg.expert_checkpoint).net, load_codec(tcfg.vae_checkpoint),
+                                  lambda x, ref: from_model_space(tcfg, x, ref / tcfg.latent_scale), tcfg.net.audio_margin)
+    else:
+        raise ValueError(f"unknown discriminator backbone {cfg.backbone!r}; use 'teacher' or 'expert'")
+    return AvatarDiscriminator.on(cfg, backbone), backbone
 
 
 def load_teacher_run(checkpoint: str | Path) -> tuple[TeacherConfig, AvatarNet]:
@@ -150,10 +169,7 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
     teacher.eval().requires_grad_(False)
     student = AvatarNet(tcfg.net)
     student.load_state_dict(teacher.state_dict())
-    disc = None
-    if cfg.adversarial:
-        d = tcfg.net.dit
-        disc = AvatarDiscriminator(cfg.disc, d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
+    disc, backbone = build_discriminator(cfg.disc, tcfg, teacher) if cfg.adversarial else (None, None)
     clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int,
@@ -163,8 +179,11 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
         batch = model_batch(tcfg, clips.sample(gen, cfg.train.batch_size, motion + new, tcfg.net.audio_margin))
         drawn = draw_distill_noise(cfg, batch["latents"].shape, motion, noise)
         mine = rank_slice(cfg.train.batch_size, rank, world)
-        teacher.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
-        loss, scalars = model(ema, teacher, cfg, on_device({k: v[mine] for k, v in batch.items()}, model),
+        device = next(model.parameters()).device
+        teacher.to(device)  # frozen, outside what accelerate moves
+        if backbone is not None:
+            backbone.to(device)
+        loss, scalars = model(ema, teacher, backbone, cfg, on_device({k: v[mine] for k, v in batch.items()}, model),
                               on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 

@@ -32,11 +32,11 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, DiscConfig, adversarial_term
+from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
 from rtavatar.training.data import LatentClips
-from rtavatar.training.distill import DistillConfig, load_student, load_teacher_run, pseudo_huber
+from rtavatar.training.distill import DistillConfig, build_discriminator, load_student, load_teacher_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
 
 PRIORS = ("motion", "reference")
@@ -88,7 +88,7 @@ class Editor(nn.Module):
         super().__init__()
         self.student, self.disc = student, disc
 
-    def forward(self, cfg: EFTConfig, teacher: nn.Module | None, batch: dict[str, Tensor], noise: dict[str, Tensor],
+    def forward(self, cfg: EFTConfig, backbone: Backbone | None, batch: dict[str, Tensor], noise: dict[str, Tensor],
                 motion: int) -> tuple[Tensor, dict[str, float]]:
         tcfg = cfg.student.teacher
         x0, wav = batch["latents"], batch["audio"]
@@ -107,8 +107,8 @@ class Editor(nn.Module):
         with torch.no_grad():
             stats = {"x0_mse": float((pred - x0)[:, motion:].pow(2).mean()),
                      "prior_mse": float((x[:, motion:] - x0[:, motion:]).pow(2).mean())}
-        if self.disc is not None and teacher is not None:
-            adv, adv_stats = adversarial_term(self.disc, teacher, x0, pred, motion, Conditioning(**base), wav, noise, cfg.adv_weight)
+        if self.disc is not None and backbone is not None:
+            adv, adv_stats = adversarial_term(self.disc, backbone, x0, pred, motion, Conditioning(**base), wav, noise, cfg.adv_weight)
             loss = loss + adv
             stats.update(adv_stats)
         return loss, stats
@@ -120,12 +120,13 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
     run = Path(run)
     cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
     tcfg = cfg.student.teacher
-    teacher, disc = None, None
+    disc, backbone = None, None
     if cfg.adversarial:
-        _, teacher = load_teacher_run(cfg.student.teacher_checkpoint)
-        teacher.eval().requires_grad_(False)
-        d = tcfg.net.dit
-        disc = AvatarDiscriminator(cfg.disc, d.dim, tcfg.net.audio.dim, d.depth, d.latent_size // d.patch_size)
+        teacher = None
+        if cfg.disc.backbone == "teacher":
+            _, teacher = load_teacher_run(cfg.student.teacher_checkpoint)
+            teacher.eval().requires_grad_(False)
+        disc, backbone = build_discriminator(cfg.disc, tcfg, teacher)
     clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
@@ -138,9 +139,9 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
         drawn = {"eps": torch.randn(shape, generator=noise), "eps_d": torch.randn(shape, generator=noise),
                  "t_d": cfg.disc.t_min + (cfg.disc.t_max - cfg.disc.t_min) * torch.rand(b, generator=noise)}
         mine = rank_slice(b, rank, world)
-        if teacher is not None:
-            teacher.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
-        loss, scalars = model(cfg, teacher, on_device({k: v[mine] for k, v in batch.items()}, model),
+        if backbone is not None:
+            backbone.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
+        loss, scalars = model(cfg, backbone, on_device({k: v[mine] for k, v in batch.items()}, model),
                               on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 

@@ -19,9 +19,10 @@ from torch import nn
 
 from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
-from rtavatar.diffusion import add_noise, v_target
+from rtavatar.diffusion import add_noise, v_target, x0_from_v
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.dit import Conditioning
+from rtavatar.models.syncnet import SyncNet, decode_mouth
 from rtavatar.models.vae import LatentCodec, VAEConfig
 from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
                                       read_run_config, resolve_checkpoint, train_loop)
@@ -62,6 +63,16 @@ class TeacherConfig:
     # mouth_weight times. 1.0 turns it off.
     mouth_weight: float = 1.0
     mouth_box: tuple[float, float, float, float] = (0.5, 0.75, 0.25, 0.75)
+    # Auxiliary mouth-opening loss (in the spirit of Wav2Lip's / LatentSync's sync-expert loss):
+    # the predicted x0 is decoded around the mouth and the frozen sync expert's aperture tower
+    # reads its opening, which must match the opening it reads from the true frame. Given pose,
+    # identity and motion frames only the audio says how far the mouth is open, so this is a
+    # loss only the audio path can lower. Why: the mouth opening explains ~8% of the mouth-box
+    # latent variance (pose dominates), so under the plain MSE a tiny teacher learned pose and
+    # ignored audio for 7,000+ CPU steps (docs/BENCHMARKS.md). 0 turns it off; sync_expert is
+    # a `train syncnet` run. The loss is in (0.1 IOD)^2 units, about 1 for an average mouth.
+    aperture_weight: float = 0.0
+    sync_expert: str = ""
 
 
 def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
@@ -112,18 +123,54 @@ def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
     return wt / wt.mean()
 
 
-def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor], motion: int) -> torch.Tensor:
-    """v-prediction MSE on the new frames (latents already scaled), mouth region weighted."""
+class MouthAperture(nn.Module):
+    """Frozen VAE decoder + the sync expert's aperture tower, on the mouth region of latents."""
+
+    def __init__(self, codec: LatentCodec, expert: SyncNet, margin: int = 3) -> None:
+        super().__init__()
+        self.codec, self.expert, self.margin = codec, expert, margin
+        self.requires_grad_(False).eval()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., C, h, w) raw VAE latents -> (...) mouth opening in IOD."""
+        return self.expert.mouth_open(decode_mouth(self.codec, z, self.expert.cfg, self.margin))
+
+
+def load_aperture(cfg: TeacherConfig, codec: LatentCodec) -> MouthAperture | None:
+    if cfg.aperture_weight <= 0:
+        return None
+    if not cfg.sync_expert:
+        raise ValueError("aperture_weight > 0 needs sync_expert (a run of `rtavatar train syncnet`)")
+    from rtavatar.evaluation.sync import load_expert
+
+    return MouthAperture(codec, load_expert(cfg.sync_expert).net)
+
+
+def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor], motion: int,
+                 aperture: MouthAperture | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """v-prediction MSE on the new frames (latents already scaled), mouth region weighted, plus
+    the aperture loss when `aperture` is given. Returns (loss, logged parts)."""
     x0, eps, t = batch["latents"], noise["eps"], noise["t"]
     state = batch["state"].clone()
     state[~noise["keep_state"]] = cfg.net.dit.n_states
     cond = Conditioning(state=state, controls=batch["controls"], ref_latent=batch["ref"], keep_audio=noise["keep_audio"],
                         keep_ref=noise["keep_ref"], keep_controls=noise["keep_controls"])
-    v = net(add_noise(x0, eps, t), t, cond, wav=batch["audio"])
+    xt = add_noise(x0, eps, t)
+    v = net(xt, t, cond, wav=batch["audio"])
     se = ((v - v_target(x0, eps, t)) ** 2)[:, motion:]
     if cfg.mouth_weight != 1.0:
         se = se * region_weight(cfg, *se.shape[-2:]).to(se)
-    return se.mean()
+    loss = se.mean()
+    if aperture is None:
+        return loss, {}
+    ref = batch["ref"] / cfg.latent_scale
+    with torch.no_grad():
+        target = aperture(from_model_space(cfg, x0[:, motion:], ref))
+    pred = aperture(from_model_space(cfg, x0_from_v(xt, v, t)[:, motion:], ref))
+    # Where the audio was dropped (CFG) nothing can say how open the mouth is: no loss there.
+    keep = noise["keep_audio"].to(pred)[:, None]
+    ap = (((pred - target) / 0.1) ** 2 * keep).sum() / (keep.sum() * pred.shape[1]).clamp(min=1)
+    return loss + cfg.aperture_weight * ap, {"mse": float(loss.detach()), "aperture": float(ap.detach())}
 
 
 def warm_start(net: nn.Module, checkpoint: str | Path) -> None:
@@ -148,6 +195,7 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         cfg.residual_scale = 1.0 / max(clips.residual_std(), 1e-6)
     torch.manual_seed(cfg.train.seed)
     net = AvatarNet(cfg.net)
+    aperture = load_aperture(cfg, codec)
     if cfg.init_from and not (resume and latest_checkpoint(run) is not None):
         warm_start(net, cfg.init_from)
 
@@ -160,7 +208,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         batch = on_device({k: v[mine] for k, v in batch.items()}, model)
         drawn = on_device({k: v[mine] for k, v in drawn.items()}, model)
         batch = model_batch(cfg, batch)
-        return teacher_loss(model, cfg, batch, drawn, motion), {"new": new, "motion": motion}
+        loss, parts = teacher_loss(model, cfg, batch, drawn, motion, aperture.to(batch["latents"].device) if aperture else None)
+        return loss, {"new": new, "motion": motion, **parts}
 
     sample_clip = Dataset(data).load(0)  # the same clip every time, so samples are comparable
 
