@@ -5,7 +5,9 @@ samples cannot be lip-synced, whatever else they get right. With --expert (a `tr
 run) it also reads the mouth opening of each predicted x0 with the expert's aperture tower and
 reports its correlation with the opening it reads from the true frames, over the frames
 labelled `speak` (the state label alone already says that listening and idle mouths are
-mostly closed). (A training
+mostly closed): `aperture_r`, and `motion_r` on the openings minus each window's mean, which
+leaves the frame-to-frame opening and closing (lip sync) and removes what identity and the
+clip's speaking style predict. (A training
 diagnostic, not a quality metric.)
 
     python scripts/audio_reliance.py --checkpoint runs/teacher-tiny [--data data/synth90] [--expert runs/syncnet-tiny]
@@ -55,8 +57,8 @@ def main() -> None:
         aperture = MouthAperture(codec, load_expert(a.expert).net)
         raw_ref = b["ref"] / cfg.latent_scale
         with torch.no_grad():
-            speaking = b["state"].flatten() == STATES.index("speak")
-            truth = aperture(from_model_space(cfg, x0, raw_ref)).flatten()[speaking]
+            speaking = b["state"] == STATES.index("speak")
+            truth = aperture(from_model_space(cfg, x0, raw_ref))
     denoise = v_denoiser(lambda x, t, c: net.eval()(x, t, c, wav=b["audio"]))
     for t in (0.8, 0.9, 0.99):
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
@@ -68,8 +70,13 @@ def main() -> None:
                 x0_hat = denoise(add_noise(x0, eps, tt), tt, cond)
                 out[f"t{t}_{name}"] = round(float((x0_hat - x0).pow(2)[..., mouth].mean()), 4)
                 if aperture is not None:
-                    opening = aperture(from_model_space(cfg, x0_hat, raw_ref)).flatten()[speaking]
-                    out[f"t{t}_{name}_aperture_r"] = round(float(torch.corrcoef(torch.stack([opening, truth]))[0, 1]), 3)
+                    opening = aperture(from_model_space(cfg, x0_hat, raw_ref))
+                    for key, centre in (("aperture_r", False), ("motion_r", True)):
+                        pair = torch.stack([opening, truth])
+                        if centre:
+                            pair = pair - pair.mean(-1, keepdim=True)
+                        r = torch.corrcoef(pair[:, speaking])[0, 1]
+                        out[f"t{t}_{name}_{key}"] = round(float(r), 3)
     print(json.dumps(out))
 
 
