@@ -17,6 +17,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--key", default="loss")
+    p.add_argument("--fallback", default=None, help="key plotted for runs that did not log --key (e.g. --key mse --fallback loss)")
     p.add_argument("--smooth", type=int, default=20, help="moving-average window in logged points")
     p.add_argument("--offsets", type=int, nargs="*", default=[], help="per run, steps to add (a warm-started run continues another)")
     a = p.parse_args()
@@ -25,11 +26,12 @@ def main() -> None:
         recs = [json.loads(x) for x in (Path(run) / "log.jsonl").read_text().splitlines() if x.strip()]
         offset = a.offsets[i_run] if i_run < len(a.offsets) else 0
         steps = [r["step"] + offset for r in recs]
-        vals = [r[a.key] for r in recs]
+        key = a.key if a.key in recs[0] or not a.fallback else a.fallback
+        vals = [r[key] for r in recs]
         k = max(1, min(a.smooth, len(vals)))
         smooth = [sum(vals[max(0, i - k + 1) : i + 1]) / len(vals[max(0, i - k + 1) : i + 1]) for i in range(len(vals))]
-        ax.plot(steps, vals, alpha=0.25)
-        ax.plot(steps, smooth, label=f"{Path(run).name} ({a.key}, {k}-point mean)")
+        (line,) = ax.plot(steps, smooth, label=f"{Path(run).name} ({key}, {k}-point mean)", zorder=3)
+        ax.plot(steps, vals, color=line.get_color(), alpha=0.2, lw=0.6)
     ax.set_xlabel("step")
     ax.set_ylabel(a.key)
     ax.set_yscale("log")
