@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rtavatar import FPS, SAMPLES_PER_FRAME  # noqa: E402
+from rtavatar.data.behavior import STATES  # noqa: E402
 from rtavatar.data.dataset import Dataset  # noqa: E402
 from rtavatar.evaluation.sync import load_expert  # noqa: E402
 from rtavatar.generate import generate, load_model  # noqa: E402
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--expert", required=True, help="a `train syncnet` run (reads the mouth opening)")
     p.add_argument("--data", default="data/synth90")
-    p.add_argument("--clip", type=int, default=0, help="index in the test split; the other audio is the next clip's")
+    p.add_argument("--clip", type=int, default=0, help="index in the test split; the other audio is the next speaking clip's")
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--show", type=int, default=16, help="mouth crops shown per row (every 2nd frame)")
@@ -48,8 +49,12 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     ds = Dataset(a.data, split="test")
-    clip, other = ds.load(a.clip), ds.load((a.clip + 1) % len(ds))
-    n = min(clip.n_frames, other.n_frames, int(a.seconds * FPS))
+    clip = ds.load(a.clip)
+    n = min(clip.n_frames, int(a.seconds * FPS))
+    # The other audio must be speech over those frames (a listening clip's track is silence,
+    # which only shows that silence closes the mouth).
+    speaking = lambda c: (np.asarray(c.columns["state"][:n]) == STATES.index("speak")).mean() > 0.5  # noqa: E731
+    other = next(c for k in range(1, len(ds)) if speaking(c := ds.load((a.clip + k) % len(ds))) and c.n_frames >= n)
     model = load_model(a.checkpoint)
     scorer = load_expert(a.expert)
     truth, truth_other = clip.frames[:n], other.frames[:n]
@@ -57,7 +62,7 @@ def main() -> None:
     swapped = generate(model, clip.frames[0], other.audio[: n * SAMPLES_PER_FRAME], steps=a.steps, progress=False)
     op = {k: scorer.mouth_open(v) for k, v in
           {"truth": truth, "truth_other": truth_other, "own": own, "swapped": swapped}.items()}
-    out = {"checkpoint": a.checkpoint, "clip": clip.meta.get("clip_id", a.clip), "frames": n,
+    out = {"checkpoint": a.checkpoint, "clip": clip.meta.get("clip_id", a.clip), "other": other.meta.get("clip_id"), "frames": n,
            "own_audio_vs_truth_r": round(corr(op["own"], op["truth"]), 3),
            "other_audio_vs_truth_r": round(corr(op["swapped"], op["truth"]), 3),
            "other_audio_vs_other_truth_r": round(corr(op["swapped"], op["truth_other"]), 3),
@@ -77,7 +82,8 @@ def main() -> None:
     t = np.arange(n) / FPS
     ax1.plot(t, op["truth"], "k-", lw=1.5, label="truth")
     ax1.plot(t, op["own"], "C0-", lw=1.2, label=f"generated, own audio (r={out['own_audio_vs_truth_r']:.2f})")
-    ax1.plot(t, op["swapped"], "C3--", lw=1, label=f"generated, other audio (r={out['other_audio_vs_truth_r']:.2f})")
+    ax1.plot(t, op["swapped"], "C3--", lw=1, label=f"generated, other audio (r={out['other_audio_vs_truth_r']:.2f}; "
+             f"{out['other_audio_vs_other_truth_r']:.2f} with that audio's own truth)")
     ax1.set_xlabel("seconds")
     ax1.set_ylabel("opening (IOD, expert)")
     ax1.legend(fontsize=7, loc="upper right")
