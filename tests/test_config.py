@@ -57,7 +57,7 @@ def test_seeds_are_stable_across_processes() -> None:
     assert np.array_equal(a, seed_everything(1).random(3))
 
 
-@pytest.mark.parametrize("name", ["vae-tiny", "teacher-tiny", "syncnet-tiny", "distill-tiny", "distill-adv-tiny", "eft-tiny"])
+@pytest.mark.parametrize("name", ["vae-tiny", "teacher-tiny", "syncnet-tiny", "distill-tiny", "distill-adv-tiny", "distill-adv-expert-tiny", "eft-tiny"])
 def test_shipped_configs_load_and_build(name: str) -> None:
     """Every config in configs/ parses and its network can be built (sizes are configs)."""
     from rtavatar.models.avatarnet import AvatarNet
