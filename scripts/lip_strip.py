@@ -32,8 +32,7 @@ from rtavatar.models.vae import LatentCodec  # noqa: E402
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
-    n = min(len(a), len(b))
-    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def main() -> None:

@@ -131,15 +131,15 @@ class AvatarDiscriminator(nn.Module):
     def __init__(self, cfg: DiscConfig, dim: int, audio_dim: int, grid: int) -> None:
         super().__init__()
         self.cfg, self.grid = cfg, grid
-        d_in, h = dim, cfg.hidden
+        h = cfg.hidden
         y0, y1, x0, x1 = cfg.mouth_box
         rows = torch.arange(round(y0 * grid), max(round(y1 * grid), round(y0 * grid) + 1))
         cols = torch.arange(round(x0 * grid), max(round(x1 * grid), round(x0 * grid) + 1))
         self.register_buffer("mouth_tokens", (rows[:, None] * grid + cols[None]).flatten(), persistent=False)
-        self.lip = nn.Sequential(nn.Linear(d_in, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) if cfg.lip_head else None
+        self.lip = nn.Sequential(nn.Linear(dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()) if cfg.lip_head else None
         self.lip_out = nn.Linear(h, 1) if cfg.lip_head else None
         self.audio_proj = nn.Linear(audio_dim, h, bias=False) if cfg.lip_head else None
-        self.motion = nn.Sequential(nn.Conv1d(d_in, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1), nn.SiLU(),
+        self.motion = nn.Sequential(nn.Conv1d(dim, h, 3, padding=1), nn.SiLU(), nn.Conv1d(h, h, 3, padding=1), nn.SiLU(),
                                     nn.Conv1d(h, 1, 1)) if cfg.motion_head else None
 
     @classmethod

@@ -87,12 +87,17 @@ def load_student(net: AvatarNet, checkpoint: Path, ema: bool = True) -> None:
     net.load_state_dict({k.removeprefix("student."): v for k, v in sd.items() if k.startswith("student.")})
 
 
-def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet | None) -> tuple[AvatarDiscriminator, Backbone]:
+def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet | None = None,
+                        teacher_checkpoint: str | Path = "") -> tuple[AvatarDiscriminator, Backbone]:
     """The avatar discriminator's heads on the backbone `cfg.backbone` names (the frozen
-    teacher, or the sync expert on mouths decoded with the teacher's VAE)."""
+    teacher, or the sync expert on mouths decoded with the teacher's VAE). The teacher
+    backbone uses `teacher`, else loads it from `teacher_checkpoint` (frozen)."""
     if cfg.backbone == "teacher":
         if teacher is None:
-            raise ValueError("the teacher backbone needs the teacher")
+            if not teacher_checkpoint:
+                raise ValueError("the teacher backbone needs the teacher")
+            _, teacher = load_teacher_run(teacher_checkpoint)
+            teacher.eval().requires_grad_(False)
         backbone: Backbone = TeacherBackbone(teacher, cfg.layers)
     elif cfg.backbone == "expert":
         if not cfg.expert_checkpoint:

@@ -36,7 +36,7 @@ from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscCon
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
 from rtavatar.training.data import LatentClips
-from rtavatar.training.distill import DistillConfig, build_discriminator, load_student, load_teacher_run, pseudo_huber
+from rtavatar.training.distill import DistillConfig, build_discriminator, load_student, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
 
 PRIORS = ("motion", "reference")
@@ -120,13 +120,8 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
     run = Path(run)
     cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
     tcfg = cfg.student.teacher
-    disc, backbone = None, None
-    if cfg.adversarial:
-        teacher = None
-        if cfg.disc.backbone == "teacher":
-            _, teacher = load_teacher_run(cfg.student.teacher_checkpoint)
-            teacher.eval().requires_grad_(False)
-        disc, backbone = build_discriminator(cfg.disc, tcfg, teacher)
+    disc, backbone = (build_discriminator(cfg.disc, tcfg, teacher_checkpoint=cfg.student.teacher_checkpoint)
+                      if cfg.adversarial else (None, None))
     clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,

@@ -67,9 +67,9 @@ class TeacherConfig:
     # the predicted x0 is decoded around the mouth and the frozen sync expert's aperture tower
     # reads its opening, which must match the opening it reads from the true frame. Given pose,
     # identity and motion frames only the audio says how far the mouth is open, so this is a
-    # loss only the audio path can lower. Why: the mouth opening explains ~8% of the mouth-box
-    # latent variance (pose dominates), so under the plain MSE a tiny teacher learned pose and
-    # ignored audio for 7,000+ CPU steps (docs/BENCHMARKS.md). 0 turns it off; sync_expert is
+    # loss only the audio path can lower. Why: the mouth opening explains 7.8% of the within-clip
+    # mouth-box latent variance (linear R²; pose dominates), so under the plain MSE a tiny teacher
+    # learned pose and ignored audio for 7,900 CPU steps (docs/BENCHMARKS.md). 0 turns it off; sync_expert is
     # a `train syncnet` run. The loss is in (0.1 IOD)^2 units, about 1 for an average mouth.
     aperture_weight: float = 0.0
     sync_expert: str = ""
