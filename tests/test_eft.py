@@ -58,7 +58,7 @@ def _edit_error(net: AvatarNet, cfg: EFTConfig, batch: dict, ref_model: torch.Te
 def test_eft_lowers_the_one_step_edit_error(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:
     data, vae = data_and_vae
     cfg = EFTConfig(distill_checkpoint=str(student_run), adversarial=False, t_edit=0.6,
-                    train=TrainConfig(steps=80, batch_size=4, lr=1e-3, warmup=5, ema=0.9, ckpt_every=40, log_every=10))
+                    train=TrainConfig(steps=200, batch_size=4, lr=1e-3, warmup=5, ema=0.9, ckpt_every=100, log_every=10))
     train_eft(cfg, data, tmp_path / "eft")
     scfg, student = load_distill_run(student_run)[:2]
     cfg.student = scfg
