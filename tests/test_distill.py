@@ -81,6 +81,22 @@ def test_distillation_lowers_the_one_step_error(data_and_vae: tuple[Path, Path],
     assert after < 0.8 * before, f"1-step error vs the 20-step teacher: {before:.4f} -> {after:.4f}"
 
 
+def test_distill_warm_start_branches_off_another_distill_run(teacher_run: Path, student_run: Path, data_and_vae: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    data, _ = data_and_vae
+    cfg = DistillConfig(teacher_checkpoint=str(teacher_run), init_from=str(student_run),
+                        train=TrainConfig(steps=1, batch_size=2, lr=0.0, warmup=0, ema=0.95, ckpt_every=1, log_every=1))
+    train_distill(cfg, data, tmp_path / "branch")
+    tcfg, _ = load_teacher_run(teacher_run)
+    src, branch = AvatarNet(tcfg.net), AvatarNet(tcfg.net)
+    load_student(src, latest_checkpoint(student_run), ema=True)
+    load_student(branch, latest_checkpoint(tmp_path / "branch"), ema=False)  # lr 0: still the initial weights
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), branch.state_dict().values()))
+    assert src.dit.g_mlp[2].weight.abs().sum() > 0  # the distilled guidance embedding came along, not the teacher's zeros
+    with pytest.raises(ValueError, match="not a distill checkpoint"):
+        train_distill(DistillConfig(teacher_checkpoint=str(teacher_run), init_from=str(teacher_run)), data, tmp_path / "bad")
+
+
 def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae: tuple[Path, Path], teacher_run: Path,
                                                                      tmp_path: Path) -> None:
     import numpy as np

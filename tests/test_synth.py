@@ -132,9 +132,10 @@ def test_renderer_draws_what_it_is_told() -> None:
 
 def test_dataset_loads_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    assert main(["synth-data", "--out", str(out), "--clips", "3", "--seed", "1", "--seconds", "2-3", "--workers", "2", "--quiet"]) == 0
+    assert main(["synth-data", "--out", str(out), "--clips", "3", "--seed", "1", "--seconds", "2-3", "--workers", "2", "--quiet",
+                 "--test-fraction", "1"]) == 0
     ds = Dataset(out)
-    assert len(ds) == 3
+    assert len(ds) == 3 and len(Dataset(out, split="test")) == 3  # an all-held-out set
     for i in range(3):
         clip = ds.load(i)
         n = clip.meta["n_frames"]
@@ -145,7 +146,8 @@ def test_dataset_loads_and_resumes(tmp_path: Path) -> None:
     keep = out / "clips" / "000000" / "video.mp4"
     before = keep.stat().st_mtime_ns
     (out / "clips" / "000002" / "meta.json").unlink()
-    assert main(["synth-data", "--out", str(out), "--clips", "3", "--seed", "1", "--seconds", "2-3", "--workers", "1", "--quiet"]) == 0
+    assert main(["synth-data", "--out", str(out), "--clips", "3", "--seed", "1", "--seconds", "2-3", "--workers", "1", "--quiet",
+                 "--test-fraction", "1"]) == 0
     assert keep.stat().st_mtime_ns == before
     assert (out / "clips" / "000002" / "meta.json").exists()
     # Different settings into the same directory are refused, not mixed.
@@ -179,6 +181,9 @@ def test_cli_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["synth-data", "--out", "x", "--clips", "1", "--seconds", "9-2"])
     assert "seconds range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth-data", "--out", "x", "--clips", "1", "--test-fraction", "1.5"])
+    assert "outside [0, 1]" in capsys.readouterr().err
 
 
 def test_demo_writes_aligned_video(tmp_path: Path) -> None:

@@ -25,12 +25,22 @@ def _seconds_range(text: str) -> tuple[float, float]:
     return lo_f, hi_f
 
 
+def _fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {text!r}") from e
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"fraction {text!r} is outside [0, 1]")
+    return x
+
+
 def cmd_synth_data(args: argparse.Namespace) -> dict:
     from rtavatar.data.synth import SynthConfig, synthesize_dataset
 
     cfg = SynthConfig(
         clips=args.clips, seed=args.seed, resolution=args.resolution, seconds=args.seconds,
-        identities=args.identities, workers=args.workers,
+        identities=args.identities, workers=args.workers, test_fraction=args.test_fraction,
     )
     return synthesize_dataset(cfg, args.out, progress=not args.quiet)
 
@@ -122,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
         if args.teacher:
             cfg.teacher_checkpoint = args.teacher
+        if args.init_from:
+            cfg.init_from = args.init_from
         return train_distill(cfg, args.data, args.out, resume=args.resume)
     if args.stage == "eft":
         from rtavatar.training.eft import train_eft
@@ -166,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=_seconds_range, default=(4.0, 10.0), help="clip length range LO-HI (default 4-10)")
     s.add_argument("--identities", type=int, default=0, help="0: a new identity per clip; N: reuse N identities")
     s.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    s.add_argument("--test-fraction", type=_fraction, default=0.05,
+                   help="share of identities held out as split=test, with held-out sentences (default 0.05; 1: an all-test set)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)
@@ -179,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--detect-every", type=int, default=1, help="run the face detector every N frames (track between)")
     pr.add_argument("--min-seconds", type=float, default=2.0, help="drop usable spans shorter than this")
     pr.add_argument("--max-seconds", type=float, default=20.0, help="split longer spans into clips")
-    pr.add_argument("--test-fraction", type=float, default=0.0, help="fraction of videos held out as split=test")
+    pr.add_argument("--test-fraction", type=_fraction, default=0.0, help="fraction of videos held out as split=test")
     pr.add_argument("--vae", default=None, help="a `train vae` run: also cache each clip's latents")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -222,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=0, help="override train.steps")
     t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
-    t.add_argument("--init-from", default="", help="teacher: warm-start a new run from another teacher run's weights")
+    t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
     t.add_argument("--student", default="", help="eft: distill run or checkpoint directory")
     t.add_argument("--json", action="store_true")

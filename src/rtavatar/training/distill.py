@@ -21,6 +21,7 @@ with 1, 2 or 4 steps and no CFG passes (the guidance is baked in).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,12 @@ from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import (TrainConfig, checkpoint_weights, load_weights, on_device, rank_slice, read_run_config,
-                                      train_loop)
+from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
+                                      read_run_config, train_loop)
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, model_batch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +57,10 @@ class DistillConfig:
     adversarial: bool = False
     adv_weight: float = 0.1
     disc: DiscConfig = field(default_factory=DiscConfig)
+    # Warm start: a distill run whose student (EMA) initialises a *new* run instead of the
+    # teacher, so ablations (with / without the discriminator) branch off one shared
+    # distillation. Ignored when --resume finds a checkpoint.
+    init_from: str = ""
 
 
 class Distiller(nn.Module):
@@ -85,6 +92,16 @@ def load_student(net: AvatarNet, checkpoint: Path, ema: bool = True) -> None:
     """Load the student out of a distill checkpoint (weights saved under `student.`)."""
     sd = checkpoint_weights(checkpoint, ema)
     net.load_state_dict({k.removeprefix("student."): v for k, v in sd.items() if k.startswith("student.")})
+
+
+def load_distill_run(checkpoint: str | Path) -> tuple[DistillConfig, AvatarNet, Path]:
+    ck, stage, raw = read_run_config(checkpoint)
+    if stage != "distill":
+        raise ValueError(f"{ck} is not a distill checkpoint (a `train distill` run)")
+    cfg = from_dict(DistillConfig, raw)
+    net = AvatarNet(cfg.teacher.net)
+    load_student(net, ck, ema=True)
+    return cfg, net, ck
 
 
 def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet | None = None,
@@ -174,6 +191,12 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
     teacher.eval().requires_grad_(False)
     student = AvatarNet(tcfg.net)
     student.load_state_dict(teacher.state_dict())
+    if cfg.init_from and not (resume and latest_checkpoint(run) is not None):
+        src_cfg, src, ck = load_distill_run(cfg.init_from)
+        if src_cfg.teacher.net != tcfg.net:
+            raise ValueError(f"{ck} distilled a teacher of another architecture than {cfg.teacher_checkpoint}")
+        student.load_state_dict(src.state_dict())
+        log.info("student warm-started from %s", ck)
     disc, backbone = build_discriminator(cfg.disc, tcfg, teacher) if cfg.adversarial else (None, None)
     clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
 

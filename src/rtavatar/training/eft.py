@@ -36,7 +36,7 @@ from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscCon
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
 from rtavatar.training.data import LatentClips
-from rtavatar.training.distill import DistillConfig, build_discriminator, load_student, pseudo_huber
+from rtavatar.training.distill import DistillConfig, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
 
 PRIORS = ("motion", "reference")
@@ -69,16 +69,6 @@ def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) 
     k, new = context.shape[1], eps.shape[1] - context.shape[1]
     t = torch.full(eps.shape[:2], cfg.t_edit, device=eps.device)[:, k:]
     return torch.cat([context, add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)], 1)
-
-
-def load_distill_run(checkpoint: str | Path) -> tuple[DistillConfig, AvatarNet, Path]:
-    ck, stage, raw = read_run_config(checkpoint)
-    if stage != "distill":
-        raise ValueError(f"{ck} is not a distill checkpoint (EFT starts from `train distill`)")
-    cfg = from_dict(DistillConfig, raw)
-    net = AvatarNet(cfg.teacher.net)
-    load_student(net, ck, ema=True)
-    return cfg, net, ck
 
 
 class Editor(nn.Module):
