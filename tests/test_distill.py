@@ -15,7 +15,7 @@ from rtavatar.models.discriminator import (AvatarDiscriminator, DiscConfig, Expe
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.data.dataset import Dataset
-from rtavatar.training.common import TrainConfig, latest_checkpoint, step_generator
+from rtavatar.training.common import TrainConfig, latest_checkpoint, load_state, step_generator
 from rtavatar.training.distill import (DistillConfig, distill_loss, draw_distill_noise, load_student, load_teacher_run, pseudo_huber,
                                        train_distill)
 from rtavatar.training.teacher import load_codec, model_batch
@@ -109,6 +109,11 @@ def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae:
     train_distill(cfg, data, tmp_path / "student")
     logged = (tmp_path / "student" / "log.jsonl").read_text()
     assert '"d_lip_real"' in logged and '"g_loss"' in logged
+    # The discriminator's heads have their own optimizer group at lr_mult x the student's lr.
+    groups = load_state(latest_checkpoint(tmp_path / "student"))["optimizer"]["param_groups"]
+    n_student = len(list(AvatarNet(load_teacher_run(teacher_run)[0].net).parameters()))
+    assert len(groups) == 2 and len(groups[0]["params"]) == n_student
+    assert groups[1]["lr"] == pytest.approx(cfg.disc.lr_mult * groups[0]["lr"]) and groups[0]["lr"] > 0
     model = load_model(tmp_path / "student")
     assert model.student is not None and model.student.default_guidance == 2.0
     clip = Dataset(data).load(0)

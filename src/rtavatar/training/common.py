@@ -239,7 +239,8 @@ def train_loop(
     if sharded:
         model.to(acc.device)
         shard_model(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = model.param_groups(cfg.lr) if hasattr(model, "param_groups") else model.parameters()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if ck is not None:
         state = load_state(ck)

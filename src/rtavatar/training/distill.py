@@ -63,13 +63,26 @@ class DistillConfig:
     init_from: str = ""
 
 
-class Distiller(nn.Module):
-    """What distillation trains: the student (and the discriminator). Its forward is the whole
-    loss, so DDP sees one forward per step; its EMA copy is the target network."""
+class StudentAndDisc(nn.Module):
+    """The student and (optionally) the avatar discriminator, trained in one optimizer step.
+    The discriminator's heads start from scratch beside a student that starts trained, so
+    they get their own learning rate (`disc.lr_mult` x the student's)."""
 
     def __init__(self, student: AvatarNet, disc: AvatarDiscriminator | None = None) -> None:
         super().__init__()
         self.student, self.disc = student, disc
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups (train_loop uses them when a model has this method)."""
+        groups: list[dict[str, Any]] = [{"params": list(self.student.parameters())}]
+        if self.disc is not None:
+            groups.append({"params": list(self.disc.parameters()), "lr": lr * self.disc.cfg.lr_mult})
+        return groups
+
+
+class Distiller(StudentAndDisc):
+    """What distillation trains. Its forward is the whole loss, so DDP sees one forward per
+    step; its EMA copy is the target network."""
 
     def forward(self, target: "Distiller", teacher: nn.Module, backbone: Backbone | None, cfg: "DistillConfig",
                 batch: dict[str, Tensor], noise: dict[str, Tensor], motion: int) -> tuple[Tensor, dict[str, float]]:

@@ -32,11 +32,11 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
-from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, adversarial_term
+from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
 from rtavatar.training.data import LatentClips
-from rtavatar.training.distill import DistillConfig, build_discriminator, load_distill_run, pseudo_huber
+from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
 
 PRIORS = ("motion", "reference")
@@ -71,12 +71,8 @@ def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) 
     return torch.cat([context, add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)], 1)
 
 
-class Editor(nn.Module):
-    """What EFT trains: the student (and the discriminator); forward is the whole loss."""
-
-    def __init__(self, student: AvatarNet, disc: AvatarDiscriminator | None = None) -> None:
-        super().__init__()
-        self.student, self.disc = student, disc
+class Editor(StudentAndDisc):
+    """What EFT trains; forward is the whole loss."""
 
     def forward(self, cfg: EFTConfig, backbone: Backbone | None, batch: dict[str, Tensor], noise: dict[str, Tensor],
                 motion: int) -> tuple[Tensor, dict[str, float]]:
