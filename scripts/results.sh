@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 RT=.venv/bin/rtavatar
 DATA=${DATA:-data/synth90}
 HELDOUT=${HELDOUT:-data/heldout12}
-EFT_FROM=${EFT_FROM:-runs/student-adv}  # docs/RESULTS.md says which branch scored better
+EFT_FROM=${EFT_FROM:-runs/student-adv-expert}  # the better-scoring adversarial branch (docs/RESULTS.md)
 # Encode the training clips once into the dataset (each run would otherwise cache its own copy).
 .venv/bin/python -c "import sys; from pathlib import Path; from rtavatar.data.prepare import cache_latents; cache_latents(Path(sys.argv[1]), 'runs/vae-tiny')" "$DATA"
 $RT synth-data --out "$HELDOUT" --clips 12 --seed 1 --seconds 6-10 --test-fraction 1 --quiet

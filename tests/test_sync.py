@@ -152,7 +152,16 @@ def test_eval_rows_separate_good_and_broken_systems(data: Path, expert: Path) ->
     assert frozen["jitter"] == 0.0 and gt["jitter"] > 0.1
     assert frozen["fd_sync"] > 10 * max(copy["fd_sync"], 1e-3) and frozen["fps"] > 0
     assert copy["speedup"] == 1.0 and frozen["speedup"] == pytest.approx(frozen["fps"] / copy["fps"])
-    assert "| frozen |" in format_table(list(rows.values()))
+    table = format_table(list(rows.values()))
+    assert "| frozen |" in table and f"{gt['aperture_corr']:.3f} ± {gt['aperture_corr_se']:.3f}" in table
+    assert gt["aperture_corr_se"] > 0 and frozen["jitter_se"] == 0.0  # spread over the 3 clips
+
+
+def test_standard_error_skips_non_finite_values() -> None:
+    from rtavatar.evaluation.metrics import standard_error
+
+    assert standard_error([1.0, 2.0, 3.0, 4.0, float("nan")]) == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert np.isnan(standard_error([1.0, float("nan")]))
 
 
 def test_eval_checkpoint_spec_takes_step_counts() -> None:

@@ -30,6 +30,12 @@ def finite_mean(values: list[float]) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
+def standard_error(values: list[float]) -> float:
+    """Standard error of the mean over the finite values (NaN with fewer than two)."""
+    v = [x for x in values if np.isfinite(x)]
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def silent_frames(voice: np.ndarray, margin: int = 2) -> np.ndarray:
     """Frames at least `margin` frames (80 ms at 25 fps) away from any voiced frame."""
     v = np.asarray(voice).astype(bool)

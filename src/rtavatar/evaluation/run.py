@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.data.dataset import Clip, Dataset
-from rtavatar.evaluation.metrics import finite_mean, frechet_distance, pearson, silent_frames, temporal_jitter
+from rtavatar.evaluation.metrics import finite_mean, frechet_distance, pearson, silent_frames, standard_error, temporal_jitter
 from rtavatar.evaluation.sync import ExpertScorer, sync_scores
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ def load_clips(data: str, split: str = "test", clips: int = 0, seconds: float = 
 
 def score_videos(name: str, videos: list[np.ndarray], audios: list[np.ndarray], clips: list[Clip], scorer: ExpertScorer,
                  real_features: np.ndarray | None, seconds: float | None = None) -> dict:
-    """Mean of each metric over the clips (and fps if `seconds` of generation were timed)."""
+    """Mean of each metric over the clips, its standard error over clips (`<metric>_se`), and
+    fps if `seconds` of generation were timed."""
     rows, feats = [], []
     for frames, audio, clip in zip(videos, audios, clips):
         v = scorer.video_embeddings(frames)
@@ -51,7 +52,8 @@ def score_videos(name: str, videos: list[np.ndarray], audios: list[np.ndarray], 
                      "closure_in_silence": float(est[silent].mean()) if silent.any() else float("nan"),
                      "jitter": temporal_jitter(frames)})
         feats.append(v.numpy())
-    out = {"system": name, **{k: finite_mean([r[k] for r in rows]) for k in rows[0]}}
+    out = {"system": name, **{k: finite_mean([r[k] for r in rows]) for k in rows[0]},
+           **{f"{k}_se": standard_error([r[k] for r in rows]) for k in rows[0]}}  # over clips
     out["fd_sync"] = frechet_distance(real_features, np.concatenate(feats)) if real_features is not None else 0.0
     if seconds is not None:
         out["fps"] = sum(len(v) for v in videos) / seconds
@@ -78,9 +80,17 @@ def evaluate(systems: dict[str, Generator], clips: list[Clip], scorer: ExpertSco
     return table
 
 
+def _cell(row: dict, col: str) -> str:
+    if col not in row:
+        return "–"
+    se = row.get(f"{col}_se")
+    return f"{row[col]:.3f} ± {se:.3f}" if se is not None and np.isfinite(se) else f"{row[col]:.3f}"
+
+
 def format_table(rows: list[dict]) -> str:
+    """A Markdown table; per-clip metrics show mean ± standard error over clips."""
     cols = ["sync_c", "sync_d", "abs_offset", "aperture_corr", "closure_in_silence", "jitter", "fd_sync", "fps", "speedup"]
     lines = ["| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for r in rows:
-        lines.append(f"| {r['system']} | " + " | ".join(f"{r[c]:.3f}" if c in r else "–" for c in cols) + " |")
+        lines.append(f"| {r['system']} | " + " | ".join(_cell(r, c) for c in cols) + " |")
     return "\n".join(lines)
