@@ -22,4 +22,4 @@ $RT train distill --config configs/distill-adv-expert-tiny.yaml --data "$DATA" -
 $RT train eft --config configs/eft-tiny.yaml --student "$EFT_FROM" --data "$DATA" --out runs/student-eft --resume
 $RT eval --checkpoint runs/teacher-tiny --checkpoint runs/student-base:1 --checkpoint runs/student:1,2,4 \
          --checkpoint runs/student-adv:1 --checkpoint runs/student-adv-expert:1 --checkpoint runs/student-eft:1,2,4 \
-         --expert runs/syncnet-tiny --data "$HELDOUT" --seconds 4 --out runs/results.json  # 4 s: the 20-step teacher runs at ~1 fps on CPU
+         --expert runs/syncnet-tiny --data "$HELDOUT" --seconds 4 --out runs/results.json  # 4 s: the 20-step teacher runs at 1.6 fps on CPU-2

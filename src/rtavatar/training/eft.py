@@ -28,13 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.config import from_dict, to_dict
+from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
-from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, on_device, rank_slice, read_run_config, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
