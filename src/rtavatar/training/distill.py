@@ -118,10 +118,11 @@ def load_distill_run(checkpoint: str | Path) -> tuple[DistillConfig, AvatarNet, 
 
 
 def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet | None = None,
-                        teacher_checkpoint: str | Path = "") -> tuple[AvatarDiscriminator, Backbone]:
+                        teacher_checkpoint: str | Path = "", codec: nn.Module | None = None) -> tuple[AvatarDiscriminator, Backbone]:
     """The avatar discriminator's heads on the backbone `cfg.backbone` names (the frozen
     teacher, or the sync expert on mouths decoded with the teacher's VAE). The teacher
-    backbone uses `teacher`, else loads it from `teacher_checkpoint` (frozen)."""
+    backbone uses `teacher`, else loads it from `teacher_checkpoint` (frozen); the expert
+    backbone uses `codec` (the stage's VAE, already loaded), else loads the teacher's VAE."""
     if cfg.backbone == "teacher":
         if teacher is None:
             if not teacher_checkpoint:
@@ -134,7 +135,8 @@ def build_discriminator(cfg: DiscConfig, tcfg: TeacherConfig, teacher: AvatarNet
             raise ValueError("disc.backbone 'expert' needs disc.expert_checkpoint (a `train syncnet` run)")
         from rtavatar.evaluation.sync import load_expert
 
-        backbone = ExpertBackbone(load_expert(cfg.expert_checkpoint).net, load_codec(tcfg.vae_checkpoint),
+        backbone = ExpertBackbone(load_expert(cfg.expert_checkpoint).net,
+                                  codec if codec is not None else load_codec(tcfg.vae_checkpoint),
                                   lambda x, ref: from_model_space(tcfg, x, ref / tcfg.latent_scale), tcfg.net.audio_margin)
     else:
         raise ValueError(f"unknown discriminator backbone {cfg.backbone!r}; use 'teacher' or 'expert'")
@@ -210,8 +212,9 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
             raise ValueError(f"{ck} distilled a teacher of another architecture than {cfg.teacher_checkpoint}")
         student.load_state_dict(src.state_dict())
         log.info("student warm-started from %s", ck)
-    disc, backbone = build_discriminator(cfg.disc, tcfg, teacher) if cfg.adversarial else (None, None)
-    clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
+    codec = load_codec(tcfg.vae_checkpoint)
+    disc, backbone = build_discriminator(cfg.disc, tcfg, teacher, codec=codec) if cfg.adversarial else (None, None)
+    clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int,
                 ema: nn.Module) -> tuple[Tensor, dict[str, float]]:

@@ -105,9 +105,10 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
     run = Path(run)
     cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
     tcfg = cfg.student.teacher
-    disc, backbone = (build_discriminator(cfg.disc, tcfg, teacher_checkpoint=cfg.student.teacher_checkpoint)
+    codec = load_codec(tcfg.vae_checkpoint)
+    disc, backbone = (build_discriminator(cfg.disc, tcfg, teacher_checkpoint=cfg.student.teacher_checkpoint, codec=codec)
                       if cfg.adversarial else (None, None))
-    clips = LatentClips(Dataset(data, split="train"), load_codec(tcfg.vae_checkpoint), run / "latent_cache")
+    clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
                 world: int) -> tuple[Tensor, dict[str, float]]:
