@@ -26,7 +26,7 @@ from rtavatar import FPS, SAMPLES_PER_FRAME  # noqa: E402
 from rtavatar.data.behavior import STATES  # noqa: E402
 from rtavatar.data.dataset import Dataset  # noqa: E402
 from rtavatar.evaluation.sync import load_expert  # noqa: E402
-from rtavatar.generate import generate, load_model  # noqa: E402
+from rtavatar.engine import Avatar  # noqa: E402
 from rtavatar.models.syncnet import mouth_crops  # noqa: E402
 from rtavatar.models.vae import LatentCodec  # noqa: E402
 
@@ -54,11 +54,11 @@ def main() -> None:
     # which only shows that silence closes the mouth).
     speaking = lambda c: (np.asarray(c.columns["state"][:n]) == STATES.index("speak")).mean() > 0.5  # noqa: E731
     other = next(c for k in range(1, len(ds)) if speaking(c := ds.load((a.clip + k) % len(ds))) and c.n_frames >= n)
-    model = load_model(a.checkpoint)
+    model = Avatar.load(a.checkpoint)
     scorer = load_expert(a.expert)
     truth, truth_other = clip.frames[:n], other.frames[:n]
-    own = generate(model, clip.frames[0], clip.audio[: n * SAMPLES_PER_FRAME], steps=a.steps, progress=False)
-    swapped = generate(model, clip.frames[0], other.audio[: n * SAMPLES_PER_FRAME], steps=a.steps, progress=False)
+    own = model.generate(clip.frames[0], clip.audio[: n * SAMPLES_PER_FRAME], align="center", steps=a.steps)
+    swapped = model.generate(clip.frames[0], other.audio[: n * SAMPLES_PER_FRAME], align="center", steps=a.steps)
     op = {k: scorer.mouth_open(v) for k, v in
           {"truth": truth, "truth_other": truth_other, "own": own, "swapped": swapped}.items()}
     out = {"checkpoint": a.checkpoint, "clip": clip.meta.get("clip_id", a.clip), "other": other.meta.get("clip_id"), "frames": n,

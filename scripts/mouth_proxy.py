@@ -17,7 +17,7 @@ import numpy as np
 
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.data.dataset import Dataset
-from rtavatar.generate import generate, load_model
+from rtavatar.engine import Avatar
 
 
 def region_corr(frames: np.ndarray, opening: np.ndarray, region: np.ndarray) -> float:
@@ -35,10 +35,10 @@ def main() -> None:
     a = p.parse_args()
     ds = Dataset(a.data, split="test")
     clip = ds.load(a.clip)
-    model = load_model(a.checkpoint)
+    model = Avatar.load(a.checkpoint)
     n = min(clip.n_frames, int(a.seconds * FPS))
     opening = clip.columns["mouth_open"][:n].astype(float)
-    gen = generate(model, clip.frames[0], clip.audio[: n * SAMPLES_PER_FRAME], steps=a.steps, progress=False)
+    gen = model.generate(clip.frames[0], clip.audio[: n * SAMPLES_PER_FRAME], align="center", steps=a.steps)
     real = clip.frames[:n].mean(-1)  # grey
     fake = gen[:n].mean(-1)
     flat = real.reshape(n, -1)

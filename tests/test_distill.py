@@ -101,7 +101,7 @@ def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae:
                                                                      tmp_path: Path) -> None:
     import numpy as np
 
-    from rtavatar.generate import generate, load_model
+    from rtavatar.engine import Avatar
 
     data, _ = data_and_vae
     cfg = DistillConfig(teacher_checkpoint=str(teacher_run), adversarial=True, disc=DiscConfig(hidden=16),
@@ -114,12 +114,13 @@ def test_student_checkpoint_generates_with_the_consistency_sampler(data_and_vae:
     n_student = len(list(AvatarNet(load_teacher_run(teacher_run)[0].net).parameters()))
     assert len(groups) == 2 and len(groups[0]["params"]) == n_student
     assert groups[1]["lr"] == pytest.approx(cfg.disc.lr_mult * groups[0]["lr"]) and groups[0]["lr"] > 0
-    model = load_model(tmp_path / "student")
-    assert model.student is not None and model.student.default_guidance == 2.0
+    avatar = Avatar.load(tmp_path / "student")
+    sampling = avatar.bundle.cfg.sampling
+    assert (sampling.sampler, sampling.steps, sampling.guidance, sampling.guidance_input) == ("consistency", 1, 2.0, True)
     clip = Dataset(data).load(0)
     audio = clip.audio[: 640 * 11 + 100]  # 11.2 frames -> 12
     for steps in (1, 2):
-        frames = generate(model, clip.frames[0], audio, steps=steps, progress=False)
+        frames = avatar.generate(clip.frames[0], audio, align="center", steps=steps)
         assert frames.shape == (12, 64, 64, 3) and frames.dtype == np.uint8
 
 

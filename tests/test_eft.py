@@ -75,7 +75,8 @@ def test_eft_lowers_the_one_step_edit_error(data_and_vae: tuple[Path, Path], stu
 def test_eft_checkpoint_generates_from_the_noised_prior(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:
     """With t_edit ~ 0 the start is the prior itself and f(x, ~0) ~ x (boundary condition), so
     every latent must be the reference's, held: proof that generation starts where EFT trained."""
-    from rtavatar.generate import generate, generate_latents, load_model, prepare_portrait
+    from rtavatar.engine import Avatar
+    from rtavatar.engine.offline import generate_latents
     from rtavatar.models.syncnet import SyncNetConfig
     from rtavatar.training.syncnet import SyncStageConfig, train_syncnet
 
@@ -88,14 +89,21 @@ def test_eft_checkpoint_generates_from_the_noised_prior(data_and_vae: tuple[Path
     train_eft(cfg, data, tmp_path / "eft")
     logged = (tmp_path / "eft" / "log.jsonl").read_text()
     assert '"d_motion_real"' in logged and '"d_lip_real"' in logged, "the discriminator took part"
-    model = load_model(tmp_path / "eft")
-    assert model.edit is not None and model.edit.t_edit == pytest.approx(1e-4)
+    avatar = Avatar.load(tmp_path / "eft")
+    sampling = avatar.bundle.cfg.sampling
+    assert sampling.start == "prior" and sampling.t_edit == pytest.approx(1e-4)
     clip = Dataset(data).load(0)
-    assert generate(model, clip.frames[0], clip.audio[: 640 * 9], progress=False).shape == (9, 64, 64, 3)
-    z = generate_latents(model, clip.frames[0], clip.audio[: 640 * 9], progress=False)
-    ref = model.codec.encode(LatentCodec.to_tensor(prepare_portrait(clip.frames[0], 64)[None]))
+    assert avatar.generate(clip.frames[0], clip.audio[: 640 * 9], align="center").shape == (9, 64, 64, 3)
+
+    def latents(a: Avatar):  # noqa: ANN202 - raw VAE latents (9, C, h, w) and the reference's
+        cs = a.sampler()
+        ref = cs.reference(clip.frames[0])
+        z = generate_latents(cs, ref, clip.audio[: 640 * 9], progress=False)
+        return a.bundle.cfg.space.from_model(z, ref.raw)[0], ref.raw
+
+    z, ref = latents(avatar)
     assert z.shape == (9, *ref.shape[1:])
-    scale = model.cfg.residual_scale  # compare in model space (residuals in units of their training std)
-    moving = generate_latents(load_model(student_run), clip.frames[0], clip.audio[: 640 * 9], progress=False)
+    scale = avatar.bundle.cfg.space.residual_scale  # compare in model space (residuals in units of their training std)
+    moving, _ = latents(Avatar.load(student_run))
     assert (z - ref).abs().max() * scale < 0.05, "every frame is the reference latent"
     assert (moving - ref).abs().mean() * scale > 0.2, "...which a plain one-step sample is not"

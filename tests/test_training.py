@@ -208,8 +208,9 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
 
     from rtavatar.cli import main
     from rtavatar.errors import RTAvatarError
-    from rtavatar.generate import generate, load_model, parse_expression
+    from rtavatar.engine import Avatar
     from rtavatar.media import read_video
+    from rtavatar.models.conditioning import parse_expression
 
     data, vae = data_and_vae
     cfg = tiny_teacher_cfg(vae, steps=2)
@@ -224,15 +225,15 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
     sf.write(tmp_path / "speech.wav", audio, 16000)
     out = tmp_path / "out.mp4"
     assert main(["generate", "--image", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav"), "--out", str(out),
-                 "--checkpoint", str(tmp_path / "teacher"), "--steps", "2", "--expression", "smile=0.5"]) == 0
+                 "--checkpoint", str(tmp_path / "teacher"), "--steps", "2", "--expression", "smile=0.5", "--align", "center"]) == 0
     video = read_video(out)
     assert len(video.frames) == int(np.ceil(len(audio) / 640)) == 30
-    assert video.frames.shape[1:] == (64, 64, 3)
+    assert video.frames.shape[1:] == (80, 100, 3), "pasted back into the picture at its own size"
     # Chunking: motion frames carried across chunks; the result does not depend on the progress bar.
-    model = load_model(tmp_path / "teacher")
-    a = generate(model, clip.frames[0], audio, steps=2, first_chunk=2, chunk=3, progress=False)
+    avatar = Avatar.load(tmp_path / "teacher")
+    a = avatar.generate(clip.frames[0], audio, align="center", steps=2, first_chunk=2, chunk=3)
     assert a.shape == (30, 64, 64, 3)
     with pytest.raises(RTAvatarError, match="unknown expression control"):
         parse_expression("grin=1")
-    with pytest.raises(RTAvatarError, match="generate needs a teacher"):
-        load_model(vae)
+    with pytest.raises(RTAvatarError, match="needs a teacher, distill or eft run"):
+        Avatar.load(vae)

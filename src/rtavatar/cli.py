@@ -69,18 +69,19 @@ def _checkpoint_steps(spec: str) -> tuple[str, list[int]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
+    from rtavatar.engine import Avatar
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
-    from rtavatar.generate import generate, load_model
 
     clips = load_clips(args.data, args.split, args.clips, args.seconds)
     systems = {}
     for spec in args.checkpoint:
         ck, step_list = _checkpoint_steps(spec)
-        model = load_model(ck)
-        for steps in step_list or args.steps or [1 if model.student is not None else 20]:
-            systems[f"{Path(ck).name} {steps} steps"] = (
-                lambda portrait, audio, m=model, n=steps: generate(m, portrait, audio, steps=n, guidance=args.guidance, progress=False))
+        avatar = Avatar.load(ck, precision=args.precision)
+        for steps in step_list or args.steps or [avatar.bundle.cfg.sampling.steps]:
+            avatar.sampler(steps, args.guidance)  # a bad value fails here, before any generation
+            systems[f"{Path(ck).name} {steps} steps{'' if args.precision == 'fp32' else ' ' + args.precision}"] = (
+                lambda portrait, audio, a=avatar, n=steps: a.generate(portrait, audio, align="center", steps=n, guidance=args.guidance))
     rows = evaluate(systems, clips, load_expert(args.expert))
     print(format_table(rows))
     if args.out:
@@ -154,7 +155,8 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     from rtavatar.generate import generate_file
 
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
-                         expression=args.expression, guidance=args.guidance, seed=args.seed)
+                         expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
+                         paste_back=not args.no_paste_back, precision=args.precision)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, action="append", default=None,
                     help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")
     ev.add_argument("--guidance", type=float, default=None, help="default 2 (teacher CFG) or the student's own")
+    ev.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"], help="inference precision (engine/quantize.py)")
     ev.add_argument("--out", default="", help="write the rows as JSON here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -224,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--state", default="auto", help="auto (from voice activity), speak, listen or idle")
     g.add_argument("--expression", default=None, help="controls, e.g. smile=0.6,yaw=10 (docs/DATA.md)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--align", default="face", choices=["face", "center"],
+                   help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
+    g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
+    g.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 

@@ -8,12 +8,19 @@ We clip t to [0, T_MAX] so sigma/alpha stays finite at the noisy end.
 
 Every sampler is a small pure function over one interface, k-diffusion style:
     denoise(x, t, cond) -> x0_hat       with x (B, F, C, H, W), t (B, F)
+    sampler(denoise, x, active, cond, steps=, t_start=, generator=) -> x0
 Frames with t = 0 (motion frames, clean context) pass through unchanged.
+
+Where sampling starts is chosen in one place, `start_latents`: pure noise at T_MAX, or (EFT)
+the prior video noised to t_edit; it returns the t_start the sampler must then be given.
+A `SamplingConfig` names the whole choice: "teacher 20 DDIM steps with CFG", "student 1-4
+consistency steps", "EFT student from the prior at t_edit" are values, not code paths.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
@@ -91,7 +98,8 @@ def _frame_times(t: float, active: Tensor) -> Tensor:
     return active.float() * t
 
 
-def sample_ddim(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX) -> Tensor:
+def sample_ddim(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX,
+                generator: torch.Generator | None = None) -> Tensor:
     """Deterministic DDIM (Song et al. 2021, eta = 0): x_s = alpha_s x0_hat + sigma_s eps_hat.
 
     x: (B, F, C, H, W) with pure noise (at t_start) on active frames and clean latents elsewhere;
@@ -150,7 +158,8 @@ def sample_consistency(f: Denoiser, x: Tensor, active: Tensor, cond: object, ste
     return x0
 
 
-def sample_euler(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX) -> Tensor:
+def sample_euler(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 20, t_start: float = T_MAX,
+                 generator: torch.Generator | None = None) -> Tensor:
     """Euler on the probability-flow ODE in (alpha, sigma) form (Karras et al. 2022, Alg. 1
     without the Heun correction): dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat."""
     grid = timesteps(steps, t_start)
@@ -166,4 +175,69 @@ def sample_euler(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, ste
     return x
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddim": sample_ddim, "euler": sample_euler}
+def sample_consistency_x0(denoise: Denoiser, x: Tensor, active: Tensor, cond: object, steps: int = 1, t_start: float = T_MAX,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """`sample_consistency` over an x0-denoiser (wrapped as the consistency function)."""
+    return sample_consistency(consistency_denoiser(denoise), x, active, cond, steps=steps, t_start=t_start, generator=generator)
+
+
+# Every entry: (denoise, x, active, cond, steps=, t_start=, generator=) -> x0 on active frames.
+SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddim": sample_ddim, "euler": sample_euler, "consistency": sample_consistency_x0}
+STARTS = ("noise", "prior")
+PRIORS = ("motion", "reference")
+
+
+@dataclass
+class SamplingConfig:
+    """How a checkpoint samples by default (each field can be overridden per call)."""
+
+    sampler: str = "ddim"  # a SAMPLERS name
+    steps: int = 20
+    guidance: float = 2.0  # CFG scale on audio (teacher), or the scale fed to a student
+    guidance_input: bool = False  # True: the network takes the scale as an input (distilled); no CFG passes
+    start: str = "noise"  # "noise": pure noise at T_MAX; "prior": the EFT prior video noised to t_edit
+    t_edit: float = T_MAX
+    prior: str = "motion"  # EFT prior: "motion" (last context frame, reference without one) or "reference"
+
+    def validate(self) -> "SamplingConfig":
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; use {', '.join(SAMPLERS)}")
+        if self.start not in STARTS:
+            raise ValueError(f"unknown start {self.start!r}; use {' or '.join(STARTS)}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown EFT prior {self.prior!r}; use {' or '.join(PRIORS)}")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if not math.isfinite(self.guidance) or not 0.0 <= self.guidance <= 20.0:
+            raise ValueError(f"guidance must be a finite number in [0, 20], got {self.guidance!r}")
+        if not 0.0 < self.t_edit <= T_MAX:
+            raise ValueError(f"t_edit must be in (0, {T_MAX}], got {self.t_edit!r}")
+        return self
+
+
+def edit_prior(kind: str, context: Tensor, ref_model: Tensor, new: int) -> Tensor:
+    """(B, new, C, h, w) EFT prior video in model space: the last context frame, or the
+    reference (ref_model, (B, C, h, w), the reference latent in model space), repeated."""
+    if kind not in PRIORS:
+        raise ValueError(f"unknown EFT prior {kind!r}; use {' or '.join(PRIORS)}")
+    last = context[:, -1] if kind == "motion" and context.shape[1] else ref_model
+    return last[:, None].expand(-1, new, *last.shape[1:])
+
+
+def start_latents(cfg: SamplingConfig, context: Tensor, ref_model: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, float]:
+    """The clip sampling starts from: (x, active, t_start).
+
+    context: (B, k, ...) clean context latents; eps: (B, k + new, ...) noise (its first k
+    frames are unused). New frames start as eps (start "noise", t_start = T_MAX) or as the
+    prior noised to t_edit (start "prior"); t_start is what the sampler must be given."""
+    k, new = context.shape[1], eps.shape[1] - context.shape[1]
+    if cfg.start == "prior":
+        t_start = cfg.t_edit
+        t = torch.full((eps.shape[0], new), t_start, device=eps.device)
+        fresh = add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)
+    else:
+        t_start, fresh = T_MAX, eps[:, k:]
+    x = torch.cat([context, fresh], 1)
+    active = torch.zeros(eps.shape[:2], dtype=torch.bool, device=eps.device)
+    active[:, k:] = True
+    return x, active, t_start

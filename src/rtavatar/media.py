@@ -418,6 +418,169 @@ def _check_frame(frame: Any, i: int, name: str, size: tuple[int, int] | None) ->
     return f
 
 
+class VideoWriter:
+    """An H.264 (+ AAC) file written chunk by chunk: open, `add` frames and their audio as
+    they are made, `close`. `write_video` is this with everything at once.
+
+    Frame ``i`` gets pts ``i`` in time base ``1/fps``. Audio (1-D or 2-D, float or int16, at
+    ``sample_rate``) is interleaved with the video as it arrives and, at close, trimmed or
+    zero-padded to exactly ``n_frames * sample_rate / fps`` samples, so the audio track ends
+    with the video. With ``audio=False`` the file has no audio track.
+
+    With a chroma-subsampled ``pix_fmt`` (yuv420p) odd widths/heights are padded to even by
+    repeating the last column/row, since H.264 4:2:0 cannot code odd sizes.
+    ``pix_fmt="yuv444p"`` keeps full chroma (near-lossless dataset storage with a low ``crf``).
+
+    The file is written to a temp file in the same directory and renamed into place at close,
+    so readers never see a half-written video; on an error (or `abort`) the temp file is
+    removed. Suffix picks the container: .mp4/.m4v (default), .mov or .mkv.
+    """
+
+    def __init__(self, path: PathLike, *, fps: int | float | Fraction = FPS, sample_rate: int = SAMPLE_RATE, audio: bool = True,
+                 crf: int = 18, pix_fmt: str = "yuv420p", preset: str = "veryfast", audio_bitrate: int = 128_000) -> None:
+        self.path = out = Path(path)
+        self.name = str(out)
+        suffix = out.suffix.lower()
+        if suffix and suffix not in _MUXERS:
+            raise UnsupportedMediaError(
+                f"video {self.name}: cannot write H.264+AAC into a '{suffix}' file; use one of {sorted(_MUXERS)}"
+            )
+        if out.is_dir():
+            raise UnsupportedMediaError(f"video {self.name}: is a directory")
+        self._muxer = _MUXERS.get(suffix, "mp4")
+        self.rate = _as_fraction(fps)
+        self._time_base = Fraction(self.rate.denominator, self.rate.numerator)
+        self.sample_rate, self.with_audio = sample_rate, audio
+        self._opts = {"crf": str(crf), "preset": preset}
+        self._pix_fmt, self._audio_bitrate = pix_fmt, audio_bitrate
+        self._pad_w, self._pad_h = pix_fmt in _HALF_WIDTH, pix_fmt in _HALF_HEIGHT
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # A unique hidden name in the same directory (so os.replace is atomic). Not mkstemp: FFmpeg
+        # creates the file itself, so it gets the usual umask permissions rather than mkstemp's 0600.
+        self._tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp{suffix or '.mp4'}"
+        self._container: Any = None
+        self._vstream: Any = None
+        self._astream: Any = None
+        self._size: tuple[int, int] | None = None
+        self._extra = (0, 0)  # edge rows / columns added to reach even sizes
+        self._audio = np.zeros(0, np.float32)  # received, not yet encoded
+        self._a_pos = 0  # next audio sample to encode
+        self._a_total = 0  # audio samples received
+        self.frames = 0
+        self.closed = False
+
+    def _audio_end(self, n_frames: int) -> int:
+        # Exact integer sample index where video frame n_frames starts.
+        return n_frames * self.sample_rate * self.rate.denominator // self.rate.numerator
+
+    def _open(self, f: np.ndarray) -> None:
+        self._size = f.shape[:2]
+        h, w = self._size
+        eh, ew = (h % 2 if self._pad_h else 0), (w % 2 if self._pad_w else 0)
+        self._extra = (eh, ew)
+        if eh or ew:
+            logger.info("video %s: padding %dx%d frames to %dx%d for %s", self.name, w, h, w + ew, h + eh, self._pix_fmt)
+        self._container = av.open(str(self._tmp), "w", format=self._muxer)
+        self._vstream = self._container.add_stream("libx264", rate=self.rate, options=self._opts)
+        self._vstream.width, self._vstream.height, self._vstream.pix_fmt = w + ew, h + eh, self._pix_fmt
+        if self.with_audio:
+            self._astream = self._container.add_stream("aac", rate=self.sample_rate)
+            self._astream.layout = "mono"
+            self._astream.bit_rate = self._audio_bitrate
+
+    def _emit_audio(self, upto: int, final: bool) -> None:
+        # Feed audio in 1024-sample frames up to sample `upto`; zeros past what was received.
+        while self._a_pos < upto and (final or upto - self._a_pos >= _AUDIO_CHUNK):
+            if not final and self._a_total < self._a_pos + _AUDIO_CHUNK:
+                return  # wait for the audio to arrive rather than pad in the middle
+            k = min(_AUDIO_CHUNK, upto - self._a_pos)
+            chunk = np.zeros(k, np.float32)
+            have = self._audio[:k]
+            chunk[: len(have)] = have
+            self._audio = self._audio[k:]
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            af.sample_rate = self.sample_rate
+            af.pts = self._a_pos
+            af.time_base = Fraction(1, self.sample_rate)
+            for pkt in self._astream.encode(af):
+                self._container.mux(pkt)
+            self._a_pos += k
+
+    def add(self, frames: Iterable[np.ndarray] | np.ndarray = (), audio: np.ndarray | None = None) -> None:
+        """Append frames (an (N, H, W, 3) array or HxWx3 frames) and audio samples."""
+        if self.closed:
+            raise MediaError(f"video {self.name}: already closed")
+        try:
+            if audio is not None and self.with_audio:
+                mono = _audio_to_mono(audio, self.name)
+                self._audio = np.concatenate([self._audio, mono])
+                self._a_total += len(mono)
+            for frame in frames:
+                f = _check_frame(frame, self.frames, self.name, self._size)
+                if self._container is None:
+                    self._open(f)
+                eh, ew = self._extra
+                if eh or ew:
+                    f = np.pad(f, ((0, eh), (0, ew), (0, 0)), mode="edge")
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+                vf.pts = self.frames
+                vf.time_base = self._time_base
+                for pkt in self._vstream.encode(vf):
+                    self._container.mux(pkt)
+                self.frames += 1
+            if self._astream is not None:
+                self._emit_audio(self._audio_end(self.frames), final=False)
+        except BaseException:
+            self.abort()
+            raise
+
+    def close(self) -> int:
+        """Finish the file, rename it into place; returns the frame count."""
+        if self.closed:
+            return self.frames
+        try:
+            if self.frames == 0:
+                raise MediaSizeError(f"video {self.name}: no frames to write")
+            for pkt in self._vstream.encode(None):
+                self._container.mux(pkt)
+            if self._astream is not None:
+                self._emit_audio(self._audio_end(self.frames), final=True)
+                for pkt in self._astream.encode(None):
+                    self._container.mux(pkt)
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        if self.with_audio and self._a_total != self._audio_end(self.frames):
+            how = "trimmed" if self._a_total > self._audio_end(self.frames) else "zero-padded"
+            logger.debug("video %s: audio %s from %d to %d samples", self.name, how, self._a_total, self._audio_end(self.frames))
+        logger.debug("write_video %s: %d frames at %s fps", self.name, self.frames, self.rate)
+        return self.frames
+
+    def abort(self) -> None:
+        """Discard the file (nothing is left behind)."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # the original error matters more than a failed close
+                pass
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+        self.closed = True
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(
     path: PathLike,
     frames: Iterable[np.ndarray] | np.ndarray,
@@ -432,122 +595,21 @@ def write_video(
 ) -> int:
     """Encode RGB frames (and optional mono audio) to H.264 (+ AAC) and return the frame count.
 
-    ``frames`` may be an array ``(N, H, W, 3)`` or any iterable of ``HxWx3``
-    uint8 frames, including a generator (frames are encoded as they arrive, so
-    long videos never sit in memory). Frame ``i`` gets pts ``i`` in time base
-    ``1/fps``. Audio (1-D or 2-D, float or int16, at ``sample_rate``) is trimmed
-    or zero-padded to exactly ``n_frames * sample_rate / fps`` samples, so the
-    audio track ends with the video; it is interleaved with the video as the
-    frames arrive, so this works with generators too.
-
-    With a chroma-subsampled ``pix_fmt`` (yuv420p) odd widths/heights are padded
-    to even by repeating the last column/row, since H.264 4:2:0 cannot code odd
-    sizes. ``pix_fmt="yuv444p"`` keeps full chroma (near-lossless dataset storage
-    with a low ``crf``).
-
-    The file is written to a temp file in the same directory and renamed into
-    place, so readers never see a half-written video. Suffix picks the
-    container: .mp4/.m4v (default), .mov or .mkv.
+    ``frames`` may be an array ``(N, H, W, 3)`` or any iterable of ``HxWx3`` uint8 frames,
+    including a generator (frames are encoded as they arrive, so long videos never sit in
+    memory). Everything else is as in `VideoWriter`, which this wraps.
     """
-    out = Path(path)
-    name = str(out)
-    suffix = out.suffix.lower()
-    if suffix and suffix not in _MUXERS:
-        raise UnsupportedMediaError(
-            f"video {name}: cannot write H.264+AAC into a '{suffix}' file; use one of {sorted(_MUXERS)}"
-        )
-    muxer = _MUXERS.get(suffix, "mp4")
-    rate = _as_fraction(fps)
-    time_base = Fraction(rate.denominator, rate.numerator)
-    mono = _audio_to_mono(audio, name) if audio is not None else None
-    pad_w, pad_h = pix_fmt in _HALF_WIDTH, pix_fmt in _HALF_HEIGHT
-
-    def audio_end(n_frames: int) -> int:
-        # Exact integer sample index where video frame n_frames starts.
-        return n_frames * sample_rate * rate.denominator // rate.numerator
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # A unique hidden name in the same directory (so os.replace is atomic). Not mkstemp: FFmpeg
-    # creates the file itself, so it gets the usual umask permissions rather than mkstemp's 0600.
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp{suffix or '.mp4'}"
-    container = None
-    n = 0
+    w = VideoWriter(path, fps=fps, sample_rate=sample_rate, audio=audio is not None, crf=crf, pix_fmt=pix_fmt, preset=preset,
+                    audio_bitrate=audio_bitrate)
     try:
-        vstream = astream = None
-        size: tuple[int, int] | None = None
-        extra_h = extra_w = 0  # edge rows/columns added to reach even sizes
-        a_pos = 0  # next audio sample to encode
-
-        def emit_audio(upto: int, final: bool) -> None:
-            # Feed audio in 1024-sample frames up to sample `upto`; zeros past the end of `mono`.
-            nonlocal a_pos
-            while a_pos < upto and (final or upto - a_pos >= _AUDIO_CHUNK):
-                k = min(_AUDIO_CHUNK, upto - a_pos)
-                chunk = np.zeros(k, np.float32)
-                have = max(0, min(k, mono.size - a_pos))  # type: ignore[union-attr]
-                if have:
-                    chunk[:have] = mono[a_pos : a_pos + have]  # type: ignore[index]
-                af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-                af.sample_rate = sample_rate
-                af.pts = a_pos
-                af.time_base = Fraction(1, sample_rate)
-                for pkt in astream.encode(af):  # type: ignore[union-attr]
-                    container.mux(pkt)  # type: ignore[union-attr]
-                a_pos += k
-
-        for i, frame in enumerate(frames):
-            f = _check_frame(frame, i, name, size)
-            if size is None:
-                size = f.shape[:2]
-                h, w = size
-                extra_h, extra_w = (h % 2 if pad_h else 0), (w % 2 if pad_w else 0)
-                eh, ew = h + extra_h, w + extra_w
-                if extra_h or extra_w:
-                    logger.info("video %s: padding %dx%d frames to %dx%d for %s", name, w, h, ew, eh, pix_fmt)
-                container = av.open(str(tmp), "w", format=muxer)
-                vstream = container.add_stream(
-                    "libx264", rate=rate, options={"crf": str(crf), "preset": preset}
-                )
-                vstream.width, vstream.height, vstream.pix_fmt = ew, eh, pix_fmt
-                if mono is not None:
-                    astream = container.add_stream("aac", rate=sample_rate)
-                    astream.layout = "mono"
-                    astream.bit_rate = audio_bitrate
-            if extra_h or extra_w:
-                f = np.pad(f, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge")
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            vf.pts = i
-            vf.time_base = time_base
-            for pkt in vstream.encode(vf):  # type: ignore[union-attr]
-                container.mux(pkt)  # type: ignore[union-attr]
-            n = i + 1
-            if astream is not None:
-                emit_audio(audio_end(n), final=False)
-
-        if n == 0:
-            raise MediaSizeError(f"video {name}: no frames to write")
-        for pkt in vstream.encode(None):  # type: ignore[union-attr]
-            container.mux(pkt)  # type: ignore[union-attr]
-        if astream is not None:
-            emit_audio(audio_end(n), final=True)
-            for pkt in astream.encode(None):
-                container.mux(pkt)  # type: ignore[union-attr]
-        container.close()  # type: ignore[union-attr]
-        container = None
-        os.replace(tmp, out)
+        if audio is not None:
+            w.add((), audio)
+        for f in frames:
+            w.add((f,))
+        return w.close()
     except BaseException:
-        if container is not None:
-            try:
-                container.close()
-            except Exception:  # the original error matters more than a failed close
-                pass
-        tmp.unlink(missing_ok=True)
+        w.abort()
         raise
-    if mono is not None and mono.size != audio_end(n):
-        how = "trimmed" if mono.size > audio_end(n) else "zero-padded"
-        logger.debug("video %s: audio %s from %d to %d samples", name, how, mono.size, audio_end(n))
-    logger.debug("write_video %s: %d frames at %s fps", name, n, rate)
-    return n
 
 
 # --------------------------------------------------------------------------- video reading

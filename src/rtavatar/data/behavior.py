@@ -16,11 +16,8 @@ from scipy.ndimage import gaussian_filter1d
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.data.speech import Phoneme, Utterance, Voice, random_sentence, random_voice, synthesize
 from rtavatar.data.visemes import VOWEL_VISEMES, mouth_track, viseme_intervals
+from rtavatar.models.conditioning import CONTROLS, STATE_ID, STATES  # noqa: F401  (re-exported)
 
-STATES = ("speak", "listen", "idle")
-STATE_ID = {s: i for i, s in enumerate(STATES)}
-# Expression controls: the slow, user-settable part of the face (LLIA's fine-grained control).
-CONTROLS = ("smile", "brow_raise", "eye_open_l", "eye_open_r", "yaw", "pitch", "roll")
 _CONTROL_RANGE = {
     "smile": (0.1, 0.25, -0.5, 1.0), "brow_raise": (0.0, 0.25, -0.6, 0.8),
     "eye_open_l": (1.0, 0.08, 0.6, 1.25), "eye_open_r": (1.0, 0.08, 0.6, 1.25),

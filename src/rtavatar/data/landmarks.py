@@ -109,6 +109,40 @@ def eye_centres(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pts[36:42].mean(0), pts[42:48].mean(0)
 
 
+# The framing of every training crop (synthetic and `prepare`d): eye line at EYE_Y of the crop
+# from the top, inter-ocular distance IOD_FRAC of the side, eye midpoint to mouth centre
+# EYE_MOUTH_FRAC of the side (measured on the synthetic renderer).
+EYE_Y, IOD_FRAC, EYE_MOUTH_FRAC = 0.384, 0.186, 0.217
+
+
+def face_crop_box(points: np.ndarray, eye_y: float = EYE_Y, iod_frac: float = IOD_FRAC,
+                  eye_mouth_frac: float = EYE_MOUTH_FRAC) -> np.ndarray:
+    """(N, 68, 2) landmarks -> (N, 3) square crop centre x, y and side (image pixels)."""
+    le, re_ = eye_centres(np.asarray(points).transpose(1, 0, 2))
+    eye_mid = (le + re_) / 2
+    mouth = (points[:, 48] + points[:, 54]) / 2
+    iod = np.linalg.norm(re_ - le, axis=-1)
+    side = (iod / iod_frac + np.linalg.norm(mouth - eye_mid, axis=-1) / eye_mouth_frac) / 2
+    cx = (eye_mid[:, 0] + mouth[:, 0]) / 2
+    cy = eye_mid[:, 1] + (0.5 - eye_y) * side
+    return np.stack([cx, cy, side], 1)
+
+
+def crop_frame(frame: np.ndarray, cx: float, cy: float, side: float, resolution: int) -> np.ndarray:
+    """Square crop (edge-padded where it leaves the frame) resized to resolution."""
+    from PIL import Image
+
+    s = max(int(round(side)), 8)
+    x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
+    h, w = frame.shape[:2]
+    pad = max(0, -x0, -y0, x0 + s - w, y0 + s - h)
+    if pad:
+        frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        x0, y0 = x0 + pad, y0 + pad
+    img = Image.fromarray(frame[y0 : y0 + s, x0 : x0 + s])
+    return np.array(img.resize((resolution, resolution), Image.BICUBIC if s < resolution else Image.LANCZOS))
+
+
 # Columns of raw_features (all in IOD, roll-corrected; angles in degrees).
 FEATURES = ("iod", "roll", "mouth_gap", "mouth_w", "corner_lift", "brow_h", "ear_l", "ear_r", "nose_dx", "nose_dy",
             "eye_mouth")

@@ -40,8 +40,10 @@ from tqdm import tqdm
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.config import to_dict
-from rtavatar.data.behavior import CONTROLS, STATE_ID, STATES
-from rtavatar.data.landmarks import FaceAnalyzer, controls_from_features, eye_centres, landmark_box, raw_features
+from rtavatar.models.conditioning import CONTROLS, STATE_ID, STATES
+from rtavatar.data.landmarks import (EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC, FaceAnalyzer, controls_from_features, crop_frame,  # noqa: F401
+                                     face_crop_box, landmark_box,
+                                     raw_features)
 from rtavatar.errors import DatasetError, MediaError
 from rtavatar.media import iter_video_frames, read_audio, read_video_audio, write_video
 from rtavatar.utils import atomic_write
@@ -71,9 +73,9 @@ class PrepareConfig:
     smooth_seconds: float = 0.5  # sigma of the crop path's Gaussian smoothing
     control_seconds: float = 1.0  # sigma of the smoothing that makes ctrl_* from measured controls
     # Framing of the synthetic data (measured with the same landmarks on neutral renders):
-    eye_y: float = 0.384  # eye line, fraction of the crop from the top
-    iod_frac: float = 0.186  # inter-ocular distance / crop side
-    eye_mouth_frac: float = 0.217  # eye midpoint to mouth centre / crop side
+    eye_y: float = EYE_Y  # eye line, fraction of the crop from the top
+    iod_frac: float = IOD_FRAC  # inter-ocular distance / crop side
+    eye_mouth_frac: float = EYE_MOUTH_FRAC  # eye midpoint to mouth centre / crop side
     vad_threshold: float = 0.5
     test_fraction: float = 0.0  # fraction of videos (by id hash) in the test split
     crf: int = 18
@@ -200,14 +202,7 @@ def plan_segments(a: Analysis, cfg: PrepareConfig) -> tuple[list[tuple[int, int]
 
 def crop_path(points: np.ndarray, cfg: PrepareConfig) -> np.ndarray:
     """(N, 3) smoothed crop centre x, y and side (source pixels) for a segment's landmarks."""
-    le, re_ = eye_centres(points.transpose(1, 0, 2))
-    eye_mid = (le + re_) / 2
-    mouth = (points[:, 48] + points[:, 54]) / 2
-    iod = np.linalg.norm(re_ - le, axis=-1)
-    side = (iod / cfg.iod_frac + np.linalg.norm(mouth - eye_mid, axis=-1) / cfg.eye_mouth_frac) / 2
-    cx = (eye_mid[:, 0] + mouth[:, 0]) / 2
-    cy = eye_mid[:, 1] + (0.5 - cfg.eye_y) * side
-    path = np.stack([cx, cy, side], 1)
+    path = face_crop_box(points, cfg.eye_y, cfg.iod_frac, cfg.eye_mouth_frac)
     sigma = cfg.smooth_seconds * FPS
     return gaussian_filter1d(path, sigma, axis=0, mode="nearest") if sigma > 0 and len(path) > 1 else path
 
@@ -217,21 +212,6 @@ def crop_jitter(path: np.ndarray) -> float:
     if len(path) < 2:
         return 0.0
     return float((np.linalg.norm(np.diff(path[:, :2], axis=0), axis=1) / path[1:, 2]).max())
-
-
-def crop_frame(frame: np.ndarray, cx: float, cy: float, side: float, resolution: int) -> np.ndarray:
-    """Square crop (edge-padded where it leaves the frame) resized to resolution."""
-    from PIL import Image
-
-    s = max(int(round(side)), 8)
-    x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
-    h, w = frame.shape[:2]
-    pad = max(0, -x0, -y0, x0 + s - w, y0 + s - h)
-    if pad:
-        frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        x0, y0 = x0 + pad, y0 + pad
-    img = Image.fromarray(frame[y0 : y0 + s, x0 : x0 + s])
-    return np.asarray(img.resize((resolution, resolution), Image.BICUBIC if s < resolution else Image.LANCZOS))
 
 
 _VAD: Any = None

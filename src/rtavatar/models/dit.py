@@ -26,8 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-N_STATES = 3  # speak, listen, idle (rtavatar.data.behavior.STATES)
-N_CONTROLS = 7  # smile, brow_raise, eye_open_l, eye_open_r, yaw, pitch, roll
+from rtavatar.models.conditioning import CONTROLS, STATES, Conditioning
+
+__all__ = ["Conditioning", "DiT", "DiTConfig", "ReferenceCache", "PRESETS"]
+
+N_STATES = len(STATES)
+N_CONTROLS = len(CONTROLS)
 
 
 @dataclass
@@ -177,31 +181,6 @@ class ReferenceCache:
 
     kv: list[tuple[Tensor, Tensor]]  # per layer, (B, H, R, Dh) each
     tokens: Tensor  # (B, P, D) added to every frame's input tokens (zeros when ref_concat is off / null)
-
-
-@dataclass
-class Conditioning:
-    """Everything the denoiser is conditioned on. Shapes use B batch, F frames.
-
-    audio: (B, F, 2W+1, audio_dim) windowed audio features (or None = unconditional)
-    state: (B, F) long in [0, n_states) (or None = dropped)
-    controls: (B, F, n_controls) (or None = dropped)
-    guidance: (B,) guidance scale fed to a distilled student (None = 0, the teacher's value)
-    ref_cache: `DiT.encode_reference` output (per-layer K/V + input tokens), the per-avatar cache
-    ref_latent: (B, C, H, W) reference latent, encoded on every call when ref_cache is not given
-    (neither = the null reference, used for CFG on the reference)
-    """
-
-    audio: Tensor | None = None
-    state: Tensor | None = None
-    controls: Tensor | None = None
-    guidance: Tensor | None = None
-    ref_cache: "ReferenceCache | None" = None
-    ref_latent: Tensor | None = None
-    # Per-sample classifier-free-guidance dropout (training): False = use the null input.
-    keep_audio: Tensor | None = None
-    keep_controls: Tensor | None = None
-    keep_ref: Tensor | None = None
 
 
 def _keep(mask: Tensor | None, real: Tensor, null: Tensor) -> Tensor:

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from rtavatar.checkpoints import checkpoint_weights, latest_checkpoint, load_weights, read_run_config, resolve_checkpoint  # noqa: F401
 from rtavatar.training.sharding import (OPTIMIZER_FORMAT, full_model_state, full_optimizer_state, full_tensor,
                                         load_full_optimizer_state, shard_model)
 
@@ -98,9 +99,10 @@ def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def save_checkpoint(run: Path, step: int, model: nn.Module | dict[str, Tensor], config: dict[str, Any],
                     optimizer: torch.optim.Optimizer | dict[str, Any] | None, ema: EMA | None = None, keep: int = 2,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    extra: dict[str, Any] | None = None, write_extra: Callable[[Path], None] | None = None) -> Path:
     """model / optimizer: the objects, or their already-gathered state dicts (FSDP; the
-    optimizer's then in the name-keyed format, marked in state.pt)."""
+    optimizer's then in the name-keyed format, marked in state.pt). write_extra(dir) adds
+    files to the checkpoint before it is renamed into place (the inference bundle)."""
     ckdir = run / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"step_{step:07d}"
@@ -117,6 +119,8 @@ def save_checkpoint(run: Path, step: int, model: nn.Module | dict[str, Tensor], 
     elif optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     torch.save(state, tmp / "state.pt")
+    if write_extra is not None:
+        write_extra(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = ckdir / f".latest.{os.getpid()}"
@@ -126,46 +130,6 @@ def save_checkpoint(run: Path, step: int, model: nn.Module | dict[str, Tensor], 
     for p in old[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
     return final
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    marker = run / "checkpoints" / "latest"
-    if marker.is_file():
-        p = run / "checkpoints" / marker.read_text().strip()
-        if (p / "model.safetensors").is_file():
-            return p
-    done = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "model.safetensors").is_file())
-    return done[-1] if done else None
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (its latest checkpoint) or a checkpoint directory."""
-    p = Path(path)
-    if (p / "model.safetensors").is_file():
-        return p
-    ck = latest_checkpoint(p) if p.is_dir() else None
-    if ck is None:
-        from rtavatar.errors import RTAvatarError
-
-        raise RTAvatarError(f"checkpoint {p}: no model.safetensors there or in {p}/checkpoints/")
-    return ck
-
-
-def checkpoint_weights(ckpt: Path, ema: bool = False) -> dict[str, Tensor]:
-    """A checkpoint's EMA weights (when asked for and saved), else its raw weights."""
-    name = "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors"
-    return load_file(ckpt / name)
-
-
-def load_weights(model: nn.Module, ckpt: Path, ema: bool = False) -> None:
-    model.load_state_dict(checkpoint_weights(ckpt, ema))
-
-
-def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str, Any]]:
-    """(checkpoint directory, stage name, the rest of its config.json) of a run or checkpoint."""
-    ck = resolve_checkpoint(checkpoint)
-    raw = json.loads((ck / "config.json").read_text())
-    return ck, raw.pop("stage", None), raw
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
@@ -208,6 +172,7 @@ def train_loop(
     on_checkpoint: Callable[[nn.Module, int], None] | None = None,
     stop_after: int | None = None,
     loss_needs_ema: bool = False,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Run `cfg.steps` optimisation steps with accelerate (1 or N processes).
 
@@ -217,6 +182,7 @@ def train_loop(
     it to simulate a kill).
     loss_needs_ema: pass the EMA model to loss_fn as `ema=` (consistency distillation uses
     the EMA of the student as its target network, saved and resumed with the run).
+    write_extra: adds files to every checkpoint (save_checkpoint).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -302,7 +268,7 @@ def train_loop(
             weights, opt_state = (full_model_state(pmodel), full_optimizer_state(pmodel, opt)) if sharded else (
                 acc.unwrap_model(pmodel), opt)
             if acc.is_main_process:
-                save_checkpoint(run, done, weights, config_dict, opt_state, ema, cfg.keep_checkpoints)
+                save_checkpoint(run, done, weights, config_dict, opt_state, ema, cfg.keep_checkpoints, write_extra=write_extra)
                 if on_checkpoint is not None and (ema is not None or not sharded):
                     on_checkpoint(ema.model if ema is not None else acc.unwrap_model(pmodel), done)
             acc.wait_for_everyone()

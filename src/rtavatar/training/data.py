@@ -17,14 +17,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rtavatar import SAMPLES_PER_FRAME
-from rtavatar.data.behavior import CONTROLS
+from rtavatar.models.conditioning import CONTROL_SCALE, CONTROLS
 from rtavatar.data.dataset import Clip, Dataset
 from rtavatar.models.vae import LatentCodec
 
 log = logging.getLogger(__name__)
 
-# Model-facing scale of each expression control: angles in degrees / 20, the rest as stored.
-CONTROL_SCALE = np.array([1.0 if k not in ("yaw", "pitch", "roll") else 1.0 / 20.0 for k in CONTROLS], np.float32)
 CONTROL_COLUMNS = tuple(f"ctrl_{k}" for k in CONTROLS)
 
 

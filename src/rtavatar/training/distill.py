@@ -29,12 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rtavatar.checkpoints import InferenceConfig, student_inference, write_inference_files
 from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_term
 from rtavatar.models.dit import Conditioning
+from rtavatar.models.vae import VAEConfig
 from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
                                       read_run_config, train_loop)
 from rtavatar.training.data import LatentClips
@@ -61,6 +63,10 @@ class DistillConfig:
     # teacher, so ablations (with / without the discriminator) branch off one shared
     # distillation. Ignored when --resume finds a checkpoint.
     init_from: str = ""
+
+    def inference(self, vae: VAEConfig) -> InferenceConfig:
+        """What a checkpoint of this student needs to run (inference.json)."""
+        return student_inference(self.teacher.inference(vae), self.default_guidance)
 
 
 class StudentAndDisc(nn.Module):
@@ -231,5 +237,7 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
                               on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 
+    icfg = cfg.inference(codec.cfg)
     return train_loop(run=run, cfg=cfg.train, model=Distiller(student, disc), config_dict={"stage": "distill", **to_dict(cfg)},
-                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, loss_needs_ema=True)
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, loss_needs_ema=True,
+                      write_extra=lambda d: write_inference_files(d, icfg, codec))

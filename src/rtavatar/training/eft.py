@@ -28,17 +28,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rtavatar.checkpoints import InferenceConfig, student_inference, write_inference_files
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
-from rtavatar.diffusion import add_noise, consistency_denoiser, v_denoiser
+from rtavatar.diffusion import PRIORS, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
+from rtavatar.models.vae import VAEConfig
 from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
 
-PRIORS = ("motion", "reference")
 
 
 @dataclass
@@ -53,21 +54,16 @@ class EFTConfig:
     disc: DiscConfig = field(default_factory=DiscConfig)
     student: DistillConfig = field(default_factory=DistillConfig)  # filled from the distill run
 
-
-def edit_prior(kind: str, context: Tensor, ref_model: Tensor, new: int) -> Tensor:
-    """(B, new, C, h, w) prior video in model space: the last context frame, or the reference
-    (ref_model, (B, C, h, w), the reference latent in model space), repeated."""
-    if kind not in PRIORS:
-        raise ValueError(f"unknown EFT prior {kind!r}; use {' or '.join(PRIORS)}")
-    last = context[:, -1] if kind == "motion" and context.shape[1] else ref_model
-    return last[:, None].expand(-1, new, *last.shape[1:])
+    def inference(self, vae: VAEConfig) -> InferenceConfig:
+        """What a checkpoint of this student needs to run (inference.json): it samples from the prior at t_edit."""
+        return student_inference(self.student.teacher.inference(vae), self.student.default_guidance, "eft", self.t_edit,
+                                 self.prior)
 
 
 def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) -> Tensor:
-    """The clip the student starts from: context frames clean, new frames = prior noised to t_edit."""
-    k, new = context.shape[1], eps.shape[1] - context.shape[1]
-    t = torch.full(eps.shape[:2], cfg.t_edit, device=eps.device)[:, k:]
-    return torch.cat([context, add_noise(edit_prior(cfg.prior, context, ref_model, new), eps[:, k:], t)], 1)
+    """The clip the student starts from: context frames clean, new frames = prior noised to t_edit
+    (diffusion.start_latents, the same start generation uses)."""
+    return start_latents(cfg.inference(VAEConfig()).sampling, context, ref_model, eps)[0]
 
 
 class Editor(StudentAndDisc):
@@ -126,5 +122,7 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
                               on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
         return loss, {**scalars, "new": new, "motion": motion}
 
+    icfg = cfg.inference(codec.cfg)
     return train_loop(run=run, cfg=cfg.train, model=Editor(student, disc), config_dict={"stage": "eft", **to_dict(cfg)},
-                      loss_fn=loss_fn, resume=resume, stop_after=stop_after)
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after,
+                      write_extra=lambda d: write_inference_files(d, icfg, codec))

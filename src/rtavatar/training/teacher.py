@@ -8,7 +8,6 @@ reference, state and controls per sample.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtavatar.config import from_dict, to_dict
+from rtavatar.checkpoints import InferenceConfig, load_codec, teacher_inference, write_inference_files
+from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, v_target, x0_from_v
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.dit import Conditioning
+from rtavatar.models.space import LatentSpace
 from rtavatar.models.syncnet import SyncNet, decode_mouth
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
-                                      read_run_config, resolve_checkpoint, train_loop)
+from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, on_device, rank_slice,
+                                      resolve_checkpoint, train_loop)
 from rtavatar.training.data import LatentClips
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,13 @@ class TeacherConfig:
     aperture_weight: float = 0.0
     sync_expert: str = ""
 
+    @property
+    def space(self) -> LatentSpace:
+        return LatentSpace(self.residual, self.latent_scale, self.residual_scale)
 
-def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
-    ck, _, cfg = read_run_config(vae_checkpoint)
-    codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
-    load_weights(codec, ck)
-    # Identifies the weights, so latents cached elsewhere (`prepare --vae`) are only reused
-    # with the VAE that made them.
-    codec.fingerprint = hashlib.sha1((ck / "model.safetensors").read_bytes()).hexdigest()[:16]
-    return codec.eval().requires_grad_(False)
+    def inference(self, vae: VAEConfig) -> InferenceConfig:
+        """What a checkpoint of this teacher needs to run (inference.json)."""
+        return teacher_inference(to_dict(self), vae)
 
 
 def draw_noise(cfg: TeacherConfig, shape: torch.Size, motion: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -96,18 +95,13 @@ def draw_noise(cfg: TeacherConfig, shape: torch.Size, motion: int, gen: torch.Ge
 
 
 def to_model_space(cfg: TeacherConfig, z: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """VAE latents (B, F, C, h, w) -> the space the diffusion runs in, given the reference's
-    raw latent (B, C, h, w): scaled latents, or the scaled difference from the reference."""
-    if cfg.residual:
-        return (z - ref[:, None]) * cfg.residual_scale
-    return z * cfg.latent_scale
+    """VAE latents (B, F, C, h, w) -> the space the diffusion runs in (models/space.py)."""
+    return cfg.space.to_model(z, ref)
 
 
 def from_model_space(cfg: TeacherConfig, y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Inverse of to_model_space."""
-    if cfg.residual:
-        return y / cfg.residual_scale + ref[:, None]
-    return y / cfg.latent_scale
+    return cfg.space.from_model(y, ref)
 
 
 def model_batch(cfg: TeacherConfig, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -217,8 +211,10 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
         if cfg.sample_every and step % cfg.sample_every == 0:
             write_sample(run / "samples", step, cfg, model, codec, sample_clip)
 
+    icfg = cfg.inference(codec.cfg)
     return train_loop(run=run, cfg=cfg.train, model=net, config_dict={"stage": "teacher", **to_dict(cfg)},
-                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, on_checkpoint=on_checkpoint)
+                      loss_fn=loss_fn, resume=resume, stop_after=stop_after, on_checkpoint=on_checkpoint,
+                      write_extra=lambda d: write_inference_files(d, icfg, codec))
 
 
 def write_sample(out_dir: Path, step: int, cfg: TeacherConfig, net: nn.Module, codec: LatentCodec, clip) -> Path:  # noqa: ANN001
@@ -228,13 +224,15 @@ def write_sample(out_dir: Path, step: int, cfg: TeacherConfig, net: nn.Module, c
     from PIL import Image
 
     from rtavatar import FPS, SAMPLES_PER_FRAME
-    from rtavatar.generate import Model, generate
+    from rtavatar.checkpoints import Bundle
+    from rtavatar.engine import Avatar
     from rtavatar.media import write_video
 
     n = min(clip.n_frames, int(cfg.sample_seconds * FPS))
     audio = clip.audio[: n * SAMPLES_PER_FRAME]
     was_training = net.training
-    frames = generate(Model(cfg, net.eval(), codec), clip.frames[0], audio, steps=cfg.sample_steps, progress=False)
+    avatar = Avatar(Bundle(cfg.inference(codec.cfg), net.eval(), codec), device=next(net.parameters()).device)
+    frames = avatar.generate(clip.frames[0], audio, align="center", steps=cfg.sample_steps)
     net.train(was_training)
     truth = clip.frames[:n]
     out_dir.mkdir(parents=True, exist_ok=True)

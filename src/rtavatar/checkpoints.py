@@ -1,0 +1,226 @@
+"""The run format, and the one loader that turns any teacher / distill / EFT run into an
+inference bundle (DESIGN.md §10).
+
+A run is `RUN/checkpoints/step_XXXXXXX/` (newest named by `RUN/checkpoints/latest`), each
+holding `model.safetensors` (+ `ema.safetensors`), `config.json` (the training stage's
+config) and `state.pt` (optimizer + step). Checkpoints of the denoising stages also carry
+what inference needs, so they run on their own, without the other runs they came from:
+
+    inference.json     an InferenceConfig: net, VAE config, latent space, sampling defaults,
+                       chunk sizes, and where the denoiser's weights sit in model.safetensors
+    vae.safetensors    the VAE's weights
+
+Older checkpoints without them load through their config.json (the VAE then comes from the
+teacher's `vae_checkpoint` path). Only safetensors and JSON are read, never pickles (state.pt
+is read with weights_only=True).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from rtavatar.config import from_dict, to_dict
+from rtavatar.diffusion import T_MAX, SamplingConfig
+from rtavatar.errors import RTAvatarError
+from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
+from rtavatar.models.space import LatentSpace
+from rtavatar.models.vae import LatentCodec, VAEConfig
+
+log = logging.getLogger(__name__)
+
+INFERENCE_FILE, VAE_FILE = "inference.json", "vae.safetensors"
+DENOISING_STAGES = ("teacher", "distill", "eft")
+
+
+# ---------------------------------------------------------------------------- run format
+def latest_checkpoint(run: Path) -> Path | None:
+    marker = run / "checkpoints" / "latest"
+    if marker.is_file():
+        p = run / "checkpoints" / marker.read_text().strip()
+        if (p / "model.safetensors").is_file():
+            return p
+    done = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "model.safetensors").is_file())
+    return done[-1] if done else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run directory (its latest checkpoint) or a checkpoint directory."""
+    p = Path(path)
+    if (p / "model.safetensors").is_file():
+        return p
+    ck = latest_checkpoint(p) if p.is_dir() else None
+    if ck is None:
+        raise RTAvatarError(f"checkpoint {p}: no model.safetensors there or in {p}/checkpoints/")
+    return ck
+
+
+def checkpoint_weights(ckpt: Path, ema: bool = False) -> dict[str, Tensor]:
+    """A checkpoint's EMA weights (when asked for and saved), else its raw weights."""
+    name = "ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors"
+    return load_file(ckpt / name)
+
+
+def load_weights(model: nn.Module, ckpt: Path, ema: bool = False) -> None:
+    model.load_state_dict(checkpoint_weights(ckpt, ema))
+
+
+def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str, Any]]:
+    """(checkpoint directory, stage name, the rest of its config.json) of a run or checkpoint."""
+    ck = resolve_checkpoint(checkpoint)
+    raw = json.loads((ck / "config.json").read_text())
+    return ck, raw.pop("stage", None), raw
+
+
+def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
+    """The VAE of a `train vae` run (or checkpoint directory), frozen."""
+    ck, _, cfg = read_run_config(vae_checkpoint)
+    codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
+    load_weights(codec, ck)
+    return _frozen_codec(codec, ck / "model.safetensors")
+
+
+def _frozen_codec(codec: LatentCodec, weights: Path) -> LatentCodec:
+    # Identifies the weights, so latents cached elsewhere (`prepare --vae`) are only reused
+    # with the VAE that made them.
+    codec.fingerprint = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
+    return codec.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------- inference bundle
+@dataclass
+class InferenceConfig:
+    """Everything needed to run a denoising checkpoint, written with it as inference.json."""
+
+    stage: str = "teacher"  # the training stage that wrote it
+    net: AvatarNetConfig = field(default_factory=AvatarNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    space: LatentSpace = field(default_factory=LatentSpace)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_new: int = 8  # longest chunk of new frames trained on
+    max_motion: int = 2  # motion (context) frames trained on
+    weights_prefix: str = ""  # the denoiser's key prefix in model.safetensors ("student." for distill / EFT)
+
+    @property
+    def resolution(self) -> int:
+        return self.net.dit.latent_size * 8
+
+
+@dataclass
+class Bundle:
+    """A loaded denoising checkpoint: the network, its VAE and its InferenceConfig."""
+
+    cfg: InferenceConfig
+    net: AvatarNet
+    codec: LatentCodec
+    checkpoint: Path | None = None
+    autocast: Any = None  # a torch dtype to run the denoiser and decoder under (engine/quantize.py)
+
+    @property
+    def resolution(self) -> int:
+        return self.cfg.resolution
+
+    @property
+    def is_student(self) -> bool:
+        return self.cfg.sampling.guidance_input
+
+
+def write_inference_files(ckdir: Path, cfg: InferenceConfig, codec: LatentCodec) -> None:
+    """Make a checkpoint directory self-contained (called by training before the rename)."""
+    (ckdir / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
+    save_file({k: v.detach().contiguous().cpu() for k, v in codec.state_dict().items()}, ckdir / VAE_FILE)
+
+
+def teacher_inference(raw: dict[str, Any], vae: VAEConfig) -> InferenceConfig:
+    """An InferenceConfig from a teacher stage config (its config.json dict)."""
+    return InferenceConfig(
+        stage="teacher", net=from_dict(AvatarNetConfig, raw.get("net", {})), vae=vae,
+        space=LatentSpace(raw.get("residual", True), raw.get("latent_scale", 1.0), raw.get("residual_scale", 1.0)),
+        sampling=SamplingConfig(sampler="ddim", steps=20, guidance=2.0), max_new=raw.get("max_new", 8),
+        max_motion=raw.get("max_motion", 2))
+
+
+def student_inference(teacher: InferenceConfig, guidance: float, stage: str = "distill", t_edit: float | None = None,
+                      prior: str = "motion") -> InferenceConfig:
+    """A distilled (or, with t_edit, editing-fine-tuned) student of `teacher`."""
+    sampling = SamplingConfig(sampler="consistency", steps=1, guidance=guidance, guidance_input=True,
+                              start="noise" if t_edit is None else "prior", t_edit=T_MAX if t_edit is None else t_edit, prior=prior)
+    return InferenceConfig(stage=stage, net=teacher.net, vae=teacher.vae, space=teacher.space, sampling=sampling,
+                           max_new=teacher.max_new, max_motion=teacher.max_motion, weights_prefix="student.")
+
+
+def _legacy_inference(ck: Path, stage: str, raw: dict[str, Any]) -> tuple[InferenceConfig, Path]:
+    """InferenceConfig and VAE run of a checkpoint written before inference.json existed."""
+    if stage == "teacher":
+        teacher, guidance, edit = raw, None, None
+    elif stage == "distill":
+        teacher, guidance, edit = raw.get("teacher", {}), raw.get("default_guidance", 2.0), None
+    else:
+        student = raw.get("student", {})
+        teacher, guidance, edit = student.get("teacher", {}), student.get("default_guidance", 2.0), raw
+    vae_run = teacher.get("vae_checkpoint", "")
+    if not vae_run:
+        raise RTAvatarError(f"checkpoint {ck} has neither {VAE_FILE} nor a vae_checkpoint in its config")
+    try:
+        _, _, vae_raw = read_run_config(vae_run)
+    except RTAvatarError as e:
+        raise RTAvatarError(f"checkpoint {ck} predates self-contained checkpoints and its VAE run {vae_run!r} "
+                            f"is not reachable from here ({e})") from e
+    cfg = teacher_inference(teacher, from_dict(VAEConfig, vae_raw["vae"]))
+    if guidance is not None:
+        cfg = student_inference(cfg, guidance, stage, None if edit is None else edit.get("t_edit", 0.6),
+                                "motion" if edit is None else edit.get("prior", "motion"))
+    return cfg, Path(vae_run)
+
+
+def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
+    """Any teacher / distill / EFT run or checkpoint directory -> a frozen Bundle on the CPU."""
+    ck, stage, raw = read_run_config(checkpoint)
+    if stage not in DENOISING_STAGES:
+        raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; this needs a teacher, distill or eft run")
+    if (ck / INFERENCE_FILE).is_file():
+        cfg = from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text()))
+        codec = LatentCodec(cfg.vae)
+        codec.load_state_dict(load_file(ck / VAE_FILE))
+        codec = _frozen_codec(codec, ck / VAE_FILE)
+    else:
+        cfg, vae_run = _legacy_inference(ck, stage, raw)
+        codec = load_codec(vae_run)
+    cfg.sampling.validate()
+    net = AvatarNet(cfg.net)
+    sd = checkpoint_weights(ck, ema)
+    p = cfg.weights_prefix
+    net.load_state_dict({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p)} if p else sd)
+    return Bundle(cfg, net.eval().requires_grad_(False), codec, ck)
+
+
+def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, seed: int = 0, max_new: int = 8) -> Bundle:
+    """Random weights of a size preset (or net config), sampled like a 1-step student: for
+    speed work and tests (the frames are noise). Zero-initialised layers are filled so every
+    layer computes what a trained one would."""
+    import torch
+
+    from rtavatar.models.dit import PRESETS
+
+    if isinstance(net, str):
+        if net not in PRESETS:
+            raise RTAvatarError(f"unknown size preset {net!r}; use {', '.join(PRESETS)}")
+        dit = PRESETS[net]
+        net = AvatarNetConfig(dit=dit)
+        net.audio.dim = dit.audio_dim
+    torch.manual_seed(seed)
+    cfg = student_inference(InferenceConfig(net=net, vae=VAEConfig(channels=vae_channels), max_new=max_new), guidance=2.0)
+    cfg.weights_prefix = ""
+    model = AvatarNet(cfg.net)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.abs().sum():
+                p.normal_(0, 0.02)
+    return Bundle(cfg, model.eval().requires_grad_(False), LatentCodec(cfg.vae).eval().requires_grad_(False), None)

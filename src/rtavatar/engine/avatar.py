@@ -1,0 +1,104 @@
+"""`Avatar`: a loaded model shared by many sessions (DESIGN.md §8).
+
+    from rtavatar import Avatar
+    avatar = Avatar.load("runs/student-eft")           # any teacher / distill / EFT run
+    frames = avatar.generate("me.jpg", audio)          # offline: (N, H, W, 3) uint8
+    session = avatar.session("me.jpg", paste_back=True)  # live: push_audio / frames()
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
+from rtavatar.engine.core import ChunkSampler, sampling_for
+from rtavatar.engine.offline import generate_latents
+from rtavatar.engine.portrait import PasteBack, Portrait, register
+from rtavatar.engine.schedule import ChunkSchedule
+from rtavatar.engine.session import Session, as_pcm
+from rtavatar.errors import RTAvatarError
+from rtavatar.models.conditioning import check_expression
+from rtavatar.media import read_image, validate_image
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
+class Avatar:
+    """A Bundle ready for inference, optionally quantized (`precision`)."""
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", device: str | torch.device = "cpu") -> None:
+        if precision not in PRECISIONS:
+            raise RTAvatarError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        self.bundle, self.precision = bundle, precision
+        bundle.net.to(device)
+        bundle.codec.to(device)
+        if precision != "fp32":
+            from rtavatar.engine.quantize import apply_precision
+
+            apply_precision(bundle, precision)
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, *, precision: str = "fp32", device: str | torch.device = "cpu",
+             ema: bool = True) -> "Avatar":
+        return cls(load_bundle(checkpoint, ema=ema), precision, device)
+
+    @classmethod
+    def random(cls, preset: str = "tiny", *, precision: str = "fp32", device: str | torch.device = "cpu",
+               seed: int = 0) -> "Avatar":
+        """Random weights of a size preset: for speed work only (the frames are noise)."""
+        return cls(random_bundle(preset, seed=seed), precision, device)
+
+    @property
+    def resolution(self) -> int:
+        return self.bundle.resolution
+
+    def portrait(self, image: str | Path | np.ndarray, align: str = "face") -> Portrait:
+        """Read (a path) or check (an array) a picture and align its face."""
+        if isinstance(image, (str, Path)):
+            name, img = str(image), read_image(image)
+        else:
+            name, img = "portrait", validate_image(image, name="portrait")
+        return register(img, self.resolution, align, name)
+
+    def sampler(self, steps: int | None = None, guidance: float | None = None, sampler: str | None = None) -> ChunkSampler:
+        return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler))
+
+    def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
+                steps: int | None = None, guidance: float | None = None, state: str = "auto",
+                expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
+                pipeline: bool = True, live: bool = False, buffer: int = 32) -> Session:
+        """A streaming Session for one portrait (registered once: encoded, reference K/V cached)."""
+        p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
+        cs = self.sampler(steps, guidance)
+        try:
+            return Session(cs, cs.reference(p.face), state=state, expression=expression, seed=seed, schedule=schedule,
+                           pipeline=pipeline, live=live, buffer=buffer, post=PasteBack(p) if paste_back else None)
+        except ValueError as e:
+            raise RTAvatarError(str(e)) from e
+
+    @torch.no_grad()
+    def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
+                    paste_back: bool = False, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                    state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
+                    decode_batch: int = 16, **chunking: Any) -> Iterator[np.ndarray]:
+        """Offline: the frames for `audio` (16 kHz mono), ceil(len / 640) of them, decoded
+        `decode_batch` at a time (latents for the whole file are small; frames are not)."""
+        p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
+        cs = self.sampler(steps, guidance, sampler)
+        ref = cs.reference(p.face)
+        lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=check_expression(expression or {}), seed=seed,
+                               progress=progress, **chunking)
+        paste = PasteBack(p) if paste_back else None
+        for i in range(0, lat.shape[1], decode_batch):
+            for f in cs.decode(ref, lat[:, i : i + decode_batch], batch=decode_batch):
+                yield paste(f) if paste is not None else f
+
+    def generate(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
+        """Offline: frames (N, H, W, 3) uint8 for `audio` (see iter_frames)."""
+        return np.stack(list(self.iter_frames(portrait, audio, **kwargs)))

@@ -1,0 +1,104 @@
+"""One chunk of generation, the piece every caller shares: the offline `generate`, the
+streaming Session, training's sample videos and `rtavatar eval`.
+
+A chunk is k clean context (motion) latents followed by `new` frames to generate, with
+each frame's audio tokens, state and controls. Sampling follows the bundle's SamplingConfig
+(overridable per call): teacher DDIM/Euler with CFG on audio, or the consistency sampler of
+a distilled student (its guidance scale an input), from pure noise or from the EFT prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rtavatar.checkpoints import Bundle
+from rtavatar.diffusion import SAMPLERS, SamplingConfig, cfg_denoiser, start_latents, v_denoiser
+from rtavatar.errors import RTAvatarError
+from rtavatar.models.conditioning import Conditioning
+from rtavatar.models.dit import ReferenceCache
+from rtavatar.models.vae import LatentCodec
+
+
+@dataclass
+class Reference:
+    """A registered portrait: its VAE latent, the same in model space, and the per-layer K/V cache."""
+
+    raw: Tensor  # (1, C, h, w)
+    model: Tensor  # (1, C, h, w) in model space
+    cache: ReferenceCache
+
+
+def sampling_for(bundle: Bundle, steps: int | None = None, guidance: float | None = None,
+                 sampler: str | None = None) -> SamplingConfig:
+    """The bundle's sampling defaults with per-call overrides, validated (clear errors)."""
+    s = bundle.cfg.sampling
+    out = replace(s, steps=s.steps if steps is None else steps, guidance=s.guidance if guidance is None else guidance,
+                  sampler=s.sampler if sampler is None else sampler)
+    try:
+        return out.validate()
+    except ValueError as e:
+        raise RTAvatarError(str(e)) from e
+
+
+class ChunkSampler:
+    """Samples chunks for one portrait with one SamplingConfig."""
+
+    def __init__(self, bundle: Bundle, sampling: SamplingConfig) -> None:
+        self.bundle, self.sampling = bundle, sampling
+        self.net = bundle.net
+        d = bundle.cfg.net.dit
+        self.latent_shape = (d.latent_channels, d.latent_size, d.latent_size)
+        self.autocast: torch.dtype | None = bundle.autocast
+
+    def _autocast(self):  # noqa: ANN202
+        dev = self.device.type
+        return torch.autocast(dev, dtype=self.autocast, enabled=self.autocast is not None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def reference(self, portrait: np.ndarray) -> Reference:
+        """(R, R, 3) uint8 aligned face -> Reference (encoded once per avatar)."""
+        r = self.bundle.resolution
+        if portrait.shape[:2] != (r, r):
+            raise RTAvatarError(f"portrait must be {r}x{r} after alignment, got {portrait.shape[1]}x{portrait.shape[0]}")
+        codec = self.bundle.codec
+        raw = codec.encode(LatentCodec.to_tensor(portrait[None]).to(next(codec.parameters()).device)).to(self.device)
+        space = self.bundle.cfg.space
+        return Reference(raw, space.reference_in_model_space(raw), self.net.dit.encode_reference(space.reference_input(raw)))
+
+    @torch.no_grad()
+    def sample(self, ref: Reference, context: Tensor, audio: Tensor, state: Tensor, controls: Tensor,
+               generator: torch.Generator) -> Tensor:
+        """New latents (1, new, C, h, w) in model space.
+
+        context: (1, k, C, h, w) model-space motion latents; audio: (1, k + new, 2W+1, D)
+        tokens; state: (1, k + new) long; controls: (1, k + new, n_controls)."""
+        s, dev = self.sampling, self.device
+        k, f = context.shape[1], audio.shape[1]
+        eps = torch.randn(1, f - k, *self.latent_shape, generator=generator).to(dev)
+        x, active, t_start = start_latents(s, context, ref.model, torch.cat([context, eps], 1))
+        cond = Conditioning(audio=audio, state=state, controls=controls, ref_cache=ref.cache)
+        denoise = v_denoiser(lambda x_, t, c: self.net.dit(x_, t, c))
+        if s.guidance_input:
+            cond = cond.replace(guidance=torch.tensor([s.guidance], device=dev))
+        else:  # CFG on audio: the unconditional pass drops the audio only
+            denoise = cfg_denoiser(denoise, cond.replace(audio=None), s.guidance)
+        with self._autocast():
+            x = SAMPLERS[s.sampler](denoise, x, active, cond, steps=s.steps, t_start=t_start, generator=generator)
+        return x[:, k:].float()
+
+    @torch.no_grad()
+    def decode(self, ref: Reference, latents: Tensor, batch: int = 16) -> np.ndarray:
+        """Model-space latents (1, N, C, h, w) -> frames (N, R, R, 3) uint8."""
+        codec = self.bundle.codec
+        z = self.bundle.cfg.space.from_model(latents, ref.raw)[0].to(next(codec.parameters()).device)
+        with self._autocast():
+            x = torch.cat([codec.decode(z[i : i + batch]) for i in range(0, len(z), batch)])
+        return LatentCodec.to_uint8(x.float())

@@ -1,0 +1,441 @@
+"""A live conversation with one avatar: audio in, frames out (DESIGN.md §5, §8).
+
+    session = avatar.session("me.jpg")
+    session.push_audio(pcm)            # any chunk size, 16 kHz mono (float32 or int16)
+    for frame in session.frames():     # Frame(index, pts, image, audio, state)
+        ...
+
+Time. Frame i shows the timeline's audio [i x 640, (i + 1) x 640) and has pts = i / 25 s.
+The timeline is the pushed audio, plus silence the session itself inserts: a flush pads the
+last frame, and a live session (`live=True`) fills gaps with idle frames so a client never
+sees a frozen face. Each Frame carries its own 640 samples, so whoever plays the frames
+plays the audio they belong to.
+
+Stages. Audio features -> denoiser -> VAE decoder (+ paste-back) run as three threads
+joined by bounded queues (`pipeline=True`), so steady throughput approaches the slowest
+stage rather than the sum; `pipeline=False` runs the same three functions one after the
+other in one thread and gives the same frames. Back-pressure: when nobody reads frames the
+stages stop after `buffer` frames.
+
+Determinism. Without `live`, the frames depend only on the audio, the calls and the seed,
+not on how the audio was cut into pushes or how fast it arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from rtavatar.engine.audio import StreamingAudio
+from rtavatar.engine.core import ChunkSampler, Reference
+from rtavatar.engine.schedule import ChunkSchedule
+from rtavatar.errors import RTAvatarError
+from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STATES, StateTracker, check_expression, control_vector,
+                                          state_id)
+
+log = logging.getLogger(__name__)
+MAX_PUSH_SECONDS = 600.0
+IDLE_FILL = 4  # frames of silence a live session inserts when no audio is there in time
+
+
+@dataclass
+class Frame:
+    index: int
+    pts: float  # seconds on the session's audio clock (index / 25)
+    image: np.ndarray  # (H, W, 3) uint8: the aligned face, or the whole picture with paste_back
+    audio: np.ndarray  # (640,) float32: the audio this frame shows
+    state: str
+
+
+@dataclass
+class _Chunk:
+    epoch: int
+    start: int  # first new frame
+    context: list[int]  # frame indices of the motion frames
+    audio: np.ndarray  # (new * 640,) timeline audio of the new frames
+    zero_after: int | None = None  # timeline sample after which the features assume silence
+    tokens: torch.Tensor | None = None
+    states: np.ndarray | None = None
+    controls: np.ndarray | None = None
+    latents: torch.Tensor | None = None
+    t_plan: float = 0.0
+
+    @property
+    def new(self) -> int:
+        return len(self.audio) // SAMPLES_PER_FRAME
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage and the frames it produced."""
+
+    features: float = 0.0
+    denoise: float = 0.0
+    decode: float = 0.0
+    frames: int = 0
+    chunks: list[int] = field(default_factory=list)
+
+    def per_frame_ms(self) -> dict[str, float]:
+        n = max(self.frames, 1)
+        return {k: round(1000 * getattr(self, k) / n, 2) for k in ("features", "denoise", "decode")}
+
+
+def as_pcm(pcm: np.ndarray | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """float32 mono at 16 kHz from float or int16 samples (or int16 bytes); other rates are
+    resampled (polyphase); anything else is refused with a clear error."""
+    if isinstance(pcm, (bytes, bytearray, memoryview)):
+        if len(pcm) % 2:
+            raise RTAvatarError(f"PCM bytes must be int16 (an even byte count), got {len(pcm)} bytes")
+        pcm = np.frombuffer(bytes(pcm), np.int16)
+    a = np.asarray(pcm)
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise RTAvatarError(f"audio must be mono (1-D samples), got shape {a.shape}")
+    if a.dtype == np.int16:
+        a = a.astype(np.float32) / 32768.0
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            raise RTAvatarError("audio contains NaN or infinite samples")
+    else:
+        raise RTAvatarError(f"audio samples must be float32 or int16, got {a.dtype}")
+    if not isinstance(sample_rate, (int, np.integer)) or not 8000 <= sample_rate <= 192000:
+        raise RTAvatarError(f"sample rate {sample_rate!r} is not supported (8-192 kHz)")
+    if sample_rate != SAMPLE_RATE and len(a):
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(SAMPLE_RATE, int(sample_rate))
+        a = resample_poly(a, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
+    if len(a) > MAX_PUSH_SECONDS * SAMPLE_RATE:
+        raise RTAvatarError(f"one push holds at most {MAX_PUSH_SECONDS:.0f} s of audio; push it in parts")
+    return a
+
+
+class Session:
+    """Create with `Avatar.session(...)`; see the module docstring."""
+
+    def __init__(self, sampler: ChunkSampler, ref: Reference, *, state: str = "auto",
+                 expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
+                 pipeline: bool = True, live: bool = False, buffer: int = 32,
+                 post: Callable[[np.ndarray], np.ndarray] | None = None, name: str = "session") -> None:
+        self.sampler, self.ref = sampler, ref
+        icfg = sampler.bundle.cfg
+        self.schedule = schedule or ChunkSchedule()
+        self.max_new = icfg.max_new
+        self.schedule.sizes(self.max_new)  # validates
+        self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
+        self.audio = StreamingAudio(sampler.net)
+        self.live, self.pipeline, self.post, self.name = live, pipeline, post, name
+        self.times = StageTimes()
+        self._gen = torch.Generator().manual_seed(seed)
+        self._tracker = StateTracker()
+        self._lock = threading.Condition()
+        self._state = "auto"
+        self.set_state(state)
+        self._controls = control_vector(check_expression(expression or {}))
+        self._epoch = 0
+        self._next = 0  # first frame not yet planned
+        self._chunk_index = 0  # chunks since the last (re)start
+        self._restart = True  # the next chunk is a first chunk (short look-ahead)
+        self._flush_to = 0  # frames up to this index are generated without waiting for look-ahead
+        self._closing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._shown = 0  # frames handed to the reader
+        self._last_state = STATE_ID["idle"]
+        self._latents: dict[int, torch.Tensor] = {}  # recent frames' model-space latents (motion context)
+        self._t0: float | None = None  # live: wall time of frame 0
+        self._first_push: float | None = None
+        self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
+        self._out: queue.Queue = queue.Queue(maxsize=buffer)
+        if pipeline:
+            self._q1: queue.Queue = queue.Queue(maxsize=2)
+            self._q2: queue.Queue = queue.Queue(maxsize=2)
+            stages = [(self._run_features, None, self._q1), (self._run_denoise, self._q1, self._q2), (self._run_decode, self._q2, None)]
+        else:
+            stages = [(self._run_sequential, None, None)]
+        self._threads = [threading.Thread(target=self._guard, args=s, name=f"{name}-{s[0].__name__}", daemon=True) for s in stages]
+        for t in self._threads:
+            t.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def lookahead_ms(self) -> float:
+        """Audio needed past a frame before it is generated (steady chunks)."""
+        return self.audio.lookahead_ms
+
+    def push_audio(self, pcm: np.ndarray | bytes, sample_rate: int = SAMPLE_RATE) -> None:
+        """Append speech the avatar says. Any chunk size; float32 / int16, resampled to 16 kHz."""
+        a = as_pcm(pcm, sample_rate)
+        with self._lock:
+            self._check_open()
+            if self._first_push is None and len(a):
+                self._first_push = time.perf_counter()
+            self.audio.append(a)
+            self._lock.notify_all()
+
+    def set_state(self, state: str) -> None:
+        """'speak' | 'listen' | 'idle' | 'auto' (from the audio), from the next chunk on."""
+        if state != "auto":
+            state_id(state)
+        with self._lock:
+            if state != self._state:
+                self._state = state
+                self._chunk_index = 1  # short chunks again
+            self._lock.notify_all()
+
+    def set_expression(self, **controls: float) -> None:
+        """Named controls (docs/DATA.md), from the next chunk on; unnamed ones keep their value."""
+        checked = check_expression(controls)
+        with self._lock:
+            cur = dict(zip(CONTROLS, (self._controls / CONTROL_SCALE).tolist()))
+            self._controls = control_vector({**cur, **checked})
+
+    def interrupt(self) -> None:
+        """Barge-in: drop queued audio and every frame not yet read; the face listens from the
+        next chunk, which is a short first chunk."""
+        with self._lock:
+            self._epoch += 1
+            cut = self._shown
+            self.audio.truncate(cut * SAMPLES_PER_FRAME)
+            self._next = cut
+            self._flush_to = min(self._flush_to, cut)
+            self._chunk_index = 0
+            self._restart = True
+            self._tracker.reset(quiet="listen")
+            if not self._closing:
+                self._drain(self._out)
+            self._lock.notify_all()
+
+    def flush(self) -> None:
+        """End of an utterance: the audio pushed so far is generated without waiting for more
+        (its last frame padded with silence)."""
+        with self._lock:
+            self._check_open()
+            self._pad_to_frame()
+            self._flush_to = self.audio.samples // SAMPLES_PER_FRAME
+            self._lock.notify_all()
+
+    def close(self) -> None:
+        """Flush and end: `frames()` stops after the last frame. Does not block."""
+        with self._lock:
+            if not self._closing:
+                self._pad_to_frame()
+                self._flush_to = self.audio.samples // SAMPLES_PER_FRAME
+                self._closing = True
+            self._lock.notify_all()
+
+    def frames(self, timeout: float | None = None) -> Iterator[Frame]:
+        """Frames in order as they are made; ends after close() (or after `timeout` seconds
+        without a frame)."""
+        while True:
+            try:
+                item = self._out.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if item is None:
+                self._out.put(None)  # later calls end too
+                if self._error is not None:
+                    raise RTAvatarError(f"{self.name}: generation failed: {self._error}") from self._error
+                return
+            epoch, frame = item
+            with self._lock:
+                if epoch != self._epoch:
+                    continue
+                self._shown = frame.index + 1
+            yield frame
+
+    @property
+    def first_frame_ms(self) -> float | None:
+        """First audio pushed -> frame 0 ready, in ms (None before both happened)."""
+        if self._first_push is None or self.first_frame_at is None:
+            return None
+        return 1000.0 * (self.first_frame_at - self._first_push)
+
+    def join(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ helpers (lock held)
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RTAvatarError(f"{self.name} is closed")
+
+    def _pad_to_frame(self) -> None:
+        r = self.audio.samples % SAMPLES_PER_FRAME
+        if r:
+            self.audio.append(np.zeros(SAMPLES_PER_FRAME - r, np.float32))
+
+    @staticmethod
+    def _drain(q: queue.Queue) -> None:
+        try:
+            while True:
+                q.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _plan(self) -> _Chunk | None:
+        """The next chunk to generate, or None if it must wait for audio (lock held)."""
+        first = self._restart
+        want = self.schedule.first if first else self.schedule.length(self._chunk_index, self.max_new)
+        start = self._next
+        if start < self._flush_to:  # flushed audio: generate it all, nothing more is coming for it
+            n, zero_after = min(want, self._flush_to - start), self._flush_to * SAMPLES_PER_FRAME
+        else:
+            la = int(self.schedule.first_lookahead_ms * SAMPLE_RATE / 1000) if first else self.audio.lookahead_samples
+            n = min(want, max(0, (self.audio.samples - la) // SAMPLES_PER_FRAME - start))
+            zero_after = None
+            if n < want:
+                if self.live and self._live_due():  # nothing to say: the face idles on silence
+                    self._pad_to_frame()
+                    gap = max(0, start + IDLE_FILL - self.audio.samples // SAMPLES_PER_FRAME)
+                    self.audio.append(np.zeros(gap * SAMPLES_PER_FRAME, np.float32))
+                    self._flush_to = self.audio.samples // SAMPLES_PER_FRAME
+                    return self._plan()
+                return None
+        if first:
+            zero_after = min(zero_after or 1 << 62, (start + n) * SAMPLES_PER_FRAME
+                             + int(self.schedule.first_lookahead_ms * SAMPLE_RATE / 1000))
+        context = [i for i in range(start - self.motion, start) if i >= 0]
+        chunk = _Chunk(self._epoch, start, context, self.audio.frame_audio(start, start + n), zero_after, t_plan=time.perf_counter())
+        states = []  # causal, frame by frame
+        for i in range(n):
+            s = self._tracker.update(chunk.audio[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME])
+            states.append(STATE_ID[self._state] if self._state != "auto" else s)
+        if self._state == "auto" and states[0] != self._last_state and not first:
+            self._chunk_index = 1  # the state changed: grow again from short chunks
+        self._last_state = states[-1]
+        chunk.states = np.array(states, np.int64)
+        chunk.controls = self._controls.copy()
+        self._next = start + n
+        self._chunk_index += 1
+        self._restart = self._next == self._flush_to  # after an utterance's end the next one starts short
+        return chunk
+
+    def _live_due(self) -> bool:
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now + 0.1
+        return now >= self._t0 + self._next / FPS - 0.2
+
+    # ------------------------------------------------------------------ stages
+    def _features(self) -> _Chunk | None:
+        """Wait for and plan the next chunk, then compute its audio tokens (the features stage)."""
+        with self._lock:
+            while True:
+                if self._closing and self._next >= self._flush_to:
+                    return None
+                chunk = self._plan()
+                if chunk is not None:
+                    break
+                self._lock.wait(timeout=0.02 if self.live else None)
+            window = self.audio.window(chunk.start - len(chunk.context), chunk.start + chunk.new, chunk.zero_after)
+            self.audio.forget_before(max(0, min(self._shown, chunk.start) - self.motion))
+        t = time.perf_counter()
+        chunk.tokens = self.audio.encode(*window)
+        self.times.features += time.perf_counter() - t
+        return chunk
+
+    def _denoise(self, chunk: _Chunk) -> _Chunk | None:
+        with self._lock:
+            if chunk.epoch != self._epoch:
+                return None
+            ctx_ids = [i for i in chunk.context if i in self._latents]
+            ctx = [self._latents[i][0] for i in ctx_ids]
+            ctx_states = [self._latents[i][1] for i in ctx_ids]
+            k_drop = len(chunk.context) - len(ctx_ids)
+        t = time.perf_counter()
+        dev = self.sampler.device
+        tokens = chunk.tokens[:, k_drop:]  # type: ignore[index]
+        k = len(ctx)
+        context = torch.stack(ctx)[None] if ctx else torch.zeros(1, 0, *self.sampler.latent_shape, device=dev)
+        states = np.concatenate([np.array(ctx_states, np.int64), chunk.states])  # type: ignore[list-item]
+        st = torch.from_numpy(states)[None].to(dev)
+        ctl = torch.from_numpy(chunk.controls)[None, None].expand(1, k + chunk.new, -1).to(dev)  # type: ignore[arg-type]
+        lat = self.sampler.sample(self.ref, context, tokens, st, ctl, self._gen)
+        self.times.denoise += time.perf_counter() - t
+        with self._lock:
+            if chunk.epoch != self._epoch:
+                return None
+            for j in range(chunk.new):
+                self._latents[chunk.start + j] = (lat[0, j], int(chunk.states[j]))  # type: ignore[index]
+            for old in [i for i in self._latents if i < min(self._shown, chunk.start) - self.motion]:
+                del self._latents[old]  # an interrupt can rewind to the last frame read, not further
+        chunk.latents = lat
+        return chunk
+
+    def _decode(self, chunk: _Chunk) -> None:
+        t = time.perf_counter()
+        images = self.sampler.decode(self.ref, chunk.latents)  # type: ignore[arg-type]
+        if self.post is not None:
+            images = [self.post(im) for im in images]
+        self.times.decode += time.perf_counter() - t
+        self.times.frames += chunk.new
+        self.times.chunks.append(chunk.new)
+        for j in range(chunk.new):
+            i = chunk.start + j
+            a = chunk.audio[j * SAMPLES_PER_FRAME : (j + 1) * SAMPLES_PER_FRAME]
+            frame = Frame(i, i / FPS, images[j], a, STATES[int(chunk.states[j])])  # type: ignore[index]
+            if i == 0 and self.first_frame_at is None:
+                self.first_frame_at = time.perf_counter()
+            with self._lock:
+                if chunk.epoch != self._epoch:
+                    return
+            self._out.put((chunk.epoch, frame))
+
+    def _guard(self, fn: Callable, inq: queue.Queue | None, outq: queue.Queue | None) -> None:
+        try:
+            fn(inq, outq)
+        except BaseException as e:  # surfaces in frames(); the other stages stop
+            log.exception("%s: stage %s failed", self.name, fn.__name__)
+            self._error = e
+            with self._lock:
+                self._closing = True
+                self._lock.notify_all()
+            for q in (getattr(self, "_q1", None), getattr(self, "_q2", None)):
+                if q is not None:
+                    try:
+                        q.put_nowait(None)
+                    except queue.Full:
+                        pass
+            self._out.put(None)
+
+    def _run_sequential(self, _inq: queue.Queue | None, _outq: queue.Queue | None) -> None:
+        while (chunk := self._features()) is not None:
+            if (chunk := self._denoise(chunk)) is not None:
+                self._decode(chunk)
+        self._out.put(None)
+
+    def _run_features(self, _inq: queue.Queue | None, outq: queue.Queue) -> None:
+        while (chunk := self._features()) is not None:
+            outq.put(chunk)
+        outq.put(None)
+
+    def _run_denoise(self, inq: queue.Queue, outq: queue.Queue) -> None:
+        while (chunk := inq.get()) is not None:
+            if (chunk := self._denoise(chunk)) is not None:
+                outq.put(chunk)
+        outq.put(None)
+
+    def _run_decode(self, inq: queue.Queue, _outq: queue.Queue | None) -> None:
+        while (chunk := inq.get()) is not None:
+            self._decode(chunk)
+        self._out.put(None)
+

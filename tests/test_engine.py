@@ -1,0 +1,321 @@
+"""The real-time engine: inference layer, Avatar / Session, streaming audio, schedule,
+pipeline, precision, alignment and paste-back. Random small weights unless a trained run
+matters (the frames are noise, but every behaviour below is exact)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtavatar import SAMPLES_PER_FRAME
+from rtavatar.checkpoints import load_bundle, random_bundle
+from rtavatar.diffusion import alpha_sigma, consistency_denoiser, sample_consistency
+from rtavatar.engine import Avatar, ChunkSchedule
+from rtavatar.engine.audio import StreamingAudio
+from rtavatar.errors import RTAvatarError
+from rtavatar.models.avatarnet import AvatarNetConfig
+from rtavatar.models.conditioning import STATE_ID, StateTracker
+
+PHOTO = Path(__file__).parent / "assets" / "photo_cc0.jpg"
+
+
+def small_net() -> AvatarNetConfig:
+    cfg = AvatarNetConfig()
+    cfg.dit.latent_size, cfg.dit.dim, cfg.dit.depth, cfg.dit.heads, cfg.dit.audio_dim, cfg.dit.audio_adaln = 8, 48, 2, 4, 32, True
+    cfg.audio.dim, cfg.audio.hidden = 32, 32
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    return Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6))
+
+
+def speech(seconds: float, seed: int = 0) -> np.ndarray:
+    """Syllable-like bursts with pauses: voiced and silent stretches."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    env = (np.sin(2 * np.pi * 1.3 * t) > 0.2).astype(np.float32) * (np.sin(2 * np.pi * 0.4 * t) > -0.3)
+    return (0.3 * env * np.sin(2 * np.pi * (150 + 80 * np.sin(2 * np.pi * 3 * t)) * t) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def face(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+
+def run(avatar: Avatar, pushes: list[np.ndarray], **kw) -> list:  # noqa: ANN003
+    s = avatar.session(face(), align="center", **kw)
+    for p in pushes:
+        s.push_audio(p)
+    s.close()
+    return list(s.frames(timeout=120))
+
+
+# ---------------------------------------------------------------------------- inference layer
+def test_engine_imports_no_training_or_synthetic_generator_module() -> None:
+    code = r"""
+import sys, importlib.abc
+BLOCKED = ("rtavatar.training", "rtavatar.data.behavior", "rtavatar.data.synth", "rtavatar.data.face",
+           "rtavatar.data.speech", "rtavatar.data.visemes", "rtavatar.evaluation")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.startswith(BLOCKED):
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+import numpy as np
+import rtavatar.engine, rtavatar.generate, rtavatar.checkpoints
+from rtavatar import Avatar
+from rtavatar.checkpoints import random_bundle
+from rtavatar.models.avatarnet import AvatarNetConfig
+cfg = AvatarNetConfig(); cfg.dit.latent_size, cfg.dit.dim, cfg.dit.depth, cfg.dit.audio_dim = 4, 32, 1, 32
+cfg.audio.dim = cfg.audio.hidden = 32
+s = Avatar(random_bundle(cfg, vae_channels=8)).session(np.zeros((32, 32, 3), np.uint8), align="center")
+s.push_audio(np.zeros(3000, np.float32)); s.close()
+print(len(list(s.frames(timeout=60))), sorted(m for m in sys.modules if m.startswith("rtavatar.")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("5 "), out.stdout
+
+
+def test_teacher_checkpoint_is_self_contained(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+    """A new run's checkpoint carries its VAE: it loads with the VAE run gone, and generates
+    the same frames as with it."""
+    import shutil
+
+    from helpers import tiny_teacher_cfg
+    from rtavatar.training.teacher import train_teacher
+
+    data, vae = data_and_vae
+    vae_copy = tmp_path / "vae"
+    shutil.copytree(vae, vae_copy)
+    train_teacher(tiny_teacher_cfg(vae_copy, steps=2), data, tmp_path / "teacher")
+    before = Avatar.load(tmp_path / "teacher").generate(face(), speech(0.5), align="center", steps=2)
+    shutil.rmtree(vae_copy)
+    bundle = load_bundle(tmp_path / "teacher")
+    assert bundle.cfg.stage == "teacher" and bundle.cfg.sampling.sampler == "ddim" and bundle.resolution == 64
+    after = Avatar(bundle).generate(face(), speech(0.5), align="center", steps=2)
+    assert np.array_equal(before, after)
+
+
+def test_consistency_sampling_renoises_between_steps_and_context_stays_at_t0() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(1, 5, 4, 2, 2, generator=g)
+    x = torch.randn(1, 5, 4, 2, 2, generator=g)
+    active = torch.tensor([[False, False, True, True, True]])
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def den(x_: torch.Tensor, t: torch.Tensor, c: object) -> torch.Tensor:
+        seen.append((x_.clone(), t.clone()))
+        return target.expand_as(x_)
+
+    out = sample_consistency(consistency_denoiser(den), x, active, None, steps=4, generator=torch.Generator().manual_seed(5))
+    assert len(seen) == 4
+    for xi, ti in seen:
+        assert torch.all(ti[:, :2] == 0), "context frames reach the network at t = 0"
+        assert torch.equal(xi[:, :2], x[:, :2]), "...and clean"
+    prev = out.new_zeros(0)
+    for i in range(1, 4):
+        xi, ti = seen[i]
+        t = float(ti[0, 2])
+        a, s = alpha_sigma(torch.tensor(t))
+        # The input of step i is the previous step's x0 re-noised to t with *fresh* noise.
+        x0_prev = consistency_denoiser(lambda *_: target)(seen[i - 1][0], seen[i - 1][1], None)
+        eps = (xi[:, 2:] - a * x0_prev[:, 2:]) / s
+        assert 0.6 < float(eps.std()) < 1.5, f"step {i}: the input is x0 re-noised to t={t:.2f}"
+        assert not torch.equal(eps, prev), "fresh noise each step"
+        prev = eps
+
+
+# ---------------------------------------------------------------------------- streaming audio
+def test_streaming_features_equal_the_offline_encoder(avatar: Avatar) -> None:
+    net = avatar.bundle.net
+    audio = speech(2.0, seed=3)
+    n = len(audio) // SAMPLES_PER_FRAME
+    m = net.cfg.audio_margin
+    offline = net.audio_tokens(torch.from_numpy(np.pad(audio, (m * 640, m * 640)))[None], n)
+    stream = StreamingAudio(net)
+    got, done, rng = [], 0, np.random.default_rng(0)
+    pos = 0
+    while pos < len(audio):
+        k = int(rng.integers(1, 3000))
+        stream.append(audio[pos : pos + k])
+        pos += k
+        ready = stream.ready_frames()
+        if ready > done:
+            got.append(stream.tokens(done, ready))
+            stream.forget_before(ready)
+            done = ready
+    stream.append(np.zeros(m * 640, np.float32))  # the end: silence after, as offline pads
+    got.append(stream.tokens(done, n))
+    torch.testing.assert_close(torch.cat(got, 1), offline, rtol=0, atol=1e-5)
+    assert 100 < stream.lookahead_ms < 120, "W = 2 frames (80 ms) + the encoder's 27.5 ms"
+
+
+def test_state_tracker_is_causal_and_holds_short_pauses() -> None:
+    voiced = 0.3 * np.sin(np.arange(640) / 3).astype(np.float32)
+    silent = np.zeros(640, np.float32)
+    tr = StateTracker(hold=3)
+    states = [tr.update(a) for a in [voiced] * 4 + [silent] * 6]
+    assert states == [STATE_ID["speak"]] * 7 + [STATE_ID["idle"]] * 3
+    tr.reset("listen")
+    assert tr.update(silent) == STATE_ID["listen"]
+
+
+# ---------------------------------------------------------------------------- sessions
+def test_frames_cover_the_audio_with_monotonic_timestamps(avatar: Avatar) -> None:
+    audio = speech(1.5)
+    frames = run(avatar, [audio])
+    n = int(np.ceil(len(audio) / 640))
+    assert [f.index for f in frames] == list(range(n))
+    assert all(f.pts == pytest.approx(f.index / 25) for f in frames)
+    assert np.array_equal(np.concatenate([f.audio for f in frames])[: len(audio)], audio), "each frame carries its audio"
+    assert frames[0].image.shape == (64, 64, 3) and frames[0].image.std() > 5
+
+
+def test_any_push_chunking_gives_the_frames_of_one_push(avatar: Avatar) -> None:
+    audio = speech(1.6, seed=1)
+    whole = run(avatar, [audio], seed=4)
+    cuts = np.sort(np.random.default_rng(2).integers(0, len(audio), 25))
+    pieces = run(avatar, np.split(audio, cuts), seed=4)
+    int16 = run(avatar, [(np.clip(audio, -1, 1) * 32767).astype(np.int16)], seed=4)
+    assert len(whole) == len(pieces) == 40
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(whole, pieces))
+    assert np.mean([np.abs(a.image.astype(int) - b.image).mean() for a, b in zip(whole, int16)]) < 1.0, "int16 in: same up to rounding"
+
+
+def test_pipelined_and_sequential_give_identical_frames(avatar: Avatar) -> None:
+    audio = speech(1.2, seed=2)
+    a, b = run(avatar, [audio], pipeline=True), run(avatar, [audio], pipeline=False)
+    assert len(a) == len(b) == 30 and all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
+
+
+def test_chunk_schedule_starts_short_and_grows(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center", schedule=ChunkSchedule(first=1, growth=(2, 4)))
+    s.push_audio(speech(2.0))
+    s.close()
+    list(s.frames(timeout=60))
+    assert s.times.chunks[:4] == [1, 2, 4, 6] and set(s.times.chunks[3:-1]) == {6}
+    with pytest.raises(RTAvatarError, match=r"must lie in \[1, 6\]"):
+        avatar.session(face(), align="center", schedule=ChunkSchedule(first=1, growth=(12,)))
+
+
+def test_empty_tiny_and_long_pushes(avatar: Avatar) -> None:
+    assert run(avatar, [np.zeros(0, np.float32)]) == []
+    one = run(avatar, [np.zeros(0, np.float32), np.array([0.1], np.float32)])
+    assert len(one) == 1 and one[0].audio[0] == pytest.approx(0.1) and not one[0].audio[1:].any()
+    s = avatar.session(face(), align="center", buffer=8)  # 60 s, read while it is made: memory stays bounded
+    s.push_audio(np.tile(speech(2.0), 30))
+    s.close()
+    count = sum(1 for _ in s.frames(timeout=120))
+    assert count == 1500
+    with pytest.raises(RTAvatarError, match="closed"):
+        s.push_audio(np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize("bad, match", [(np.zeros((2, 100), np.float32), "mono"), (np.array([np.nan], np.float32), "NaN"),
+                                        (np.zeros(10, np.int32), "float32 or int16"), (b"\x00\x01\x02", "even byte count")])
+def test_bad_audio_is_refused_clearly(avatar: Avatar, bad: object, match: str) -> None:
+    s = avatar.session(face(), align="center")
+    with pytest.raises(RTAvatarError, match=match):
+        s.push_audio(bad)  # type: ignore[arg-type]
+    s.close()
+
+
+def test_other_sample_rates_are_resampled(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center")
+    s.push_audio(np.zeros(48000, np.float32), sample_rate=48000)  # 1 s at 48 kHz -> 25 frames
+    with pytest.raises(RTAvatarError, match="sample rate"):
+        s.push_audio(np.zeros(100, np.float32), sample_rate=100)
+    s.close()
+    assert len(list(s.frames(timeout=60))) == 25
+
+
+def test_state_and_expression_changes_take_effect_within_one_chunk(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center", state="speak", pipeline=False)
+    s.push_audio(speech(0.8))
+    s.flush()
+    first = [f for _, f in zip(range(20), s.frames(timeout=60))]
+    s.set_state("listen")
+    s.set_expression(smile=0.9, yaw=20)
+    s.push_audio(speech(0.8))
+    s.close()
+    rest = list(s.frames(timeout=60))
+    assert {f.state for f in first} == {"speak"} and {f.state for f in rest} == {"listen"}
+    # Same audio, same seed, but the controls changed: the new chunk's frames differ.
+    base = avatar.session(face(), align="center", state="listen", pipeline=False)
+    base.push_audio(speech(0.8))
+    base.flush()
+    list(zip(range(20), base.frames(timeout=60)))
+    base.push_audio(speech(0.8))
+    base.close()
+    same_expr = list(base.frames(timeout=60))
+    assert len(same_expr) == len(rest) == 20
+    assert not np.array_equal(same_expr[0].image, rest[0].image), "the first frame after set_expression shows it"
+
+
+def test_interrupt_drops_queued_frames_and_listens_within_one_chunk(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center")
+    s.push_audio(speech(4.0))
+    it = s.frames(timeout=60)
+    shown = [next(it) for _ in range(12)]
+    s.interrupt()
+    s.push_audio(np.zeros(640 * 10, np.float32))  # the user talks; the avatar's audio is silence
+    s.close()
+    after = list(it)
+    assert [f.index for f in shown] == list(range(12))
+    assert [f.index for f in after] == list(range(12, 22)), "the rest of the speech was dropped, time continues"
+    assert {f.state for f in after} == {"listen"}
+    assert not any(f.audio.any() for f in after)
+
+
+def test_live_session_keeps_producing_idle_frames_without_audio(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center", live=True)
+    it = s.frames(timeout=30)
+    frames = [next(it) for _ in range(15)]  # no audio pushed at all
+    s.push_audio(speech(0.4))
+    more = [next(it) for _ in range(30)]
+    s.close()
+    assert [f.index for f in frames + more] == list(range(45))
+    assert {f.state for f in frames} == {"idle"} and "speak" in {f.state for f in more}
+
+
+def test_int8_and_bf16_frames_stay_near_fp32() -> None:
+    audio = speech(1.0, seed=5)
+    frames = {}
+    for prec in ("fp32", "int8", "bf16"):
+        a = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6), precision=prec)
+        frames[prec] = a.generate(face(), audio, align="center").astype(np.float32)
+    for prec, tol in (("int8", 6.0), ("bf16", 6.0)):
+        err = np.abs(frames[prec] - frames["fp32"]).mean()
+        assert err < tol, f"{prec}: mean abs difference {err:.2f} / 255"
+        assert err > 0, f"{prec} changed nothing: not applied"
+
+
+# ---------------------------------------------------------------------------- portraits
+def test_photo_is_aligned_and_pasted_back_at_its_own_size(avatar: Avatar) -> None:
+    pytest.importorskip("dlib")
+    p = avatar.portrait(PHOTO)
+    x0, y0, side = p.box
+    assert p.face.shape == (64, 64, 3) and p.faces_found == 1
+    assert 100 < side < 300 and 0 < x0 < 150 and 50 < y0 < 200, p.box
+    out = avatar.generate(PHOTO, speech(0.3), paste_back=True)
+    assert out.shape == (8, 400, 300, 3)
+    inside = np.zeros((400, 300), bool)
+    inside[max(y0, 0) : y0 + side, max(x0, 0) : x0 + side] = True
+    assert np.array_equal(out[0][~inside], p.image[~inside]), "untouched outside the face box"
+    assert np.abs(out[0][inside].astype(int) - p.image[inside]).mean() > 5, "the generated face is composited in"
+
+
+def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:
+    pytest.importorskip("dlib")
+    sky = np.full((200, 200, 3), (120, 170, 230), np.uint8)
+    with pytest.raises(RTAvatarError, match="no face found"):
+        avatar.session(sky)
+    with pytest.raises(RTAvatarError, match="unknown align"):
+        avatar.portrait(sky, align="tight")
