@@ -122,6 +122,7 @@ class Bundle:
     codec: LatentCodec
     checkpoint: Path | None = None
     autocast: Any = None  # a torch dtype to run the denoiser and decoder under (engine/quantize.py)
+    runtime: Any = None  # another backend's dit(x, t, cond) and decode(z) (engine/onnx.py)
 
     @property
     def resolution(self) -> int:

@@ -159,6 +159,51 @@ def cmd_generate(args: argparse.Namespace) -> dict:
                          paste_back=not args.no_paste_back, precision=args.precision)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return x
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from e
+    if not 0 < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return x
+
+
+def cmd_bench(args: argparse.Namespace) -> dict:
+    from rtavatar.bench import run_bench
+    from rtavatar.engine import ChunkSchedule
+
+    schedule = ChunkSchedule(first=args.first_chunk) if args.first_chunk else None
+    out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
+                    pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
+                    schedule=schedule)
+    if not args.json:
+        for k, v in out.items():
+            print(f"{k:>20}: {v}")
+    return out
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> dict:
+    from rtavatar.engine import Avatar
+    from rtavatar.engine.onnx import export_onnx
+
+    avatar = Avatar.load(args.checkpoint) if args.checkpoint else Avatar.random(args.config or "tiny")
+    out = export_onnx(avatar.bundle, args.out)
+    if not args.json:
+        print(json.dumps(out, indent=1))
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -233,6 +278,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="stream speech through a live session and measure fps, first-frame latency, memory")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (default: the shipped model, else random tiny weights)")
+    src.add_argument("--config", default=None, choices=["tiny", "base", "paper"], help="random weights of a size preset (speed only)")
+    b.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the checkpoint's; 25 = a teacher's path)")
+    b.add_argument("--quantize", default="fp32", choices=["fp32", "int8", "bf16"])
+    b.add_argument("--no-pipeline", action="store_true", help="run the stages one after the other in one thread")
+    b.add_argument("--seconds", type=_positive_float, default=10.0, help="seconds of speech streamed (default 10)")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--first-chunk", type=_positive_int, default=0, help="frames in the first chunk (default 1)")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    b.set_defaults(func=cmd_bench)
+
+    x = sub.add_parser("export-onnx", help="the denoiser (reference cache as inputs) and the VAE decoder as ONNX, checked with onnxruntime")
+    xs = x.add_mutually_exclusive_group()
+    xs.add_argument("--checkpoint", default=None, help="teacher, distill or eft run")
+    xs.add_argument("--config", default=None, choices=["tiny", "base", "paper"], help="random weights of a size preset")
+    x.add_argument("--out", required=True, help="directory for denoiser.onnx, decoder.onnx, export.json")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_export_onnx)
 
     t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill, eft")
     t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill", "eft"])

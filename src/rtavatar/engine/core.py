@@ -85,7 +85,8 @@ class ChunkSampler:
         eps = torch.randn(1, f - k, *self.latent_shape, generator=generator).to(dev)
         x, active, t_start = start_latents(s, context, ref.model, torch.cat([context, eps], 1))
         cond = Conditioning(audio=audio, state=state, controls=controls, ref_cache=ref.cache)
-        denoise = v_denoiser(lambda x_, t, c: self.net.dit(x_, t, c))
+        dit = self.bundle.runtime.dit if self.bundle.runtime is not None else self.net.dit
+        denoise = v_denoiser(lambda x_, t, c: dit(x_, t, c))
         if s.guidance_input:
             cond = cond.replace(guidance=torch.tensor([s.guidance], device=dev))
         else:  # CFG on audio: the unconditional pass drops the audio only
@@ -99,6 +100,7 @@ class ChunkSampler:
         """Model-space latents (1, N, C, h, w) -> frames (N, R, R, 3) uint8."""
         codec = self.bundle.codec
         z = self.bundle.cfg.space.from_model(latents, ref.raw)[0].to(next(codec.parameters()).device)
+        decode = self.bundle.runtime.decode if self.bundle.runtime is not None else codec.decode
         with self._autocast():
-            x = torch.cat([codec.decode(z[i : i + batch]) for i in range(0, len(z), batch)])
+            x = torch.cat([decode(z[i : i + batch]) for i in range(0, len(z), batch)])
         return LatentCodec.to_uint8(x.float())
