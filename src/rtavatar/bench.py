@@ -6,6 +6,10 @@ for every chunk shape, as a server does when it loads the model):
 - **live pass**: audio pushed at real-time pace in 20 ms chunks, so the audio look-ahead
   counts. Gives `first_frame_ms` (first audio pushed -> frame 0 ready) and `lag_ms`, how far
   the last frame came after its audio was pushed.
+With random weights (no checkpoint), up to 4 steps run the student's path (consistency
+sampler, one network pass per step) and more steps the teacher's (DDIM with classifier-free
+guidance on audio: two passes per step).
+
 - **throughput pass**: all audio pushed at once, frames read as fast as they come. Gives the
   steady `fps` (frames after the first second, over the time they took), `rtf` (generation
   time / audio duration: < 1 is faster than real time) and per-stage ms per frame.
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from rtavatar import FPS, SAMPLE_RATE
+from rtavatar.diffusion import SamplingConfig
 from rtavatar.engine import Avatar, ChunkSchedule
 
 log = logging.getLogger(__name__)
@@ -113,6 +118,8 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
         else:
             avatar, model = Avatar.random(config or "tiny", precision=quantize), f"random weights, {config or 'tiny'} config"
             log.info("bench: %s (no checkpoint given%s)", model, "" if config else " and no shipped model")
+            if steps and steps > 4:  # random weights: many steps means the teacher's path
+                avatar.bundle.cfg.sampling = SamplingConfig(sampler="ddim", steps=steps, guidance=2.0)
     if backend == "onnxruntime":
         from rtavatar.engine.onnx import use_onnxruntime
 
@@ -128,7 +135,7 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
     live = live_pass(avatar, audio, steps, pipeline, schedule)
     thr = throughput_pass(avatar, audio, steps, pipeline, schedule)
     sampling = avatar.sampler(steps).sampling
-    return {"model": model, "steps": sampling.steps, "sampler": sampling.sampler, "resolution": avatar.resolution,
+    return {"model": model, "steps": sampling.steps, "sampler": sampling.sampler, "cfg": not sampling.guidance_input, "resolution": avatar.resolution,
             "quantize": quantize, "pipeline": pipeline, "backend": backend, "seconds": seconds,
             "device": _device_name(avatar), "threads": torch.get_num_threads(), **thr, **live,
             "lookahead_ms": round(_session_lookahead(avatar), 1),

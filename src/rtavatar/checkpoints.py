@@ -121,7 +121,8 @@ class Bundle:
     net: AvatarNet
     codec: LatentCodec
     checkpoint: Path | None = None
-    autocast: Any = None  # a torch dtype to run the denoiser and decoder under (engine/quantize.py)
+    autocast: Any = None  # a torch dtype to run the denoiser under (engine/quantize.py)
+    decoder_autocast: Any = None  # ... and the VAE decoder
     runtime: Any = None  # another backend's dit(x, t, cond) and decode(z) (engine/onnx.py)
 
     @property

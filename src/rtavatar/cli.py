@@ -12,6 +12,7 @@ from rtavatar.errors import RTAvatarError
 from rtavatar.utils import setup_logging
 
 log = logging.getLogger("rtavatar.cli")
+PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16"]
 
 
 def _seconds_range(text: str) -> tuple[float, float]:
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, action="append", default=None,
                     help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")
     ev.add_argument("--guidance", type=float, default=None, help="default 2 (teacher CFG) or the student's own")
-    ev.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"], help="inference precision (engine/quantize.py)")
+    ev.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="inference precision: denoiser[+decoder] (engine/quantize.py)")
     ev.add_argument("--out", default="", help="write the rows as JSON here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -275,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--align", default="face", choices=["face", "center"],
                    help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
     g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
-    g.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
+    g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
 
@@ -284,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (default: the shipped model, else random tiny weights)")
     src.add_argument("--config", default=None, choices=["tiny", "base", "paper"], help="random weights of a size preset (speed only)")
     b.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default: the checkpoint's; 25 = a teacher's path)")
-    b.add_argument("--quantize", default="fp32", choices=["fp32", "int8", "bf16"])
+    b.add_argument("--quantize", default="fp32", choices=PRECISION_CHOICES,
+                   help="denoiser[+decoder] precision: int8 = INT8 denoiser; bf16 = both bf16; int8+bf16 = INT8 denoiser, bf16 decoder")
     b.add_argument("--no-pipeline", action="store_true", help="run the stages one after the other in one thread")
     b.add_argument("--seconds", type=_positive_float, default=10.0, help="seconds of speech streamed (default 10)")
     b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")

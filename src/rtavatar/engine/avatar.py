@@ -26,22 +26,21 @@ from rtavatar.models.conditioning import check_expression
 from rtavatar.media import read_image, validate_image
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "int8", "bf16")
 
 
 class Avatar:
     """A Bundle ready for inference, optionally quantized (`precision`)."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", device: str | torch.device = "cpu") -> None:
-        if precision not in PRECISIONS:
-            raise RTAvatarError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        from rtavatar.engine.quantize import apply_precision
+
         self.bundle, self.precision = bundle, precision
         bundle.net.to(device)
-        bundle.codec.to(device)
-        if precision != "fp32":
-            from rtavatar.engine.quantize import apply_precision
-
+        bundle.codec.to(device, memory_format=torch.channels_last)
+        try:
             apply_precision(bundle, precision)
+        except ValueError as e:
+            raise RTAvatarError(str(e)) from e
 
     @classmethod
     def load(cls, checkpoint: str | Path, *, precision: str = "fp32", device: str | torch.device = "cpu",

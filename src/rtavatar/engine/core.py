@@ -52,11 +52,9 @@ class ChunkSampler:
         self.net = bundle.net
         d = bundle.cfg.net.dit
         self.latent_shape = (d.latent_channels, d.latent_size, d.latent_size)
-        self.autocast: torch.dtype | None = bundle.autocast
 
-    def _autocast(self):  # noqa: ANN202
-        dev = self.device.type
-        return torch.autocast(dev, dtype=self.autocast, enabled=self.autocast is not None)
+    def _autocast(self, dtype: torch.dtype | None):  # noqa: ANN202
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @property
     def device(self) -> torch.device:
@@ -91,7 +89,7 @@ class ChunkSampler:
             cond = cond.replace(guidance=torch.tensor([s.guidance], device=dev))
         else:  # CFG on audio: the unconditional pass drops the audio only
             denoise = cfg_denoiser(denoise, cond.replace(audio=None), s.guidance)
-        with self._autocast():
+        with self._autocast(self.bundle.autocast):
             x = SAMPLERS[s.sampler](denoise, x, active, cond, steps=s.steps, t_start=t_start, generator=generator)
         return x[:, k:].float()
 
@@ -100,7 +98,8 @@ class ChunkSampler:
         """Model-space latents (1, N, C, h, w) -> frames (N, R, R, 3) uint8."""
         codec = self.bundle.codec
         z = self.bundle.cfg.space.from_model(latents, ref.raw)[0].to(next(codec.parameters()).device)
+        z = z.contiguous(memory_format=torch.channels_last)  # the convs' fast layout on CPU (oneDNN)
         decode = self.bundle.runtime.decode if self.bundle.runtime is not None else codec.decode
-        with self._autocast():
+        with self._autocast(self.bundle.decoder_autocast):
             x = torch.cat([decode(z[i : i + batch]) for i in range(0, len(z), batch)])
         return LatentCodec.to_uint8(x.float())
