@@ -195,6 +195,27 @@ def test_pipelined_and_sequential_give_identical_frames(avatar: Avatar) -> None:
     assert len(a) == len(b) == 30 and all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
 
 
+def test_sessions_sharing_one_avatar_run_concurrently_and_match_their_solo_runs(avatar: Avatar) -> None:
+    a_audio, b_audio = speech(1.0, seed=7), speech(0.8, seed=8)
+    solo_a, solo_b = run(avatar, [a_audio], seed=1), run(avatar, [b_audio], seed=2)
+    sa = avatar.session(face(), align="center", seed=1)
+    sb = avatar.session(face(1), align="center", seed=2)
+    for i in range(0, 16000, 1600):  # interleaved pushes into both
+        sa.push_audio(a_audio[i : i + 1600])
+        sb.push_audio(b_audio[i : i + 1600])
+    sa.close()
+    sb.close()
+    got_b = list(sb.frames(timeout=60))
+    got_a = list(sa.frames(timeout=60))
+    assert len(got_a) == len(solo_a) == 25 and len(got_b) == 20
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(got_a, solo_a))
+    assert not np.array_equal(got_b[0].image, solo_b[0].image), "other portrait, other frames"
+    solo_b1 = avatar.session(face(1), align="center", seed=2)
+    solo_b1.push_audio(b_audio)
+    solo_b1.close()
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(got_b, solo_b1.frames(timeout=60)))
+
+
 def test_chunk_schedule_starts_short_and_grows(avatar: Avatar) -> None:
     s = avatar.session(face(), align="center", schedule=ChunkSchedule(first=1, growth=(2, 4)))
     s.push_audio(speech(2.0))
@@ -319,3 +340,48 @@ def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:
         avatar.session(sky)
     with pytest.raises(RTAvatarError, match="unknown align"):
         avatar.portrait(sky, align="tight")
+
+
+# ---------------------------------------------------------------------------- CLI: bench, export-onnx
+def test_bench_prints_one_json_object_with_the_contract_keys() -> None:
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "rtavatar", "bench", "--steps", "1", "--seconds", "1.5", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("fps", "first_frame_ms", "rtf", "peak_rss_mb", "steps", "resolution", "device", "stage_ms_per_frame"):
+        assert key in res, key
+    assert res["steps"] == 1 and res["resolution"] == 128 and res["frames"] == res["frames_live"] == 38
+    assert res["fps"] > 0 and 0 < res["first_frame_ms"] < 5000 and res["peak_rss_mb"] > 100
+    assert "random weights" in res["model"]
+
+
+def test_onnx_export_matches_torch_and_runs_a_session(student_run: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from rtavatar.cli import main
+    from rtavatar.engine.onnx import use_onnxruntime
+
+    assert main(["export-onnx", "--checkpoint", str(student_run), "--out", str(tmp_path / "onnx"), "--json"]) == 0
+    import json
+
+    report = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert report["denoiser_max_abs_diff"] < 1e-4 and report["decoder_max_abs_diff"] < 1e-4
+    audio = speech(0.6)
+    torch_frames = Avatar.load(student_run).generate(face(), audio, align="center")
+    ort = Avatar.load(student_run)
+    use_onnxruntime(ort, tmp_path / "onnx")
+    ort_frames = ort.generate(face(), audio, align="center")
+    assert ort_frames.shape == torch_frames.shape
+    assert np.abs(ort_frames.astype(int) - torch_frames).max() <= 2
+
+
+def test_cancel_stops_a_session_nobody_reads(avatar: Avatar) -> None:
+    s = avatar.session(face(), align="center", buffer=4)
+    s.push_audio(speech(3.0))  # far more than the buffer: the stages block on the reader
+    next(s.frames(timeout=60))
+    s.cancel()
+    s.join(timeout=30)
+    assert not any(t.is_alive() for t in s._threads), "every stage ended"
+    assert list(s.frames(timeout=5)) == []

@@ -150,11 +150,10 @@ class Session:
         self._restart = True  # the next chunk is a first chunk (short look-ahead)
         self._flush_to = 0  # frames up to this index are generated without waiting for look-ahead
         self._closing = False
-        self._closed = False
         self._error: BaseException | None = None
         self._shown = 0  # frames handed to the reader
         self._last_state = STATE_ID["idle"]
-        self._latents: dict[int, torch.Tensor] = {}  # recent frames' model-space latents (motion context)
+        self._latents: dict[int, tuple[torch.Tensor, int]] = {}  # recent frames' model-space latents + states (motion context)
         self._t0: float | None = None  # live: wall time of frame 0
         self._first_push: float | None = None
         self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
@@ -236,6 +235,16 @@ class Session:
                 self._closing = True
             self._lock.notify_all()
 
+    def cancel(self) -> None:
+        """End now: drop everything not yet read and stop the stages (a client that went away)."""
+        with self._lock:
+            self._epoch += 1
+            self._closing = True
+            self._flush_to = self._next
+            self._drain(self._out)
+            self._lock.notify_all()
+        self._out.put(None)
+
     def frames(self, timeout: float | None = None) -> Iterator[Frame]:
         """Frames in order as they are made; ends after close() (or after `timeout` seconds
         without a frame)."""
@@ -270,8 +279,11 @@ class Session:
     def __enter__(self) -> "Session":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()
 
     # ------------------------------------------------------------------ helpers (lock held)
     def _check_open(self) -> None:
