@@ -13,6 +13,13 @@ what inference needs, so they run on their own, without the other runs they came
 Older checkpoints without them load through their config.json (the VAE then comes from the
 teacher's `vae_checkpoint` path). Only safetensors and JSON are read, never pickles (state.pt
 is read with weights_only=True).
+
+Integrity: every checkpoint holds `manifest.json` (size and SHA-256 of each file), written and
+checked before the checkpoint is renamed into place. Reading verifies every file of it (the
+structure of each safetensors and of state.pt, config.json, then the manifest's sizes and
+hashes), so a truncated, zero-byte or damaged file is an error naming it, whichever of the
+files a reader actually needs; `latest_checkpoint` skips a damaged newest checkpoint for the
+newest intact one and says so.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +38,7 @@ from torch import Tensor, nn
 
 from rtavatar.config import from_dict, to_dict
 from rtavatar.diffusion import T_MAX, SamplingConfig
-from rtavatar.errors import RTAvatarError
+from rtavatar.errors import CheckpointError, RTAvatarError
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
 from rtavatar.models.space import LatentSpace
 from rtavatar.models.vae import LatentCodec, VAEConfig
@@ -41,25 +50,130 @@ DENOISING_STAGES = ("teacher", "distill", "eft")
 
 
 # ---------------------------------------------------------------------------- run format
-def latest_checkpoint(run: Path) -> Path | None:
-    marker = run / "checkpoints" / "latest"
-    if marker.is_file():
-        p = run / "checkpoints" / marker.read_text().strip()
-        if (p / "model.safetensors").is_file():
-            return p
-    done = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "model.safetensors").is_file())
-    return done[-1] if done else None
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(ckdir: Path) -> None:
+    files = sorted(p for p in ckdir.iterdir() if p.is_file() and p.name != MANIFEST)
+    (ckdir / MANIFEST).write_text(json.dumps({p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+                                             indent=1, sort_keys=True))
+
+
+def _check_safetensors(path: Path) -> None:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated ({size} bytes, not a safetensors file)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise CheckpointError(f"{path}: truncated (header of {n} bytes in a {size}-byte file)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise CheckpointError(f"{path}: damaged header ({e})") from e
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise CheckpointError(f"{path}: {size} bytes, but its header describes {8 + n + end}: truncated or damaged")
+
+
+def verify_checkpoint(ck: Path) -> None:
+    """Raise CheckpointError naming the first missing, truncated or damaged file of `ck`."""
+    if not (ck / "model.safetensors").is_file():
+        raise CheckpointError(f"{ck}: no model.safetensors")
+    cfg = ck / "config.json"
+    try:
+        json.loads(cfg.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{cfg}: missing") from e
+    except ValueError as e:
+        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from e
+    for p in sorted(ck.glob("*.safetensors")):
+        _check_safetensors(p)
+    state = ck / "state.pt"
+    if state.exists():
+        try:
+            with zipfile.ZipFile(state) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise CheckpointError(f"{state}: truncated or damaged ({e})") from e
+        if bad is not None:
+            raise CheckpointError(f"{state}: damaged member {bad}")
+    manifest = ck / MANIFEST
+    if manifest.is_file():  # checkpoints from before manifests have the checks above only
+        try:
+            entries = json.loads(manifest.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{manifest}: not valid JSON ({e})") from e
+        for name, want in entries.items():
+            p = ck / name
+            if not p.is_file():
+                raise CheckpointError(f"{p}: missing (listed in {MANIFEST})")
+            if p.stat().st_size != want["bytes"] or _sha256(p) != want["sha256"]:
+                raise CheckpointError(f"{p}: damaged (its size or SHA-256 differs from {MANIFEST})")
+
+
+def checkpoint_dirs(run: Path) -> list[Path]:
+    """A run's checkpoint directories, newest first."""
+    return sorted((p for p in (run / "checkpoints").glob("step_*") if p.is_dir()), reverse=True)
+
+
+def latest_checkpoint(run: Path, verify: bool = True) -> Path | None:
+    """The run's newest intact checkpoint (a damaged newer one is skipped with a warning)."""
+    for p in checkpoint_dirs(run):
+        if not verify:
+            if (p / "model.safetensors").is_file():
+                return p
+            continue
+        try:
+            verify_checkpoint(p)
+        except CheckpointError as e:
+            log.warning("skipping damaged checkpoint %s: %s", p.name, e)
+            continue
+        return p
+    return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (its latest checkpoint) or a checkpoint directory."""
+    """A run directory (its newest intact checkpoint) or a checkpoint directory (verified)."""
     p = Path(path)
-    if (p / "model.safetensors").is_file():
+    if (p / "model.safetensors").is_file() or (p / "config.json").is_file():
+        verify_checkpoint(p)
         return p
+    if not p.exists():
+        raise RTAvatarError(f"checkpoint {p}: no such file or directory")
     ck = latest_checkpoint(p) if p.is_dir() else None
     if ck is None:
+        damaged = checkpoint_dirs(p) if p.is_dir() else []
+        if damaged:
+            verify_checkpoint(damaged[0])  # raises, naming the damaged file
         raise RTAvatarError(f"checkpoint {p}: no model.safetensors there or in {p}/checkpoints/")
     return ck
+
+
+def check_run_dir(run: Path, resume: bool, overwrite: bool = False) -> None:
+    """Refuse to reuse a run directory silently: without --resume an existing run is kept
+    (an error naming --resume and --overwrite); with overwrite its checkpoints and log go."""
+    import shutil
+
+    existing = checkpoint_dirs(run)
+    if resume and overwrite:
+        raise CheckpointError("--resume and --overwrite contradict each other; pick one")
+    if existing and not resume:
+        if not overwrite:
+            raise CheckpointError(f"run {run} already has checkpoints (newest: {existing[0].name}); continue it with --resume, "
+                                  "or start it over with --overwrite")
+        log.warning("--overwrite: deleting %d checkpoint(s) and the log of %s", len(existing), run)
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)  # every process of a multi-process run gets here
+        (run / "log.jsonl").unlink(missing_ok=True)
 
 
 def checkpoint_weights(ckpt: Path, ema: bool = False) -> dict[str, Tensor]:
@@ -76,12 +190,16 @@ def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str,
     """(checkpoint directory, stage name, the rest of its config.json) of a run or checkpoint."""
     ck = resolve_checkpoint(checkpoint)
     raw = json.loads((ck / "config.json").read_text())
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{ck / 'config.json'}: not a config object")
     return ck, raw.pop("stage", None), raw
 
 
 def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
     """The VAE of a `train vae` run (or checkpoint directory), frozen."""
-    ck, _, cfg = read_run_config(vae_checkpoint)
+    ck, stage, cfg = read_run_config(vae_checkpoint)
+    if stage != "vae" or "vae" not in cfg:
+        raise CheckpointError(f"{ck} is a {stage!r} checkpoint, not a VAE (a `train vae` run)")
     codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
     load_weights(codec, ck)
     return _frozen_codec(codec, ck / "model.safetensors")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import logging
 import sys
 from pathlib import Path
@@ -61,6 +62,17 @@ def cmd_prepare(args: argparse.Namespace) -> dict:
                            vae=args.vae, progress=not args.quiet)
 
 
+def check_output(path: str) -> None:
+    """Fail before any work when an output file cannot be written where asked (its directory is created)."""
+    p = Path(path)
+    if p.is_dir():
+        raise RTAvatarError(f"--out {p} is a directory; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RTAvatarError(f"--out {p}: cannot create its directory ({e.strerror})") from e
+
+
 def _checkpoint_steps(spec: str) -> tuple[str, list[int]]:
     """'runs/student:1,2,4' -> ('runs/student', [1, 2, 4]); a plain path -> (path, [])."""
     path, sep, tail = spec.rpartition(":")
@@ -74,6 +86,12 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
 
+    if not args.checkpoint:
+        raise RTAvatarError("eval needs at least one --checkpoint (list the teacher first: speedup is relative to it)")
+    if len(set(args.checkpoint)) != len(args.checkpoint):
+        raise RTAvatarError("the same --checkpoint is listed twice")
+    if args.out:
+        check_output(args.out)
     clips = load_clips(args.data, args.split, args.clips, args.seconds)
     systems = {}
     for spec in args.checkpoint:
@@ -105,7 +123,7 @@ def _stage_config(stage: str, spec: str | None):
     if spec and Path(spec).is_file():
         return load_config(cls, spec)
     if spec and spec not in PRESETS:
-        raise argparse.ArgumentTypeError(f"--config {spec!r} is neither a file nor one of {sorted(PRESETS)}")
+        raise RTAvatarError(f"--config {spec!r} is neither a file nor one of {sorted(PRESETS)}")
     cfg = cls()
     if stage == "teacher" and spec:
         from rtavatar.config import to_dict
@@ -121,14 +139,15 @@ def cmd_train(args: argparse.Namespace) -> dict:
         cfg.train.steps = args.steps
     if args.batch_size:
         cfg.train.batch_size = args.batch_size
+    cfg.train.validate()  # before any data is read
     if args.stage == "vae":
         from rtavatar.training.vae import train_vae
 
-        return train_vae(cfg, args.data, args.out, resume=args.resume)
+        return train_vae(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.stage == "syncnet":
         from rtavatar.training.syncnet import train_syncnet
 
-        return train_syncnet(cfg, args.data, args.out, resume=args.resume)
+        return train_syncnet(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.stage == "distill":
         from rtavatar.training.distill import train_distill
 
@@ -136,48 +155,61 @@ def cmd_train(args: argparse.Namespace) -> dict:
             cfg.teacher_checkpoint = args.teacher
         if args.init_from:
             cfg.init_from = args.init_from
-        return train_distill(cfg, args.data, args.out, resume=args.resume)
+        return train_distill(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.stage == "eft":
         from rtavatar.training.eft import train_eft
 
         if args.student:
             cfg.distill_checkpoint = args.student
-        return train_eft(cfg, args.data, args.out, resume=args.resume)
+        return train_eft(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     from rtavatar.training.teacher import train_teacher
 
     if args.vae:
         cfg.vae_checkpoint = args.vae
     if args.init_from:
         cfg.init_from = args.init_from
-    return train_teacher(cfg, args.data, args.out, resume=args.resume)
+    return train_teacher(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
 
 
 def cmd_generate(args: argparse.Namespace) -> dict:
     from rtavatar.generate import generate_file
 
+    check_output(args.out)
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
                          expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
                          paste_back=not args.no_paste_back, precision=args.precision)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        x = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from e
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return x
+def _int(lo: int, hi: int | None = None):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> int:
+        try:
+            x = int(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
+        if x < lo or (hi is not None and x > hi):
+            raise argparse.ArgumentTypeError(f"{x} is outside [{lo}, {hi if hi is not None else 'inf'}]")
+        return x
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from e
-    if not 0 < x < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return x
+def _float(lo: float, hi: float, *, open_lo: bool = False):  # noqa: ANN202 - an argparse type: finite, in range
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
+        if not math.isfinite(x) or x < lo or x > hi or (open_lo and x == lo):
+            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if open_lo else '['}{lo:g}, {hi:g}]")
+        return x
+
+    return parse
+
+
+_positive_int = _int(1)
+_positive_float = _float(0.0, 1e6, open_lo=True)
+_guidance = _float(0.0, 20.0)
+_resolution = _int(32, 2048)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:
@@ -208,24 +240,25 @@ def cmd_export_onnx(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="render a talking clip with the shipped default (see README)")
     d.add_argument("--out", default="demo.mp4", help="output mp4 (default demo.mp4)")
     d.add_argument("--text", default=None, help="what the avatar says (default: a bundled sentence)")
     d.add_argument("--seed", type=int, default=7, help="identity seed")
-    d.add_argument("--resolution", type=int, default=256)
+    d.add_argument("--resolution", type=_resolution, default=256)
     d.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("synth-data", help="generate a synthetic talking-face dataset (docs/DATA.md)")
     s.add_argument("--out", required=True, help="dataset directory (created; an existing one is completed)")
-    s.add_argument("--clips", type=int, required=True)
+    s.add_argument("--clips", type=_positive_int, required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--resolution", type=int, default=128)
+    s.add_argument("--resolution", type=_resolution, default=128)
     s.add_argument("--seconds", type=_seconds_range, default=(4.0, 10.0), help="clip length range LO-HI (default 4-10)")
-    s.add_argument("--identities", type=int, default=0, help="0: a new identity per clip; N: reuse N identities")
-    s.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    s.add_argument("--identities", type=_int(0), default=0, help="0: a new identity per clip; N: reuse N identities")
+    s.add_argument("--workers", type=_int(0, 256), default=0, help="processes (default: one per core)")
     s.add_argument("--test-fraction", type=_fraction, default=0.05,
                    help="share of identities held out as split=test, with held-out sentences (default 0.05; 1: an all-test set)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -235,12 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prepare", help="talking-head videos -> training dataset (docs/DATA.md)")
     pr.add_argument("--videos", required=True, help="directory of videos (searched recursively)")
     pr.add_argument("--out", required=True, help="dataset directory")
-    pr.add_argument("--resolution", type=int, default=512, help="crop side in pixels (default 512)")
-    pr.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    pr.add_argument("--resolution", type=_resolution, default=512, help="crop side in pixels (default 512)")
+    pr.add_argument("--workers", type=_int(0, 256), default=0, help="processes (default: one per core)")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted run; finished videos are kept")
-    pr.add_argument("--detect-every", type=int, default=1, help="run the face detector every N frames (track between)")
-    pr.add_argument("--min-seconds", type=float, default=2.0, help="drop usable spans shorter than this")
-    pr.add_argument("--max-seconds", type=float, default=20.0, help="split longer spans into clips")
+    pr.add_argument("--detect-every", type=_positive_int, default=1, help="run the face detector every N frames (track between)")
+    pr.add_argument("--min-seconds", type=_positive_float, default=2.0, help="drop usable spans shorter than this")
+    pr.add_argument("--max-seconds", type=_positive_float, default=20.0, help="split longer spans into clips")
     pr.add_argument("--test-fraction", type=_fraction, default=0.0, help="fraction of videos held out as split=test")
     pr.add_argument("--vae", default=None, help="a `train vae` run: also cache each clip's latents")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -252,11 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--expert", required=True, help="`train syncnet` run (our sync expert)")
     ev.add_argument("--data", required=True)
     ev.add_argument("--split", default="test")
-    ev.add_argument("--clips", type=int, default=0, help="at most this many clips (0: all)")
-    ev.add_argument("--seconds", type=float, default=8.0, help="score the first S seconds of each clip")
-    ev.add_argument("--steps", type=int, action="append", default=None,
+    ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
+    ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
+    ev.add_argument("--steps", type=_positive_int, action="append", default=None,
                     help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")
-    ev.add_argument("--guidance", type=float, default=None, help="default 2 (teacher CFG) or the student's own")
+    ev.add_argument("--guidance", type=_guidance, default=None, help="default 2 (teacher CFG) or the student's own")
     ev.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="inference precision: denoiser[+decoder] (engine/quantize.py)")
     ev.add_argument("--out", default="", help="write the rows as JSON here")
     ev.add_argument("--json", action="store_true")
@@ -267,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio", required=True, help="any audio file or a video's audio track")
     g.add_argument("--out", required=True)
     g.add_argument("--checkpoint", required=True, help="teacher, distill or eft run (or checkpoint directory)")
-    g.add_argument("--steps", type=int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
-    g.add_argument("--guidance", type=float, default=None,
+    g.add_argument("--steps", type=_positive_int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
+    g.add_argument("--guidance", type=_guidance, default=None,
                    help="guidance scale on audio: CFG for a teacher (default 2), an input for a student")
     g.add_argument("--state", default="auto", help="auto (from voice activity), speak, listen or idle")
     g.add_argument("--expression", default=None, help="controls, e.g. smile=0.6,yaw=10 (docs/DATA.md)")
@@ -289,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoiser[+decoder] precision: int8 = INT8 denoiser; bf16 = both bf16; int8+bf16 = INT8 denoiser, bf16 decoder")
     b.add_argument("--no-pipeline", action="store_true", help="run the stages one after the other in one thread")
     b.add_argument("--seconds", type=_positive_float, default=10.0, help="seconds of speech streamed (default 10)")
-    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--threads", type=_int(0, 1024), default=0, help="torch threads (default: torch's choice)")
     b.add_argument("--first-chunk", type=_positive_int, default=0, help="frames in the first chunk (default 1)")
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -308,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
     t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
-    t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    t.add_argument("--steps", type=int, default=0, help="override train.steps")
-    t.add_argument("--batch-size", type=int, default=0, help="override train.batch_size (global)")
+    t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing run's checkpoints and log and start over")
+    t.add_argument("--steps", type=_int(0), default=0, help="override train.steps")
+    t.add_argument("--batch-size", type=_int(0), default=0, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
@@ -325,12 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         result = args.func(args)
-    except RTAvatarError as e:
-        log.error("%s", e)
-        return 2
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except (RTAvatarError, ValueError, OSError) as e:  # what a user can cause; a bug (any other type) shows its traceback
+        if args.debug:
+            log.exception("%s", e)
+        else:
+            log.error("%s", " ".join(str(e).split()) or type(e).__name__)
+        return 2
     if getattr(args, "json", False):
         print(json.dumps(result, sort_keys=True))
     return 0

@@ -65,6 +65,16 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
+    from rtavatar.errors import RTAvatarError
+
     path = Path(path)
-    data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    return from_dict(cls, data or {}, _where=f"[{path.name}]")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise RTAvatarError(f"config {path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from e
+    try:
+        return from_dict(cls, data or {}, _where=f"[{path.name}]")
+    except (TypeError, ValueError) as e:
+        raise RTAvatarError(str(e)) from e

@@ -41,3 +41,7 @@ class SpeechSynthesisError(RTAvatarError, RuntimeError):
 
 class DatasetError(RTAvatarError, ValueError):
     """A dataset directory is missing files or does not follow docs/DATA.md."""
+
+
+class CheckpointError(RTAvatarError, ValueError):
+    """A checkpoint file is missing, truncated or damaged, or a run directory is misused."""

@@ -63,3 +63,30 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def die_with_parent() -> None:
+    """Worker-process initializer: the kernel kills this process when its parent dies (Linux
+    PR_SET_PDEATHSIG), so a killed command never leaves its pool running."""
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all there is
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def remove_temp_debris(root: Path, pattern: str = ".*.tmp*") -> int:
+    """Delete temp files a killed run left under `root` (the atomic writers' hidden names)."""
+    n = 0
+    for p in root.rglob(pattern):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    if n:
+        log.info("removed %d temporary file(s) left by an interrupted run under %s", n, root)
+    return n

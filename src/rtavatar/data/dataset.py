@@ -44,6 +44,14 @@ class Dataset:
         except json.JSONDecodeError as e:
             raise DatasetError(f"{self.root}: malformed dataset.json or manifest.jsonl ({e})") from e
         self.records = [r for r in records if split is None or r.get("split") == split]
+        self.split = split
+
+    def require(self) -> "Dataset":
+        """Self, or a clear error when it holds no clips (of its split)."""
+        if not self.records:
+            where = f" in split {self.split!r}" if self.split else ""
+            raise DatasetError(f"{self.root}: no clips{where} (see docs/DATA.md; `synth-data --test-fraction` sets the split)")
+        return self
 
     def __len__(self) -> int:
         return len(self.records)

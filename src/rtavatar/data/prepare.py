@@ -46,7 +46,7 @@ from rtavatar.data.landmarks import (EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC, FaceAnalyz
                                      raw_features)
 from rtavatar.errors import DatasetError, MediaError
 from rtavatar.media import iter_video_frames, read_audio, read_video_audio, write_video
-from rtavatar.utils import atomic_write
+from rtavatar.utils import atomic_write, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +420,7 @@ def prepare_dataset(videos: str | Path, out: str | Path, cfg: PrepareConfig, wor
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
             list(tqdm(pool.map(_worker, jobs), total=len(jobs), desc="videos", disable=not progress))
     elapsed = time.perf_counter() - t0
     summary = _finish(out, found, root, elapsed, {video_id(p, root) for p in todo})

@@ -25,7 +25,7 @@ from rtavatar.data.behavior import CONTROLS, STATES, Timeline, frame_signals, id
 from rtavatar.data.face import FaceState, Renderer, sample_identity
 from rtavatar.data.visemes import VISEME_NAMES
 from rtavatar.media import write_video
-from rtavatar.utils import atomic_write, derive_seed
+from rtavatar.utils import atomic_write, derive_seed, die_with_parent, remove_temp_debris
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,22 @@ class SynthConfig:
     crf: int = 10  # near-lossless H.264 ...
     pix_fmt: str = "yuv444p"  # ... without chroma subsampling (lip colour matters at 128 px)
     workers: int = 0  # 0: one per core
+
+    def validate(self) -> "SynthConfig":
+        """A clear error for settings no clip could be made with (raised before anything is written)."""
+        from rtavatar.errors import RTAvatarError
+
+        lo, hi = self.seconds
+        checks = [(self.clips >= 1, f"clips must be >= 1, got {self.clips}"),
+                  (32 <= self.resolution <= 2048, f"resolution must be in [32, 2048], got {self.resolution}"),
+                  (self.identities >= 0, f"identities must be >= 0, got {self.identities}"),
+                  (0.0 <= self.test_fraction <= 1.0, f"test_fraction must be in [0, 1], got {self.test_fraction}"),
+                  (0.5 <= lo <= hi <= 600, f"seconds must satisfy 0.5 <= LO <= HI <= 600, got {self.seconds}"),
+                  (self.workers >= 0, f"workers must be >= 0, got {self.workers}")]
+        for ok, msg in checks:
+            if not ok:
+                raise RTAvatarError(f"synth-data: {msg}")
+        return self
 
 
 def identity_of_clip(cfg: SynthConfig, index: int) -> int:
@@ -162,8 +178,10 @@ def synthesize_dataset(cfg: SynthConfig, out_dir: str | Path, progress: bool = T
     """Generate (or complete) a dataset; returns a summary with throughput figures."""
     import os
 
+    cfg.validate()  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temp_debris(out)
     info_path = out / "dataset.json"
     info = dataset_info(cfg)
     if info_path.exists():
@@ -180,7 +198,7 @@ def synthesize_dataset(cfg: SynthConfig, out_dir: str | Path, progress: bool = T
     if workers == 1:
         records = [_worker(j) for j in tqdm(jobs, desc="clips", disable=not progress)]
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
             records = list(tqdm(pool.map(_worker, jobs, chunksize=1), total=len(jobs), desc="clips", disable=not progress))
     elapsed = time.perf_counter() - t0
     with atomic_write(out / "manifest.jsonl", "w") as f:

@@ -25,9 +25,7 @@ Generator = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (portrait, audio) 
 
 
 def load_clips(data: str, split: str = "test", clips: int = 0, seconds: float = 8.0) -> list[Clip]:
-    ds = Dataset(data, split=split)
-    if not len(ds):
-        raise ValueError(f"{data} has no clips in split {split!r}")
+    ds = Dataset(data, split=split).require()
     out = []
     for i in range(min(len(ds), clips) if clips else len(ds)):
         c = ds.load(i)

@@ -29,7 +29,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rtavatar.checkpoints import checkpoint_weights, latest_checkpoint, load_weights, read_run_config, resolve_checkpoint  # noqa: F401
+from rtavatar.checkpoints import (check_run_dir, checkpoint_weights, latest_checkpoint, load_weights, read_run_config,  # noqa: F401
+                                  resolve_checkpoint, verify_checkpoint, write_manifest)
 from rtavatar.training.sharding import (OPTIMIZER_FORMAT, full_model_state, full_optimizer_state, full_tensor,
                                         load_full_optimizer_state, shard_model)
 
@@ -55,6 +56,30 @@ class TrainConfig:
     decay_from: int = 0  # > 0: cosine-decay the lr from this step to min_lr_ratio * lr at `steps`
     min_lr_ratio: float = 0.1
     fsdp: bool = False  # shard weights/grads/optimizer over processes (training/sharding.py) instead of DDP
+
+    def validate(self) -> "TrainConfig":
+        """Refuse values that would train nonsense or crash late (non-finite, out of range)."""
+        from rtavatar.errors import RTAvatarError
+
+        finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
+        checks = [(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
+                  (isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}"),
+                  (finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}"),
+                  (finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}"),
+                  (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be >= 0, got {self.warmup!r}"),
+                  (finite(self.grad_clip) and self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip!r}"),
+                  (finite(self.ema) and 0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema!r}"),
+                  (isinstance(self.log_every, int) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}"),
+                  (isinstance(self.ckpt_every, int) and self.ckpt_every >= 1, f"ckpt_every must be >= 1, got {self.ckpt_every!r}"),
+                  (isinstance(self.keep_checkpoints, int) and self.keep_checkpoints >= 0,
+                   f"keep_checkpoints must be >= 0 (0: keep all), got {self.keep_checkpoints!r}"),
+                  (self.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}"),
+                  (isinstance(self.decay_from, int) and self.decay_from >= 0, f"decay_from must be >= 0, got {self.decay_from!r}"),
+                  (finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")]
+        for ok, msg in checks:
+            if not ok:
+                raise RTAvatarError(f"train: {msg}")
+        return self
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -121,6 +146,8 @@ def save_checkpoint(run: Path, step: int, model: nn.Module | dict[str, Tensor], 
     torch.save(state, tmp / "state.pt")
     if write_extra is not None:
         write_extra(tmp)
+    write_manifest(tmp)
+    verify_checkpoint(tmp)  # read back before it replaces anything
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = ckdir / f".latest.{os.getpid()}"
@@ -190,6 +217,8 @@ def train_loop(
     # teacher, null tokens when nothing is dropped), so DDP must look for unused ones.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, kwargs_handlers=[ddp])
+    cfg.validate()
+    check_run_dir(run, resume)
     run.mkdir(parents=True, exist_ok=True)
     sharded = cfg.fsdp and acc.num_processes > 1
     if sharded and cfg.mixed_precision == "fp16":

@@ -35,7 +35,7 @@ class ClipCache:
     """Decoded clips kept in memory (LRU, bounded by bytes)."""
 
     def __init__(self, dataset: Dataset, max_bytes: int = 4 << 30) -> None:
-        self.ds, self.max_bytes = dataset, max_bytes
+        self.ds, self.max_bytes = dataset.require(), max_bytes
         self._clips: OrderedDict[int, Clip] = OrderedDict()
         self._bytes = 0
 
@@ -85,7 +85,7 @@ class LatentClips:
     """Per-clip VAE latents (cached on disk beside the run), audio, states and controls."""
 
     def __init__(self, dataset: Dataset, codec: LatentCodec, cache_dir: Path, batch: int = 32) -> None:
-        self.ds = dataset
+        self.ds = dataset.require()
         self.latents: list[Tensor] = []
         self.audio: list[Tensor] = []
         self.state: list[Tensor] = []

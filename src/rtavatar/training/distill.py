@@ -37,7 +37,7 @@ from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import VAEConfig
-from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
+from rtavatar.training.common import (TrainConfig, check_run_dir, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
                                       read_run_config, train_loop)
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, model_batch
@@ -200,8 +200,9 @@ def draw_distill_noise(cfg: DistillConfig, shape: torch.Size, motion: int, gen: 
             "eps_d": torch.randn(shape, generator=gen), "t_d": d.t_min + (d.t_max - d.t_min) * torch.rand(b, generator=gen)}
 
 
-def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume: bool = False,
+def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False,
                   stop_after: int | None = None) -> dict[str, Any]:
+    check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     if not cfg.teacher_checkpoint:
         raise ValueError("distillation needs teacher_checkpoint (a `train teacher` run)")
     if cfg.train.ema <= 0:

@@ -35,7 +35,7 @@ from rtavatar.diffusion import PRIORS, consistency_denoiser, edit_prior, start_l
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import VAEConfig
-from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
@@ -95,7 +95,8 @@ class Editor(StudentAndDisc):
         return loss, stats
 
 
-def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     if not cfg.distill_checkpoint:
         raise ValueError("EFT needs distill_checkpoint (a `train distill` run)")
     run = Path(run)

@@ -23,7 +23,7 @@ from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops
 from rtavatar.models.vae import LatentCodec
-from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache
 
 
@@ -82,8 +82,9 @@ def sync_loss(net: nn.Module, batch: dict[str, Tensor], aperture_weight: float =
     return loss, {"acc": acc, "d_pos": float(pos), "d_shift": float(shifted), "aperture_mse": float(ap.detach())}
 
 
-def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resume: bool = False,
+def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False,
                   stop_after: int | None = None) -> dict[str, Any]:
+    check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     cache = ClipCache(Dataset(data, split="train"))
     torch.manual_seed(cfg.train.seed)
     net = SyncNet(cfg.net)

@@ -25,7 +25,7 @@ from rtavatar.models.dit import Conditioning
 from rtavatar.models.space import LatentSpace
 from rtavatar.models.syncnet import SyncNet, decode_mouth
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import (TrainConfig, checkpoint_weights, latest_checkpoint, on_device, rank_slice,
+from rtavatar.training.common import (TrainConfig, check_run_dir, checkpoint_weights, latest_checkpoint, on_device, rank_slice,
                                       resolve_checkpoint, train_loop)
 from rtavatar.training.data import LatentClips
 
@@ -177,7 +177,8 @@ def warm_start(net: nn.Module, checkpoint: str | Path) -> None:
              ", ".join(sorted({k.rsplit(".", 1)[0] for k in own if k not in found})) or "none")
 
 
-def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     run = Path(run)
     if not cfg.vae_checkpoint:
         raise ValueError("teacher training needs vae_checkpoint (a run of `rtavatar train vae`)")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache, random_frames
 
 
@@ -35,9 +35,11 @@ def reconstruction_loss(x: Tensor, y: Tensor, edge_weight: float) -> Tensor:
     return F.l1_loss(y, x) + edge_weight * (F.l1_loss(dyh, dxh) + F.l1_loss(dyw, dxw))
 
 
-def train_vae(cfg: VAEStageConfig, data: str | Path, run: str | Path, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_vae(cfg: VAEStageConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     ds = Dataset(data, split="train")
     cache = ClipCache(ds)
+    torch.manual_seed(cfg.train.seed)  # the initial weights too, as every stage: same seed, same run
     codec = LatentCodec(cfg.vae)
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
