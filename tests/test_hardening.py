@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
@@ -188,3 +189,43 @@ def test_same_seed_vae_runs_are_identical(data_and_vae: tuple[Path, Path], tmp_p
         assert main([*vae_args(data, tmp_path / name, steps=2), "--config", str(vae_cfg_file)]) == 0
     wa, wb = (load_file(latest_checkpoint(tmp_path / n) / "model.safetensors") for n in ("a", "b"))
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_runs_trained_with_relative_paths_work_from_any_directory(data_and_vae: tuple[Path, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+
+    from helpers import tiny_teacher_cfg
+    from rtavatar.config import save_config
+    from rtavatar.engine import Avatar
+
+    data, vae = data_and_vae
+    work = tmp_path / "work"
+    (work / "runs").mkdir(parents=True)
+    shutil.copytree(vae, work / "runs" / "vae")
+    cfg = tiny_teacher_cfg(Path("unused"), steps=2)
+    cfg.vae_checkpoint = ""
+    save_config(cfg, work / "teacher.yaml")
+    monkeypatch.chdir(work)
+    assert main(["train", "teacher", "--config", "teacher.yaml", "--data", str(data), "--out", "runs/teacher", "--vae", "runs/vae"]) == 0
+    assert main(["train", "distill", "--teacher", "runs/teacher", "--data", str(data), "--out", "runs/student", "--steps", "2",
+                 "--batch-size", "2"]) == 0
+    stored = json.loads((latest_checkpoint(work / "runs" / "teacher") / "config.json").read_text())["vae_checkpoint"]
+    assert Path(stored).is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for run in ("teacher", "student"):
+        assert Avatar.load(work / "runs" / run).generate(np.zeros((64, 64, 3), np.uint8), np.zeros(1280, np.float32),
+                                                        align="center").shape == (2, 64, 64, 3)
+    # A checkpoint from before self-contained checkpoints, with the VAE path stored as typed.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(work / "runs", legacy / "runs")
+    ck = latest_checkpoint(legacy / "runs" / "teacher")
+    for name in ("inference.json", "vae.safetensors", "manifest.json"):
+        (ck / name).unlink()
+    raw = json.loads((ck / "config.json").read_text())
+    raw["vae_checkpoint"] = "runs/vae"
+    (ck / "config.json").write_text(json.dumps(raw))
+    assert Avatar.load(ck).bundle.codec is not None, "found relative to the directories above the checkpoint"

@@ -159,6 +159,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return ck
 
 
+def absolute(path: str) -> str:
+    """A path a user typed, made absolute (configs store these, so runs work from any directory)."""
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+def resolve_reference(path: str, base: Path) -> Path:
+    """A path stored in a checkpoint's config: as stored if it exists (absolute, or relative
+    to the working directory), else relative to each directory above the checkpoint `base`
+    (older configs stored paths as typed, relative to where training ran)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    for parent in Path(base).resolve().parents:
+        if (parent / p).exists():
+            return parent / p
+    return p
+
+
 def check_run_dir(run: Path, resume: bool, overwrite: bool = False) -> None:
     """Refuse to reuse a run directory silently: without --resume an existing run is kept
     (an error naming --resume and --overwrite); with overwrite its checkpoints and log go."""
@@ -195,9 +213,16 @@ def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str,
     return ck, raw.pop("stage", None), raw
 
 
-def load_codec(vae_checkpoint: str | Path) -> LatentCodec:
-    """The VAE of a `train vae` run (or checkpoint directory), frozen."""
-    ck, stage, cfg = read_run_config(vae_checkpoint)
+def load_codec(checkpoint: str | Path) -> LatentCodec:
+    """The VAE of a `train vae` run, or the VAE a teacher / distill / EFT checkpoint carries
+    (older ones: the VAE run their config names), frozen."""
+    ck, stage, cfg = read_run_config(checkpoint)
+    if (ck / VAE_FILE).is_file() and (ck / INFERENCE_FILE).is_file():
+        codec = LatentCodec(from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text())).vae)
+        codec.load_state_dict(load_file(ck / VAE_FILE))
+        return _frozen_codec(codec, ck / VAE_FILE)
+    if stage in DENOISING_STAGES:
+        return load_codec(_legacy_inference(ck, stage, cfg)[1])
     if stage != "vae" or "vae" not in cfg:
         raise CheckpointError(f"{ck} is a {stage!r} checkpoint, not a VAE (a `train vae` run)")
     codec = LatentCodec(from_dict(VAEConfig, cfg["vae"]))
@@ -288,6 +313,7 @@ def _legacy_inference(ck: Path, stage: str, raw: dict[str, Any]) -> tuple[Infere
     vae_run = teacher.get("vae_checkpoint", "")
     if not vae_run:
         raise RTAvatarError(f"checkpoint {ck} has neither {VAE_FILE} nor a vae_checkpoint in its config")
+    vae_run = str(resolve_reference(vae_run, ck))
     try:
         _, _, vae_raw = read_run_config(vae_run)
     except RTAvatarError as e:
@@ -307,12 +333,9 @@ def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
         raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; this needs a teacher, distill or eft run")
     if (ck / INFERENCE_FILE).is_file():
         cfg = from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text()))
-        codec = LatentCodec(cfg.vae)
-        codec.load_state_dict(load_file(ck / VAE_FILE))
-        codec = _frozen_codec(codec, ck / VAE_FILE)
     else:
-        cfg, vae_run = _legacy_inference(ck, stage, raw)
-        codec = load_codec(vae_run)
+        cfg = _legacy_inference(ck, stage, raw)[0]
+    codec = load_codec(ck)
     cfg.sampling.validate()
     net = AvatarNet(cfg.net)
     sd = checkpoint_weights(ck, ema)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import InferenceConfig, student_inference, write_inference_files
+from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, write_inference_files
 from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
@@ -208,6 +208,8 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
     if cfg.train.ema <= 0:
         raise ValueError("distillation needs train.ema > 0: the EMA of the student is the target network")
     run = Path(run)
+    cfg.teacher_checkpoint, cfg.init_from = absolute(cfg.teacher_checkpoint), absolute(cfg.init_from)
+    cfg.disc.expert_checkpoint = absolute(cfg.disc.expert_checkpoint)
     tcfg, teacher = load_teacher_run(cfg.teacher_checkpoint)
     cfg.teacher = tcfg
     teacher.eval().requires_grad_(False)
@@ -219,7 +221,7 @@ def train_distill(cfg: DistillConfig, data: str | Path, run: str | Path, resume:
             raise ValueError(f"{ck} distilled a teacher of another architecture than {cfg.teacher_checkpoint}")
         student.load_state_dict(src.state_dict())
         log.info("student warm-started from %s", ck)
-    codec = load_codec(tcfg.vae_checkpoint)
+    codec = load_codec(cfg.teacher_checkpoint)  # the VAE the teacher checkpoint carries (older ones: its vae_checkpoint)
     disc, backbone = build_discriminator(cfg.disc, tcfg, teacher, codec=codec) if cfg.adversarial else (None, None)
     clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import InferenceConfig, student_inference, write_inference_files
+from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, write_inference_files
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import PRIORS, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
@@ -100,9 +100,10 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
     if not cfg.distill_checkpoint:
         raise ValueError("EFT needs distill_checkpoint (a `train distill` run)")
     run = Path(run)
+    cfg.distill_checkpoint, cfg.disc.expert_checkpoint = absolute(cfg.distill_checkpoint), absolute(cfg.disc.expert_checkpoint)
     cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
     tcfg = cfg.student.teacher
-    codec = load_codec(tcfg.vae_checkpoint)
+    codec = load_codec(cfg.distill_checkpoint)  # the VAE the student checkpoint carries
     disc, backbone = (build_discriminator(cfg.disc, tcfg, teacher_checkpoint=cfg.student.teacher_checkpoint, codec=codec)
                       if cfg.adversarial else (None, None))
     clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")

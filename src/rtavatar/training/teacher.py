@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtavatar.checkpoints import InferenceConfig, load_codec, teacher_inference, write_inference_files
+from rtavatar.checkpoints import InferenceConfig, absolute, load_codec, teacher_inference, write_inference_files
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, v_target, x0_from_v
@@ -182,6 +182,7 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
     run = Path(run)
     if not cfg.vae_checkpoint:
         raise ValueError("teacher training needs vae_checkpoint (a run of `rtavatar train vae`)")
+    cfg.vae_checkpoint, cfg.sync_expert, cfg.init_from = map(absolute, (cfg.vae_checkpoint, cfg.sync_expert, cfg.init_from))
     codec = load_codec(cfg.vae_checkpoint)
     clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
     if cfg.latent_scale <= 0:
