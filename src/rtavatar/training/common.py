@@ -64,7 +64,7 @@ class TrainConfig:
         finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)  # noqa: E731
         checks = [(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}"),
                   (isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}"),
-                  (finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}"),
+                  (finite(self.lr) and self.lr >= 0, f"lr must be a finite number >= 0, got {self.lr!r}"),
                   (finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}"),
                   (isinstance(self.warmup, int) and self.warmup >= 0, f"warmup must be >= 0, got {self.warmup!r}"),
                   (finite(self.grad_clip) and self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip!r}"),
