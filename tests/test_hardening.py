@@ -229,3 +229,13 @@ def test_runs_trained_with_relative_paths_work_from_any_directory(data_and_vae: 
     raw["vae_checkpoint"] = "runs/vae"
     (ck / "config.json").write_text(json.dumps(raw))
     assert Avatar.load(ck).bundle.codec is not None, "found relative to the directories above the checkpoint"
+
+
+def test_non_finite_config_values_are_refused(data_and_vae: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vae = data_and_vae
+    for text, match in (("p_drop_audio: 1.5\n", "p_drop_audio = 1.5 must lie in"), ("motion_noise: .nan\n", "not a finite number"),
+                        ("train: {lr: .inf}\n", "not a finite number")):
+        (tmp_path / "t.yaml").write_text(text)
+        out = cli("train", "teacher", "--config", str(tmp_path / "t.yaml"), "--data", str(data), "--out", str(tmp_path / "r"),
+                  "--vae", str(vae))
+        assert out.returncode == 2 and "Traceback" not in out.stderr and match in out.stderr, out.stderr[-800:]

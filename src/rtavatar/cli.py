@@ -139,6 +139,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
         cfg.train.steps = args.steps
     if args.batch_size:
         cfg.train.batch_size = args.batch_size
+    from rtavatar.config import check_values
+
+    check_values(cfg)
     cfg.train.validate()  # before any data is read
     if args.stage == "vae":
         from rtavatar.training.vae import train_vae
@@ -303,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=_positive_int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
     g.add_argument("--guidance", type=_guidance, default=None,
                    help="guidance scale on audio: CFG for a teacher (default 2), an input for a student")
-    g.add_argument("--state", default="auto", help="auto (from voice activity), speak, listen or idle")
+    g.add_argument("--state", default="auto", choices=["auto", "speak", "listen", "idle"], help="auto (from voice activity), speak, listen or idle")
     g.add_argument("--expression", default=None, help="controls, e.g. smile=0.6,yaw=10 (docs/DATA.md)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--align", default="face", choices=["face", "center"],

@@ -58,6 +58,26 @@ def from_dict(cls: type[T], data: dict[str, Any], _where: str = "") -> T:
     return cls(**kwargs)
 
 
+def check_values(cfg: Any, _where: str = "") -> None:
+    """Every number in a (nested) config is finite, and probabilities (`p_*`) and fractions
+    (`*_fraction`) lie in [0, 1]: a ValueError naming the key otherwise."""
+    import math
+
+    for f in dataclasses.fields(cfg):
+        v, key = getattr(cfg, f.name), f"{_where}.{f.name}" if _where else f.name
+        if dataclasses.is_dataclass(v):
+            check_values(v, key)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ValueError(f"config: {key} = {v} is not a finite number")
+            if (f.name.startswith("p_") or f.name.endswith("_fraction")) and not 0 <= v <= 1:
+                raise ValueError(f"config: {key} = {v} must lie in [0, 1]")
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"config: {key} holds {x}, not a finite number")
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     path = Path(path)
     text = json.dumps(to_dict(cfg), indent=2) if path.suffix == ".json" else yaml.safe_dump(to_dict(cfg), sort_keys=False)
