@@ -13,7 +13,6 @@ from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import consistency_denoiser, sample_consistency, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
-from rtavatar.models.vae import LatentCodec
 from rtavatar.training.common import TrainConfig, latest_checkpoint
 from rtavatar.training.distill import load_student
 from rtavatar.training.eft import EFTConfig, edit_prior, edit_start, load_distill_run, train_eft
