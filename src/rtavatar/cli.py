@@ -229,6 +229,13 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_serve(args: argparse.Namespace) -> dict:
+    from rtavatar.server.app import serve
+
+    serve(host=args.host, port=args.port, checkpoint=args.checkpoint, max_sessions=args.max_sessions, precision=args.precision)
+    return {}
+
+
 def cmd_export_onnx(args: argparse.Namespace) -> dict:
     from rtavatar.engine import Avatar
     from rtavatar.engine.onnx import export_onnx
@@ -330,6 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
+
+    sv = sub.add_parser("serve", help="HTTP + WebSocket server around one loaded model (docs/PROTOCOL.md)")
+    sv.add_argument("--host", default="127.0.0.1", help="default loopback only")
+    sv.add_argument("--port", type=_int(1, 65535), default=8000)
+    sv.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (default: the shipped model)")
+    sv.add_argument("--max-sessions", type=_positive_int, default=4)
+    sv.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES)
+    sv.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export-onnx", help="the denoiser (reference cache as inputs) and the VAE decoder as ONNX, checked with onnxruntime")
     xs = x.add_mutually_exclusive_group()

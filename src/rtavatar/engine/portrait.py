@@ -52,7 +52,7 @@ def center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
     h, w = image.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
-    x = torch.from_numpy(np.ascontiguousarray(image[y0 : y0 + s, x0 : x0 + s])).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image[y0 : y0 + s, x0 : x0 + s])).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(resolution, resolution), mode="area" if s > resolution else "bilinear",
                       align_corners=None if s > resolution else False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

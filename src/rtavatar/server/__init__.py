@@ -1,0 +1,1 @@
+"""The avatar server (`rtavatar serve`): HTTP + WebSocket around one shared Avatar."""

@@ -1,0 +1,277 @@
+"""`rtavatar serve`: one loaded Avatar shared by every session, over HTTP and WebSocket.
+
+- `GET /healthz`: status, model, sessions in use.
+- `POST /v1/generate`: multipart portrait + audio -> mp4 (the offline path).
+- `WS /v1/stream`: a live session for programs (docs/PROTOCOL.md; `rtavatar.client`).
+
+Every malformed message gets an `error` message and the connection (and every other
+session) keeps going (a refused `start` can be sent again); only a full server or an idle
+timeout ends a connection. Limits:
+`max_sessions` live sessions, `max_message_bytes` per WebSocket message, `max_upload_bytes`
+per uploaded file, `idle_timeout` seconds without a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import itertools
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, File, Form, UploadFile, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
+
+from rtavatar import FPS
+from rtavatar.engine import Avatar, Session
+from rtavatar.errors import RTAvatarError
+from rtavatar.media import VideoWriter, read_audio, read_image, validate_audio, validate_image
+from rtavatar.models.conditioning import parse_expression
+from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, SetExpression, SetState, Start, pack_frame
+
+log = logging.getLogger("rtavatar.server")
+_ids = itertools.count(1)
+
+
+@dataclass
+class ServerConfig:
+    max_sessions: int = 4
+    max_message_bytes: int = 12 << 20  # a start message carries the portrait (base64)
+    max_upload_bytes: int = 32 << 20
+    idle_timeout: float = 120.0
+    model: str = ""
+
+
+def _error(message: str, fatal: bool = False) -> dict[str, Any]:
+    return {"type": "error", "error": message, "fatal": fatal}
+
+
+def _short(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "message"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def decode_portrait(data: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise RTAvatarError("portrait: not valid base64") from e
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise RTAvatarError(f"portrait: not a readable image ({e.__class__.__name__})") from e
+    return validate_image(arr, name="portrait")
+
+
+def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
+    cfg = cfg or ServerConfig()
+    app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
+    live: set[int] = set()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": cfg.model, "resolution": avatar.resolution, "fps": FPS,
+                "sessions": len(live), "max_sessions": cfg.max_sessions, "protocol": VERSION}
+
+    @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"}})
+    async def generate(portrait: UploadFile = File(...), audio: UploadFile = File(...), steps: int | None = Form(None),
+                       state: str = Form("auto"), expression: str = Form(""), align: str = Form("face"),
+                       paste_back: bool = Form(True), seed: int = Form(0)) -> Any:
+        tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
+
+        def cleanup() -> None:
+            for p in tmp.iterdir():
+                p.unlink(missing_ok=True)
+            tmp.rmdir()
+
+        try:
+            files = {}
+            for name, up in (("portrait", portrait), ("audio", audio)):
+                data = await up.read(cfg.max_upload_bytes + 1)
+                if len(data) > cfg.max_upload_bytes:
+                    raise RTAvatarError(f"{name}: larger than {cfg.max_upload_bytes >> 20} MB")
+                suffix = Path(up.filename or "").suffix.lower()[:8]
+                files[name] = tmp / f"{name}{suffix}"
+                files[name].write_bytes(data)
+            if state not in ("auto", "speak", "listen", "idle"):
+                raise RTAvatarError(f"state {state!r}: use auto, speak, listen or idle")
+            if steps is not None and not 1 <= steps <= 50:
+                raise RTAvatarError("steps must be in [1, 50]")
+            expr = parse_expression(expression)
+            image = read_image(files["portrait"])
+            wav = validate_audio(read_audio(files["audio"]), 16_000, name="audio")
+            out = tmp / "out.mp4"
+
+            def work() -> int:
+                with VideoWriter(out) as w:
+                    w.add((), wav)
+                    for frame in avatar.iter_frames(image, wav, align=align, paste_back=paste_back, steps=steps, state=state,
+                                                    expression=expr, seed=seed):
+                        w.add((frame,))
+                return w.frames
+
+            n = await asyncio.to_thread(work)
+            log.info("generate: %d frames", n)
+            return FileResponse(out, media_type="video/mp4", filename="rtavatar.mp4", background=BackgroundTask(cleanup))
+        except RTAvatarError as e:
+            cleanup()
+            return JSONResponse(_error(str(e)), status_code=400)
+        except BaseException:
+            cleanup()
+            raise
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        sid = next(_ids)
+        slog = logging.LoggerAdapter(log, {"session": sid})
+        send_lock = asyncio.Lock()
+        session: Session | None = None
+        start: Start | None = None
+        sender: asyncio.Task | None = None
+
+        async def send(obj: dict[str, Any] | bytes) -> None:
+            async with send_lock:
+                if isinstance(obj, bytes):
+                    await ws.send_bytes(obj)
+                else:
+                    await ws.send_json(obj)
+
+        async def send_frames(s: Session, quality: int) -> None:
+            it = s.frames()
+            last_state, n, t0 = None, 0, time.perf_counter()
+            while (f := await asyncio.to_thread(next, it, None)) is not None:
+                buf = io.BytesIO()
+                await asyncio.to_thread(lambda: Image.fromarray(f.image).save(buf, "JPEG", quality=quality))
+                if f.state != last_state:
+                    await send({"type": "state", "state": f.state, "index": f.index})
+                    last_state = f.state
+                await send(pack_frame(f.index, f.pts, buf.getvalue(), f.audio))
+                n += 1
+                if n == 1:
+                    await send({"type": "first_frame", "ms": round(s.first_frame_ms or 0.0, 1)})
+            await send({"type": "end", "frames": n, "fps": round(n / max(time.perf_counter() - t0, 1e-9), 2)})
+
+        try:
+            while True:
+                try:
+                    msg = await asyncio.wait_for(ws.receive(), timeout=cfg.idle_timeout)
+                except asyncio.TimeoutError:
+                    await send(_error(f"no message for {cfg.idle_timeout:g} s: closing", fatal=True))
+                    break
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data, text = msg.get("bytes"), msg.get("text")
+                if data is not None:
+                    if len(data) > cfg.max_message_bytes:
+                        await send(_error(f"message of {len(data)} bytes is over the {cfg.max_message_bytes}-byte limit"))
+                    elif session is None or start is None:
+                        await send(_error("binary audio before start: send a start message first"))
+                    else:
+                        try:
+                            session.push_audio(data, sample_rate=start.sample_rate)
+                        except RTAvatarError as e:
+                            await send(_error(str(e)))
+                    continue
+                if text is None:
+                    continue
+                if len(text) > cfg.max_message_bytes:
+                    await send(_error(f"message of {len(text)} bytes is over the {cfg.max_message_bytes}-byte limit"))
+                    continue
+                try:
+                    m = CLIENT_MESSAGE.validate_json(text)
+                except ValidationError as e:
+                    await send(_error(f"bad message: {_short(e)}"))
+                    continue
+                try:
+                    if isinstance(m, Start):
+                        if session is not None:
+                            await send(_error("already started"))
+                            continue
+                        if len(live) >= cfg.max_sessions:
+                            await send(_error(f"server busy: {cfg.max_sessions} sessions in use", fatal=True))
+                            break
+                        image = decode_portrait(m.portrait)
+                        expr = m.expression.values()
+                        live.add(sid)
+                        try:
+                            session = await asyncio.to_thread(avatar.session, image, align=m.align, paste_back=m.paste_back,
+                                                              steps=m.steps, state=m.state, expression=expr, seed=m.seed, live=m.live)
+                        except BaseException:
+                            live.discard(sid)
+                            raise
+                        start = m
+                        await send({"type": "ready", "session": sid, "resolution": avatar.resolution, "fps": FPS,
+                                    "lookahead_ms": session.lookahead_ms, "protocol": VERSION})
+                        sender = asyncio.create_task(send_frames(session, m.jpeg_quality))
+                        slog.info("session %d started (%d live)", sid, len(live))
+                    elif session is None:
+                        await send(_error(f"{m.type} before start: send a start message first"))
+                    elif isinstance(m, SetState):
+                        session.set_state(m.state)
+                    elif isinstance(m, SetExpression):
+                        session.set_expression(**m.expression.values())
+                    elif m.type == "interrupt":
+                        session.interrupt()
+                    elif m.type == "flush":
+                        session.flush()
+                    elif m.type == "end":
+                        session.close()
+                        if sender is not None:
+                            await sender
+                        break
+                except (RTAvatarError, ValueError) as e:  # a bad start can be retried on the same connection
+                    await send(_error(str(e)))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if session is not None:
+                session.cancel()
+            if sender is not None and not sender.done():
+                sender.cancel()
+            live.discard(sid)
+            slog.info("session %d closed (%d live)", sid, len(live))
+            try:
+                await ws.close()
+            except RuntimeError:  # already closed by the client
+                pass
+
+    return app
+
+
+def load_avatar(checkpoint: str | None, precision: str = "fp32") -> tuple[Avatar, str]:
+    """The model to serve: a run, else the shipped model, else random tiny weights (said so)."""
+    from rtavatar.bench import _shipped_model
+
+    if checkpoint:
+        return Avatar.load(checkpoint, precision=precision), str(checkpoint)
+    shipped = _shipped_model()
+    if shipped:
+        return Avatar.load(shipped, precision=precision), f"shipped ({shipped})"
+    log.warning("no --checkpoint and no shipped model: serving RANDOM tiny weights (the frames are noise)")
+    return Avatar.random("tiny", precision=precision), "random weights, tiny config"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None, max_sessions: int = 4,
+          precision: str = "fp32") -> None:
+    import uvicorn
+
+    avatar, model = load_avatar(checkpoint, precision)
+    cfg = ServerConfig(max_sessions=max_sessions, model=model)
+    log.info("serving %s on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, host, port)
+    uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=cfg.max_message_bytes, log_level="info")
