@@ -385,3 +385,28 @@ def test_cancel_stops_a_session_nobody_reads(avatar: Avatar) -> None:
     s.join(timeout=30)
     assert not any(t.is_alive() for t in s._threads), "every stage ended"
     assert list(s.frames(timeout=5)) == []
+
+
+def test_state_changes_apply_from_the_audio_pushed_after_them(avatar: Avatar) -> None:
+    """A voice agent queues audio ahead: set_state applies where the audio pushed next starts."""
+    s = avatar.session(face(), align="center", state="speak")
+    s.push_audio(speech(0.52))  # 13 frames queued
+    s.set_state("listen")
+    s.push_audio(speech(0.4))  # 10 more
+    s.set_expression(smile=0.9)
+    s.push_audio(speech(0.2))
+    s.close()
+    frames = list(s.frames(timeout=60))
+    assert [f.state for f in frames] == ["speak"] * 13 + ["listen"] * 15
+    assert 13 in np.cumsum(s.times.chunks).tolist(), "a chunk starts exactly at the change"
+
+
+def test_dialogue_example_switches_states_and_writes_an_mp4(tmp_path: Path) -> None:
+    from rtavatar.media import read_video
+
+    out = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "examples" / "dialogue.py"), "--out",
+                          str(tmp_path / "d.mp4")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "speak -> listen -> speak -> listen -> speak" in out.stdout
+    v = read_video(tmp_path / "d.mp4")
+    assert len(v.frames) > 200 and v.audio is not None and abs(len(v.audio) - 640 * len(v.frames)) < 2048

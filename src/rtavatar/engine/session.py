@@ -141,9 +141,12 @@ class Session:
         self._gen = torch.Generator().manual_seed(seed)
         self._tracker = StateTracker()
         self._lock = threading.Condition()
-        self._state = "auto"
-        self.set_state(state)
-        self._controls = control_vector(check_expression(expression or {}))
+        if state != "auto":
+            state_id(state)
+        # State and expression changes, each anchored at the frame where the audio pushed after
+        # the call begins: (first frame, value), in order.
+        self._states: list[tuple[int, str]] = [(0, state)]
+        self._exprs: list[tuple[int, np.ndarray]] = [(0, control_vector(check_expression(expression or {})))]
         self._epoch = 0
         self._next = 0  # first frame not yet planned
         self._chunk_index = 0  # chunks since the last (re)start
@@ -153,7 +156,7 @@ class Session:
         self._error: BaseException | None = None
         self._shown = 0  # frames handed to the reader
         self._last_state = STATE_ID["idle"]
-        self._latents: dict[int, tuple[torch.Tensor, int]] = {}  # recent frames' model-space latents + states (motion context)
+        self._latents: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent frames' latents, states, controls (motion context)
         self._t0: float | None = None  # live: wall time of frame 0
         self._first_push: float | None = None
         self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
@@ -184,22 +187,36 @@ class Session:
             self.audio.append(a)
             self._lock.notify_all()
 
+    def _anchor(self) -> int:
+        """The frame a change made now applies from: where the audio pushed next begins (a voice
+        agent's "listen now" applies after what it already queued), never before the next chunk."""
+        return max(self._next, -(-self.audio.samples // SAMPLES_PER_FRAME))
+
     def set_state(self, state: str) -> None:
-        """'speak' | 'listen' | 'idle' | 'auto' (from the audio), from the next chunk on."""
+        """'speak' | 'listen' | 'idle' | 'auto' (from the audio), for the audio pushed after this
+        call (at once when nothing is queued); the chunk it starts in is short."""
         if state != "auto":
             state_id(state)
         with self._lock:
-            if state != self._state:
-                self._state = state
-                self._chunk_index = 1  # short chunks again
+            self._states = [c for c in self._states if c[0] < self._anchor()] + [(self._anchor(), state)]
             self._lock.notify_all()
 
     def set_expression(self, **controls: float) -> None:
-        """Named controls (docs/DATA.md), from the next chunk on; unnamed ones keep their value."""
+        """Named controls (docs/DATA.md), anchored like set_state; unnamed ones keep their value."""
         checked = check_expression(controls)
         with self._lock:
-            cur = dict(zip(CONTROLS, (self._controls / CONTROL_SCALE).tolist()))
-            self._controls = control_vector({**cur, **checked})
+            at = self._anchor()
+            cur = dict(zip(CONTROLS, (self._value_at(self._exprs, at) / CONTROL_SCALE).tolist()))
+            self._exprs = [c for c in self._exprs if c[0] < at] + [(at, control_vector({**cur, **checked}))]
+
+    @staticmethod
+    def _value_at(changes: list, frame: int):  # noqa: ANN205 - the value in effect at `frame`
+        value = changes[0][1]
+        for at, v in changes:
+            if at > frame:
+                break
+            value = v
+        return value
 
     def interrupt(self) -> None:
         """Barge-in: drop queued audio and every frame not yet read; the face listens from the
@@ -213,6 +230,11 @@ class Session:
             self._chunk_index = 0
             self._restart = True
             self._tracker.reset(quiet="listen")
+            # Changes anchored in the dropped audio go with it; an explicit "speak" becomes "listen".
+            self._states = [c for c in self._states if c[0] <= cut] or self._states[:1]
+            self._exprs = [c for c in self._exprs if c[0] <= cut] or self._exprs[:1]
+            if self._value_at(self._states, cut) == "speak":
+                self._states = [c for c in self._states if c[0] < cut] + [(cut, "listen")]
             if not self._closing:
                 self._drain(self._out)
             self._lock.notify_all()
@@ -322,6 +344,9 @@ class Session:
                     self._flush_to = self.audio.samples // SAMPLES_PER_FRAME
                     return self._plan()
                 return None
+        cut = next((at for at, _ in self._states if start < at < start + n), None)
+        if cut is not None:  # a chunk never straddles a state change: the new state starts a (short) chunk
+            n = cut - start
         if first:
             zero_after = min(zero_after or 1 << 62, (start + n) * SAMPLES_PER_FRAME
                              + int(self.schedule.first_lookahead_ms * SAMPLE_RATE / 1000))
@@ -329,13 +354,14 @@ class Session:
         chunk = _Chunk(self._epoch, start, context, self.audio.frame_audio(start, start + n), zero_after, t_plan=time.perf_counter())
         states = []  # causal, frame by frame
         for i in range(n):
-            s = self._tracker.update(chunk.audio[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME])
-            states.append(STATE_ID[self._state] if self._state != "auto" else s)
-        if self._state == "auto" and states[0] != self._last_state and not first:
+            auto = self._tracker.update(chunk.audio[i * SAMPLES_PER_FRAME : (i + 1) * SAMPLES_PER_FRAME])
+            fixed = self._value_at(self._states, start + i)
+            states.append(STATE_ID[fixed] if fixed != "auto" else auto)
+        if states[0] != self._last_state and not first:
             self._chunk_index = 1  # the state changed: grow again from short chunks
         self._last_state = states[-1]
         chunk.states = np.array(states, np.int64)
-        chunk.controls = self._controls.copy()
+        chunk.controls = np.stack([self._value_at(self._exprs, start + i) for i in range(n)])
         self._next = start + n
         self._chunk_index += 1
         self._restart = self._next == self._flush_to  # after an utterance's end the next one starts short
@@ -372,6 +398,7 @@ class Session:
             ctx_ids = [i for i in chunk.context if i in self._latents]
             ctx = [self._latents[i][0] for i in ctx_ids]
             ctx_states = [self._latents[i][1] for i in ctx_ids]
+            ctx_controls = [self._latents[i][2] for i in ctx_ids]
             k_drop = len(chunk.context) - len(ctx_ids)
         t = time.perf_counter()
         dev = self.sampler.device
@@ -380,14 +407,14 @@ class Session:
         context = torch.stack(ctx)[None] if ctx else torch.zeros(1, 0, *self.sampler.latent_shape, device=dev)
         states = np.concatenate([np.array(ctx_states, np.int64), chunk.states])  # type: ignore[list-item]
         st = torch.from_numpy(states)[None].to(dev)
-        ctl = torch.from_numpy(chunk.controls)[None, None].expand(1, k + chunk.new, -1).to(dev)  # type: ignore[arg-type]
+        ctl = torch.from_numpy(np.concatenate([np.array(ctx_controls, np.float32).reshape(k, chunk.controls.shape[1]), chunk.controls]))[None].to(dev)  # type: ignore[list-item]
         lat = self.sampler.sample(self.ref, context, tokens, st, ctl, self._gen)
         self.times.denoise += time.perf_counter() - t
         with self._lock:
             if chunk.epoch != self._epoch:
                 return None
             for j in range(chunk.new):
-                self._latents[chunk.start + j] = (lat[0, j], int(chunk.states[j]))  # type: ignore[index]
+                self._latents[chunk.start + j] = (lat[0, j], int(chunk.states[j]), chunk.controls[j])  # type: ignore[index]
             for old in [i for i in self._latents if i < min(self._shown, chunk.start) - self.motion]:
                 del self._latents[old]  # an interrupt can rewind to the last frame read, not further
         chunk.latents = lat
