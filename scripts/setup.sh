@@ -8,7 +8,7 @@ TORCH_SPEC="${RTAVATAR_TORCH:-torch==2.13.0}"
 PY="${PYTHON:-python3}"
 
 need_apt=()
-for pkg in espeak-ng libespeak-ng1; do
+for pkg in espeak-ng libespeak-ng1 chromium; do  # chromium: the page test (Playwright drives /usr/bin/chromium)
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -36,7 +36,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
+    import torch
+
     avatar = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6))
+    with torch.no_grad():  # random weights barely move off the reference; louder, so frames visibly change over time
+        avatar.bundle.net.dit.out.weight.mul_(40)
     cfg = ServerConfig(max_sessions=2, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights")
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(avatar, cfg), host="127.0.0.1", port=port, log_level="warning",
@@ -186,3 +190,49 @@ def test_fuzzed_messages_never_crash_or_leak(server: str) -> None:
     while httpx.get(f"http://{server}/healthz").json()["sessions"] and time.time() < deadline:
         time.sleep(0.1)
     assert httpx.get(f"http://{server}/healthz").json()["sessions"] == 0, "no leaked session"
+
+
+def test_page_plays_the_avatar_over_webrtc_and_listens_to_the_microphone(server: str, tmp_path: Path) -> None:
+    """Headless Chromium with a fake microphone playing speech: the page starts a session, the
+    video plays and changes, the state switches to listen while the microphone speaks, and a
+    forced state shows."""
+    pytest.importorskip("aiortc")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    import soundfile as sf
+
+    from rtavatar.bench import bench_speech
+
+    # Real (espeak-ng) speech for the microphone: silero-vad must hear a voice.
+    sf.write(tmp_path / "mic.wav", np.concatenate([np.zeros(8000, np.float32), bench_speech(6.0)]), 16000, subtype="PCM_16")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={tmp_path / 'mic.wav'}", "--autoplay-policy=no-user-gesture-required",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 760})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://{server}/")
+            page.wait_for_function("document.querySelectorAll('#bundled option').length > 0", timeout=20000)
+            page.uncheck("#paste")  # the generated face itself: every pixel comes from the network
+            page.click("#start")
+            page.wait_for_function("document.getElementById('avatar').currentTime > 1.0", timeout=60000)
+            assert page.evaluate("document.getElementById('avatar').videoWidth") == 64, "the aligned face of the bundled photo"
+            grab = "(() => { const v = document.getElementById('avatar'); const c = document.createElement('canvas');" \
+                   " c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0);" \
+                   " return Array.from(g.getImageData(0, 0, c.width, c.height).data); })()"
+            a = np.array(page.evaluate(grab))
+            page.wait_for_timeout(1500)
+            b = np.array(page.evaluate(grab))
+            assert a.max() > 0 and np.abs(a - b).mean() > 0.5, "the video shows frames, and they change"
+            page.wait_for_function("document.getElementById('state').textContent === 'listen'", timeout=30000)
+            page.click("#state-buttons button[data-state='idle']")
+            page.wait_for_function("document.getElementById('state').textContent === 'idle'", timeout=20000)
+            page.wait_for_function("document.getElementById('stats').textContent.includes('first frame')", timeout=20000)
+            page.screenshot(path=str(tmp_path / "page.png"))
+            assert not errors, errors
+        finally:
+            browser.close()

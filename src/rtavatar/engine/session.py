@@ -159,6 +159,7 @@ class Session:
         self._latents: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent frames' latents, states, controls (motion context)
         self._t0: float | None = None  # live: wall time of frame 0
         self._first_push: float | None = None
+        self._created = time.perf_counter()
         self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
         self._out: queue.Queue = queue.Queue(maxsize=buffer)
         if pipeline:
@@ -289,10 +290,12 @@ class Session:
 
     @property
     def first_frame_ms(self) -> float | None:
-        """First audio pushed -> frame 0 ready, in ms (None before both happened)."""
-        if self._first_push is None or self.first_frame_at is None:
+        """First audio pushed -> frame 0 ready, in ms (a live session's idle start: from its
+        creation); None before frame 0."""
+        if self.first_frame_at is None:
             return None
-        return 1000.0 * (self.first_frame_at - self._first_push)
+        start = self._first_push if self._first_push is not None and self._first_push <= self.first_frame_at else self._created
+        return 1000.0 * (self.first_frame_at - start)
 
     def join(self, timeout: float | None = None) -> None:
         for t in self._threads:

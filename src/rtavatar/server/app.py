@@ -83,6 +83,98 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
     live: set[int] = set()
 
+    static = Path(__file__).parent / "static"
+    portraits = Path(__file__).parents[1] / "assets" / "portraits"
+    peers: dict[int, Any] = {}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(static / "index.html", media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Any:
+        p = static / name
+        if "/" in name or not p.is_file():
+            return JSONResponse(_error("not found"), status_code=404)
+        return FileResponse(p)
+
+    @app.get("/v1/portraits")
+    async def list_portraits() -> dict[str, list[str]]:
+        return {"portraits": sorted(p.stem for p in portraits.glob("*.jpg"))}
+
+    @app.get("/v1/portraits/{name}")
+    async def get_portrait(name: str) -> Any:
+        p = portraits / f"{name}.jpg"
+        if "/" in name or not p.is_file():
+            return JSONResponse(_error(f"no bundled portrait {name!r}"), status_code=404)
+        return FileResponse(p, media_type="image/jpeg")
+
+    @app.post("/v1/webrtc/offer", responses={400: {"description": "bad input, with the reason"}})
+    async def webrtc_offer(body: dict[str, Any]) -> Any:
+        """WebRTC signalling for the page: the browser's offer -> the server's answer."""
+        from rtavatar.server.webrtc import WebRTCPeer
+
+        try:
+            if not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+                raise RTAvatarError("expected {sdp, type: 'offer', portrait}")
+            if len(live) >= cfg.max_sessions:
+                raise RTAvatarError(f"server busy: {cfg.max_sessions} sessions in use")
+            src = str(body.get("portrait", ""))
+            if src.startswith("bundled:"):
+                name = src.removeprefix("bundled:")
+                if "/" in name or not (portraits / f"{name}.jpg").is_file():
+                    raise RTAvatarError(f"no bundled portrait {name!r}")
+                image = read_image(portraits / f"{name}.jpg")
+            else:
+                image = decode_portrait(src)
+            align = body.get("align", "face")
+            sid = next(_ids)
+            live.add(sid)
+            try:
+                session = await asyncio.to_thread(avatar.session, image, align=align, paste_back=bool(body.get("paste_back", False)),
+                                                  live=True)
+                peer = WebRTCPeer(avatar, session)
+                answer = await peer.answer(body["sdp"], "offer")
+            except BaseException:
+                live.discard(sid)
+                raise
+            peers[sid] = peer
+
+            async def reap() -> None:
+                await peer.closed.wait()
+                peers.pop(sid, None)
+                live.discard(sid)
+                log.info("webrtc session %d closed (%d live)", sid, len(live))
+
+            asyncio.ensure_future(reap())
+            log.info("webrtc session %d started (%d live)", sid, len(live))
+            return {**answer, "session": sid, "resolution": avatar.resolution}
+        except (RTAvatarError, ValueError) as e:
+            return JSONResponse(_error(" ".join(str(e).split())), status_code=400)
+
+    @app.post("/v1/webrtc/{sid}/audio", responses={400: {"description": "bad input"}, 404: {"description": "no such session"}})
+    async def webrtc_audio(sid: int, audio: UploadFile = File(...)) -> Any:
+        """Speech for a page session to say (any audio file)."""
+        peer = peers.get(sid)
+        if peer is None:
+            return JSONResponse(_error(f"no session {sid}"), status_code=404)
+        tmp = Path(tempfile.mkdtemp(prefix="rtavatar-say-"))
+        try:
+            data = await audio.read(cfg.max_upload_bytes + 1)
+            if len(data) > cfg.max_upload_bytes:
+                raise RTAvatarError(f"audio: larger than {cfg.max_upload_bytes >> 20} MB")
+            f = tmp / f"say{Path(audio.filename or '').suffix.lower()[:8]}"
+            f.write_bytes(data)
+            wav = validate_audio(read_audio(f), 16_000, name="audio")
+            peer.push(wav)
+            return {"seconds": round(len(wav) / 16000, 2)}
+        except RTAvatarError as e:
+            return JSONResponse(_error(str(e)), status_code=400)
+        finally:
+            for p in tmp.iterdir():
+                p.unlink(missing_ok=True)
+            tmp.rmdir()
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": cfg.model, "resolution": avatar.resolution, "fps": FPS,
