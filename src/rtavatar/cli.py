@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_int(1, 65535), default=8000)
     sv.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (default: the shipped model)")
     sv.add_argument("--max-sessions", type=_positive_int, default=4)
-    sv.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES)
+    sv.add_argument("--precision", default="int8+bf16", choices=PRECISION_CHOICES,
+                    help="default int8+bf16: the fp32 tiny model does not keep real time beside a browser on 2 cores")
     sv.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export-onnx", help="the denoiser (reference cache as inputs) and the VAE decoder as ONNX, checked with onnxruntime")

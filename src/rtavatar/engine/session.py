@@ -43,7 +43,7 @@ from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STA
 
 log = logging.getLogger(__name__)
 MAX_PUSH_SECONDS = 600.0
-IDLE_FILL = 4  # frames of silence a live session inserts when no audio is there in time
+LIVE_LEAD = 0.5  # seconds a live session generates ahead of its reader's clock
 
 
 @dataclass
@@ -157,7 +157,7 @@ class Session:
         self._shown = 0  # frames handed to the reader
         self._last_state = STATE_ID["idle"]
         self._latents: dict[int, tuple[torch.Tensor, int, np.ndarray]] = {}  # recent frames' latents, states, controls (motion context)
-        self._t0: float | None = None  # live: wall time of frame 0
+        self._t0: float | None = None  # live: wall time frame 0 was read
         self._first_push: float | None = None
         self._created = time.perf_counter()
         self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
@@ -286,6 +286,8 @@ class Session:
                 if epoch != self._epoch:
                     continue
                 self._shown = frame.index + 1
+                if self._t0 is None:
+                    self._t0 = time.perf_counter() - frame.pts  # the live clock: frame i is due at t0 + i / 25
             yield frame
 
     @property
@@ -341,10 +343,12 @@ class Session:
             zero_after = None
             if n < want:
                 if self.live and self._live_due():  # nothing to say: the face idles on silence
+                    # A steady chunk of silence plus its look-ahead (also silence), so idle frames
+                    # come in steady-length chunks rather than as a run of short first chunks.
                     self._pad_to_frame()
-                    gap = max(0, start + IDLE_FILL - self.audio.samples // SAMPLES_PER_FRAME)
-                    self.audio.append(np.zeros(gap * SAMPLES_PER_FRAME, np.float32))
-                    self._flush_to = self.audio.samples // SAMPLES_PER_FRAME
+                    need = (start + self.schedule.length(self._chunk_index, self.max_new)) * SAMPLES_PER_FRAME \
+                        + self.audio.lookahead_samples
+                    self.audio.append(np.zeros(max(0, need - self.audio.samples), np.float32))
                     return self._plan()
                 return None
         cut = next((at for at, _ in self._states if start < at < start + n), None)
@@ -371,10 +375,12 @@ class Session:
         return chunk
 
     def _live_due(self) -> bool:
-        now = time.perf_counter()
+        """Live: is frame `_next` needed soon? The clock starts when the reader takes frame 0,
+        and generation keeps LIVE_LEAD seconds ahead of it (enough for a steady chunk and the
+        pipeline behind it), never further: idle frames are made at 25 fps, not flat out."""
         if self._t0 is None:
-            self._t0 = now + 0.1
-        return now >= self._t0 + self._next / FPS - 0.2
+            return True  # nothing read yet: make the first frames now
+        return time.perf_counter() >= self._t0 + self._next / FPS - LIVE_LEAD
 
     # ------------------------------------------------------------------ stages
     def _features(self) -> _Chunk | None:

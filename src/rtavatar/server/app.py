@@ -359,11 +359,24 @@ def load_avatar(checkpoint: str | None, precision: str = "fp32") -> tuple[Avatar
     return Avatar.random("tiny", precision=precision), "random weights, tiny config"
 
 
+def warm_up(avatar: Avatar, seconds: float = 2.0) -> None:
+    """Run every chunk shape once (one-time kernel set-up), so the first client does not stall."""
+    t = time.perf_counter()
+    r = avatar.resolution
+    s = avatar.session(np.full((r, r, 3), 128, np.uint8), align="center")
+    s.push_audio(np.zeros(int(seconds * 16000), np.float32))
+    s.close()
+    for _ in s.frames(timeout=120):
+        pass
+    log.info("warmed up in %.1f s", time.perf_counter() - t)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None, max_sessions: int = 4,
           precision: str = "fp32") -> None:
     import uvicorn
 
     avatar, model = load_avatar(checkpoint, precision)
+    warm_up(avatar)
     cfg = ServerConfig(max_sessions=max_sessions, model=model)
     log.info("serving %s on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, host, port)
     uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=cfg.max_message_bytes, log_level="info")

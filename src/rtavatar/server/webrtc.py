@@ -188,6 +188,7 @@ class WebRTCPeer:
         self.mode = "auto"  # the page's choice; VAD switches listen on top of auto
         self.user_speaking = False
         self.closed = asyncio.Event()
+        self.t_start = time.perf_counter()
         self.playout.on_state = lambda s: self.send({"type": "state", "state": s})
 
         @self.pc.on("datachannel")
@@ -220,7 +221,7 @@ class WebRTCPeer:
     def stats(self) -> dict[str, Any]:
         t = self.session.times
         return {"type": "stats", "state": self.playout.state, "first_frame_ms": self.session.first_frame_ms, "frames": t.frames, "sent": self.video.sent,
-                "gen_fps": round(t.frames / max(t.features + t.denoise + t.decode, 1e-9), 1) if t.frames else None,
+                "gen_fps": round(t.frames / max(time.perf_counter() - self.t_start, 1e-9), 1),
                 "stall_ms": round(1000 * self.playout.stall), "user_speaking": self.user_speaking}
 
     def handle(self, msg: Any) -> None:
