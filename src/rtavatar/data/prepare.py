@@ -46,7 +46,7 @@ from rtavatar.data.landmarks import (EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC, FaceAnalyz
                                      raw_features)
 from rtavatar.errors import DatasetError, MediaError
 from rtavatar.media import iter_video_frames, read_audio, read_video_audio, write_video
-from rtavatar.utils import atomic_write, die_with_parent
+from rtavatar.utils import atomic_write, die_with_parent, remove_temp_debris
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +400,10 @@ def prepare_dataset(videos: str | Path, out: str | Path, cfg: PrepareConfig, wor
             "resolution": cfg.resolution, "states": list(STATES), "controls": list(CONTROLS),
             "int_columns": list(INT_COLUMNS), "float_columns": list(FLOAT_COLUMNS), "prepare": to_dict(cfg)}
     info_path = out / "dataset.json"
+    for debris in (out / "clips").glob(".*.tmp") if (out / "clips").is_dir() else []:  # left by a killed run
+        shutil.rmtree(debris, ignore_errors=True)
+    if out.is_dir():
+        remove_temp_debris(out)
     if info_path.is_file():
         if not resume:
             raise DatasetError(f"{out} already holds a dataset: pass --resume to continue it, or use a new --out")
