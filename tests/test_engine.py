@@ -410,3 +410,28 @@ def test_dialogue_example_switches_states_and_writes_an_mp4(tmp_path: Path) -> N
     assert "speak -> listen -> speak -> listen -> speak" in out.stdout
     v = read_video(tmp_path / "d.mp4")
     assert len(v.frames) > 200 and v.audio is not None and abs(len(v.audio) - 640 * len(v.frames)) < 2048
+
+
+def test_live_session_does_not_cut_speech_streamed_in_real_time(avatar: Avatar) -> None:
+    import threading
+    import time as _time
+
+    s = avatar.session(face(), align="center", live=True)
+    audio = speech(1.2, seed=9) + 0.01  # no exact zeros inside the speech
+    it = s.frames(timeout=30)
+    frames = [next(it) for _ in range(10)]  # idle frames first
+
+    def feed() -> None:
+        t0 = _time.perf_counter()
+        for k, i in enumerate(range(0, len(audio), 320)):
+            _time.sleep(max(0.0, t0 + k * 0.02 - _time.perf_counter()))
+            s.push_audio(audio[i : i + 320])
+
+    t = threading.Thread(target=feed)
+    t.start()
+    frames += [next(it) for _ in range(60)]
+    t.join()
+    s.cancel()
+    played = np.concatenate([f.audio for f in frames])
+    start = int(np.flatnonzero(played)[0])
+    assert np.array_equal(played[start : start + len(audio)], audio), "the speech plays whole, no silence cut into it"

@@ -43,7 +43,8 @@ from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STA
 
 log = logging.getLogger(__name__)
 MAX_PUSH_SECONDS = 600.0
-LIVE_LEAD = 0.5  # seconds a live session generates ahead of its reader's clock
+LIVE_LEAD = 0.6  # seconds ahead of its reader's clock a live session sends out short chunks of ready speech
+LIVE_STARVING = 0.45  # ... and inserts silence when nothing is ready
 
 
 @dataclass
@@ -341,8 +342,10 @@ class Session:
             la = int(self.schedule.first_lookahead_ms * SAMPLE_RATE / 1000) if first else self.audio.lookahead_samples
             n = min(want, max(0, (self.audio.samples - la) // SAMPLES_PER_FRAME - start))
             zero_after = None
-            if n < want:
-                if self.live and self._live_due():  # nothing to say: the face idles on silence
+            if n < want and self.live and n >= 1 and self._live_due(LIVE_LEAD):
+                pass  # the reader needs frames soon: a shorter chunk of what is ready, rather than wait
+            elif n < want:
+                if self.live and self._live_due(LIVE_STARVING):  # nothing ready in time: the face idles on silence
                     # A steady chunk of silence plus its look-ahead (also silence), so idle frames
                     # come in steady-length chunks rather than as a run of short first chunks.
                     self._pad_to_frame()
@@ -374,13 +377,15 @@ class Session:
         self._restart = self._next == self._flush_to  # after an utterance's end the next one starts short
         return chunk
 
-    def _live_due(self) -> bool:
-        """Live: is frame `_next` needed soon? The clock starts when the reader takes frame 0,
-        and generation keeps LIVE_LEAD seconds ahead of it (enough for a steady chunk and the
-        pipeline behind it), never further: idle frames are made at 25 fps, not flat out."""
+    def _live_due(self, lead: float) -> bool:
+        """Live: is frame `_next` due within `lead` seconds on the reader's clock? The clock
+        starts when the reader takes frame 0. Short chunks of ready speech go out LIVE_LEAD
+        ahead; silence is inserted only when the reader is about to run dry (LIVE_STARVING),
+        so speech streamed in real time is not cut by idle frames, and idle frames are made at
+        25 fps, not flat out."""
         if self._t0 is None:
             return True  # nothing read yet: make the first frames now
-        return time.perf_counter() >= self._t0 + self._next / FPS - LIVE_LEAD
+        return time.perf_counter() >= self._t0 + self._next / FPS - lead
 
     # ------------------------------------------------------------------ stages
     def _features(self) -> _Chunk | None:

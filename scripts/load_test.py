@@ -1,0 +1,105 @@
+"""Load test of `rtavatar serve`: N concurrent WebSocket sessions, each streaming espeak-ng
+speech at real-time pace in 20 ms chunks, as live clients would.
+
+    python scripts/load_test.py [--sessions 1 2 3 4] [--seconds 8] [--precision int8+bf16] [--out docs/load_cpu.json]
+
+Starts a server on a free loopback port (the default config: random tiny weights unless
+--checkpoint), then for each N runs N clients at once and reports, per session, the frames'
+rate as received, the first-frame latency, and how far the last frame came after its audio
+(the lag: it grows without bound when the server cannot keep real time). Bounded in count
+and time; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--precision", default="int8+bf16")
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    import uvicorn
+    from PIL import Image
+
+    from rtavatar.bench import bench_speech
+    from rtavatar.client import AvatarClient
+    from rtavatar.server.app import ServerConfig, create_app, load_avatar, warm_up
+
+    avatar, model = load_avatar(a.checkpoint, a.precision)
+    warm_up(avatar)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(avatar, ServerConfig(max_sessions=max(a.sessions), model=model)),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=srv.run, daemon=True).start()
+    while not srv.started:
+        time.sleep(0.05)
+    speech = bench_speech(a.seconds)
+    r = avatar.resolution
+    y, x = np.mgrid[:r, :r] / r
+    buf = io.BytesIO()
+    Image.fromarray((np.stack([0.6 + 0.3 * x, 0.5 + 0.2 * y, 0.45 + 0 * x], -1) * 255).astype(np.uint8)).save(buf, "PNG")
+    portrait = buf.getvalue()
+
+    def client(results: list, i: int) -> None:
+        with AvatarClient(f"ws://127.0.0.1:{port}/v1/stream") as c:
+            c.start(portrait, align="center", live=False)
+            t0 = time.perf_counter()
+            pushed_at = []
+
+            def feed() -> None:
+                for k, j in enumerate(range(0, len(speech), 320)):
+                    time.sleep(max(0.0, t0 + k * 0.02 - time.perf_counter()))
+                    c.push(speech[j : j + 320])
+                    pushed_at.append(time.perf_counter())
+                c.end()
+
+            threading.Thread(target=feed, daemon=True).start()
+            arrivals = [(f.index, time.perf_counter()) for f in c.frames(timeout=120)]
+            first = next((m["ms"] for m in c.messages if m["type"] == "first_frame"), None)
+            n = len(arrivals)
+            skip = min(25, n // 2)
+            fps = (n - skip) / max(arrivals[-1][1] - arrivals[skip - 1][1], 1e-9) if skip else 0.0
+            last_audio = pushed_at[-1] if pushed_at else t0
+            results[i] = {"frames": n, "fps": round(fps, 1), "first_frame_ms": first,
+                          "final_lag_ms": round(1000 * (arrivals[-1][1] - last_audio), 0) if arrivals else None}
+
+    rows = []
+    for n in a.sessions:
+        results: list = [None] * n
+        threads = [threading.Thread(target=client, args=(results, i)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        row = {"sessions": n, "per_session": results, "min_fps": min(r["fps"] for r in results),
+               "max_final_lag_ms": max(r["final_lag_ms"] for r in results)}
+        row["real_time"] = row["min_fps"] >= 24.5 and row["max_final_lag_ms"] < 1500
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    srv.should_exit = True
+    out = {"model": model, "precision": a.precision, "seconds": a.seconds, "rows": rows,
+           "largest_real_time": max([r["sessions"] for r in rows if r["real_time"]], default=0)}
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k != "rows"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
