@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
@@ -107,6 +108,9 @@ def test_batch_endpoint_returns_a_playable_mp4(server: str, tmp_path: Path) -> N
     bad = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", b"not an image", "image/png"),
                                                             "audio": ("a.wav", wav.getvalue(), "audio/wav")}, timeout=60)
     assert bad.status_code == 400 and "error" in bad.json()
+    truncated = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png()[:80], "image/png"),
+                                                                  "audio": ("a.wav", wav.getvalue()[:30], "audio/wav")}, timeout=60)
+    assert truncated.status_code == 400 and truncated.json()["error"]
 
 
 def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> None:
@@ -122,7 +126,11 @@ def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> 
         for bad, match in [("{not json", "bad message"), (json.dumps({"type": "dance"}), "bad message"),
                            (json.dumps({"type": "state", "state": "sing"}), "bad message"),
                            (json.dumps({"type": "state", "state": "speak"}), "before start"),
-                           (json.dumps({"type": "start", "portrait": "@@@"}), "base64")]:
+                           (json.dumps({"type": "start", "portrait": "@@@"}), "base64"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "sample_rate": 7000}),
+                            "sample_rate"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()[:60]).decode()}), "not a readable image"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "steps": "many"}), "steps")]:
             ws.send(bad)
             m = reply()
             assert m["type"] == "error" and match in m["error"], (bad, m)
@@ -137,6 +145,21 @@ def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> 
         frames = list(c.frames())
         assert len(frames) == 10
         assert any(m["type"] == "error" and "yaw" in m["error"] for m in c.messages)
+
+
+def test_huge_messages_close_only_their_own_connection(server: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    with AvatarClient(f"ws://{server}/v1/stream") as healthy:
+        healthy.start(png(), align="center", live=False)
+        with connect(f"ws://{server}/v1/stream", max_size=None) as ws:
+            with pytest.raises(ConnectionClosed) as e:
+                ws.send(b"\x00" * (2 << 20))  # over the 1 MB limit of this server
+                ws.recv(timeout=30)
+            assert e.value.rcvd is not None and e.value.rcvd.code == 1009, "closed as 'message too big'"
+        healthy.push(speech(0.4))
+        healthy.end()
+        assert len(list(healthy.frames())) == 10, "the other session kept going"
 
 
 def test_session_limit_and_odd_pcm_are_refused_clearly(server: str) -> None:
