@@ -259,3 +259,20 @@ def test_page_plays_the_avatar_over_webrtc_and_listens_to_the_microphone(server:
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_sessions_log_structured_lines(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    from rtavatar.server.app import JsonLogFormatter
+
+    with caplog.at_level("INFO", logger="rtavatar.server"):
+        with AvatarClient(f"ws://{server}/v1/stream") as c:
+            c.start(png(), align="center", live=False)
+            c.push(speech(0.2))
+            c.end()
+            list(c.frames())
+        time.sleep(0.5)
+    events = [(r.session, r.event, r.transport) for r in caplog.records if hasattr(r, "event")]
+    sid = events[0][0]
+    assert (sid, "started", "websocket") in events and (sid, "closed", "websocket") in events
+    line = json.loads(JsonLogFormatter().format(next(r for r in caplog.records if getattr(r, "event", "") == "closed")))
+    assert line["session"] == sid and line["event"] == "closed" and line["frames"] == 5

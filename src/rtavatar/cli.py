@@ -232,7 +232,8 @@ def cmd_bench(args: argparse.Namespace) -> dict:
 def cmd_serve(args: argparse.Namespace) -> dict:
     from rtavatar.server.app import serve
 
-    serve(host=args.host, port=args.port, checkpoint=args.checkpoint, max_sessions=args.max_sessions, precision=args.precision)
+    serve(host=args.host, port=args.port, checkpoint=args.checkpoint, max_sessions=args.max_sessions, precision=args.precision,
+          log_json=args.log_json)
     return {}
 
 
@@ -345,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-sessions", type=_positive_int, default=4)
     sv.add_argument("--precision", default="int8+bf16", choices=PRECISION_CHOICES,
                     help="default int8+bf16: the fp32 tiny model does not keep real time beside a browser on 2 cores")
+    sv.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line, with per-session fields")
     sv.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export-onnx", help="the denoiser (reference cache as inputs) and the VAE decoder as ONNX, checked with onnxruntime")

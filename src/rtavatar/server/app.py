@@ -52,6 +52,27 @@ class ServerConfig:
     model: str = ""
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the session's fields
+    (`session`, `transport`, `event`, counts) when a record carries them."""
+
+    FIELDS = ("session", "transport", "event", "frames", "fps", "first_frame_ms", "live_sessions", "error")
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        out = {"t": round(record.created, 3), "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        out.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        return json.dumps(out, default=str)
+
+
+def session_log(sid: int, transport: str, event: str, **fields: Any) -> None:
+    """A structured per-session log line (readable as text, complete as JSON with --log-json)."""
+    detail = " ".join(f"{k}={v}" for k, v in fields.items())
+    log.info("session %d %s %s%s", sid, transport, event, f" {detail}" if detail else "",
+             extra={"session": sid, "transport": transport, "event": event, **fields})
+
+
 def _error(message: str, fatal: bool = False) -> dict[str, Any]:
     return {"type": "error", "error": message, "fatal": fatal}
 
@@ -144,10 +165,10 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 await peer.closed.wait()
                 peers.pop(sid, None)
                 live.discard(sid)
-                log.info("webrtc session %d closed (%d live)", sid, len(live))
+                session_log(sid, "webrtc", "closed", frames=session.times.frames, live_sessions=len(live))
 
             asyncio.ensure_future(reap())
-            log.info("webrtc session %d started (%d live)", sid, len(live))
+            session_log(sid, "webrtc", "started", live_sessions=len(live))
             return {**answer, "session": sid, "resolution": avatar.resolution}
         except (RTAvatarError, ValueError) as e:
             return JSONResponse(_error(" ".join(str(e).split())), status_code=400)
@@ -231,7 +252,6 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     async def stream(ws: WebSocket) -> None:
         await ws.accept()
         sid = next(_ids)
-        slog = logging.LoggerAdapter(log, {"session": sid})
         send_lock = asyncio.Lock()
         session: Session | None = None
         start: Start | None = None
@@ -311,7 +331,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         await send({"type": "ready", "session": sid, "resolution": avatar.resolution, "fps": FPS,
                                     "lookahead_ms": session.lookahead_ms, "protocol": VERSION})
                         sender = asyncio.create_task(send_frames(session, m.jpeg_quality))
-                        slog.info("session %d started (%d live)", sid, len(live))
+                        session_log(sid, "websocket", "started", live_sessions=len(live))
                     elif session is None:
                         await send(_error(f"{m.type} before start: send a start message first"))
                     elif isinstance(m, SetState):
@@ -337,7 +357,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             if sender is not None and not sender.done():
                 sender.cancel()
             live.discard(sid)
-            slog.info("session %d closed (%d live)", sid, len(live))
+            session_log(sid, "websocket", "closed", frames=session.times.frames if session else 0, live_sessions=len(live))
             try:
                 await ws.close()
             except RuntimeError:  # already closed by the client
@@ -372,8 +392,14 @@ def warm_up(avatar: Avatar, seconds: float = 2.0) -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None, max_sessions: int = 4,
-          precision: str = "fp32") -> None:
+          precision: str = "int8+bf16", log_json: bool = False) -> None:
     import uvicorn
+
+    if log_json:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
 
     avatar, model = load_avatar(checkpoint, precision)
     warm_up(avatar)
