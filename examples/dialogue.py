@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from rtavatar import SAMPLE_RATE
+from rtavatar.bench import plain_portrait
 from rtavatar.data.speech import Voice, synthesize
 from rtavatar.engine import Avatar
 from rtavatar.media import VideoWriter
@@ -43,10 +44,7 @@ def main() -> int:
     if a.image:
         session = avatar.session(a.image, paste_back=True)
     else:
-        r = avatar.resolution
-        y, x = np.mgrid[:r, :r] / r
-        session = avatar.session((np.stack([0.6 + 0.3 * x, 0.5 + 0.2 * y, 0.45 + 0.0 * x], -1) * 255).astype(np.uint8),
-                                 align="center")
+        session = avatar.session(plain_portrait(avatar.resolution), align="center")
     voice = Voice(name="en-us", rate=170)
 
     def agent() -> None:  # the dialogue manager + TTS, on its own thread like a real agent

@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def main() -> int:
@@ -35,7 +34,7 @@ def main() -> int:
     import uvicorn
     from PIL import Image
 
-    from rtavatar.bench import bench_speech
+    from rtavatar.bench import bench_speech, plain_portrait
     from rtavatar.client import AvatarClient
     from rtavatar.server.app import ServerConfig, create_app, load_avatar, warm_up
 
@@ -50,10 +49,8 @@ def main() -> int:
     while not srv.started:
         time.sleep(0.05)
     speech = bench_speech(a.seconds)
-    r = avatar.resolution
-    y, x = np.mgrid[:r, :r] / r
     buf = io.BytesIO()
-    Image.fromarray((np.stack([0.6 + 0.3 * x, 0.5 + 0.2 * y, 0.45 + 0 * x], -1) * 255).astype(np.uint8)).save(buf, "PNG")
+    Image.fromarray(plain_portrait(avatar.resolution)).save(buf, "PNG")
     portrait = buf.getvalue()
 
     def client(results: list, i: int) -> None:

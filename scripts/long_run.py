@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from rtavatar.bench import bench_speech
+from rtavatar.bench import bench_speech, plain_portrait
 from rtavatar.engine import Avatar
 
 
@@ -78,9 +78,7 @@ def main() -> int:
     if a.image:
         portrait = avatar.portrait(a.image)
     else:
-        y, x = np.mgrid[:r, :r] / r
-        portrait = avatar.portrait((np.stack([0.6 + 0.3 * x, 0.5 + 0.2 * y, 0.4 + 0.1 * x * y], -1) * 255).astype(np.uint8),
-                                   align="center")
+        portrait = avatar.portrait(plain_portrait(r), align="center")
     ident = Identity()
     ref_emb = ident.embed(portrait.face)
     scorer = None

@@ -216,7 +216,11 @@ def read_run_config(checkpoint: str | Path) -> tuple[Path, str | None, dict[str,
 def load_codec(checkpoint: str | Path) -> LatentCodec:
     """The VAE of a `train vae` run, or the VAE a teacher / distill / EFT checkpoint carries
     (older ones: the VAE run their config names), frozen."""
-    ck, stage, cfg = read_run_config(checkpoint)
+    return _codec_of(*read_run_config(checkpoint))
+
+
+def _codec_of(ck: Path, stage: str | None, cfg: dict[str, Any]) -> LatentCodec:
+    """load_codec for a checkpoint already resolved and verified (read_run_config's result)."""
     if (ck / VAE_FILE).is_file() and (ck / INFERENCE_FILE).is_file():
         codec = LatentCodec(from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text())).vae)
         codec.load_state_dict(load_file(ck / VAE_FILE))
@@ -292,11 +296,17 @@ def teacher_inference(raw: dict[str, Any], vae: VAEConfig) -> InferenceConfig:
         max_motion=raw.get("max_motion", 2))
 
 
+def student_sampling(guidance: float, t_edit: float | None = None, prior: str = "motion") -> SamplingConfig:
+    """How a distilled student samples: one consistency step with its guidance scale as an
+    input, from noise, or (EFT, with t_edit) from the prior noised to t_edit."""
+    return SamplingConfig(sampler="consistency", steps=1, guidance=guidance, guidance_input=True,
+                          start="noise" if t_edit is None else "prior", t_edit=T_MAX if t_edit is None else t_edit, prior=prior)
+
+
 def student_inference(teacher: InferenceConfig, guidance: float, stage: str = "distill", t_edit: float | None = None,
                       prior: str = "motion") -> InferenceConfig:
     """A distilled (or, with t_edit, editing-fine-tuned) student of `teacher`."""
-    sampling = SamplingConfig(sampler="consistency", steps=1, guidance=guidance, guidance_input=True,
-                              start="noise" if t_edit is None else "prior", t_edit=T_MAX if t_edit is None else t_edit, prior=prior)
+    sampling = student_sampling(guidance, t_edit, prior)
     return InferenceConfig(stage=stage, net=teacher.net, vae=teacher.vae, space=teacher.space, sampling=sampling,
                            max_new=teacher.max_new, max_motion=teacher.max_motion, weights_prefix="student.")
 
@@ -335,7 +345,7 @@ def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
         cfg = from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text()))
     else:
         cfg = _legacy_inference(ck, stage, raw)[0]
-    codec = load_codec(ck)
+    codec = _codec_of(ck, stage, raw)  # ck is verified once, by read_run_config
     cfg.sampling.validate()
     net = AvatarNet(cfg.net)
     sd = checkpoint_weights(ck, ema)
@@ -355,9 +365,7 @@ def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, s
     if isinstance(net, str):
         if net not in PRESETS:
             raise RTAvatarError(f"unknown size preset {net!r}; use {', '.join(PRESETS)}")
-        dit = PRESETS[net]
-        net = AvatarNetConfig(dit=dit)
-        net.audio.dim = dit.audio_dim
+        net = AvatarNetConfig.preset(net)
     torch.manual_seed(seed)
     cfg = student_inference(InferenceConfig(net=net, vae=VAEConfig(channels=vae_channels), max_new=max_new), guidance=2.0)
     cfg.weights_prefix = ""

@@ -110,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 
 def _stage_config(stage: str, spec: str | None):
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
-    from rtavatar.config import from_dict, load_config
+    from rtavatar.config import load_config
     from rtavatar.models.dit import PRESETS
     from rtavatar.training.distill import DistillConfig
     from rtavatar.training.eft import EFTConfig
@@ -126,10 +126,9 @@ def _stage_config(stage: str, spec: str | None):
         raise RTAvatarError(f"--config {spec!r} is neither a file nor one of {sorted(PRESETS)}")
     cfg = cls()
     if stage == "teacher" and spec:
-        from rtavatar.config import to_dict
+        from rtavatar.models.avatarnet import AvatarNetConfig
 
-        dit = to_dict(PRESETS[spec])
-        cfg = from_dict(cls, {**to_dict(cfg), "net": {"dit": dit, "audio": {**to_dict(cfg.net.audio), "dim": dit["audio_dim"]}}})
+        cfg.net = AvatarNetConfig.preset(spec)
     return cfg
 
 

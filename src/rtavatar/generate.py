@@ -16,6 +16,16 @@ from rtavatar.media import VideoWriter, read_audio, validate_audio
 from rtavatar.models.conditioning import parse_expression
 
 
+def write_generated(out: str | Path, avatar: Avatar, portrait: Any, audio: Any, **kwargs: Any) -> int:
+    """Generate offline (`Avatar.iter_frames` arguments) straight into an mp4, frame by frame;
+    returns the frame count."""
+    with VideoWriter(out, fps=FPS) as w:
+        w.add((), audio)
+        for frame in avatar.iter_frames(portrait, audio, **kwargs):
+            w.add((frame,))
+    return w.frames
+
+
 def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,
                   state: str = "auto", expression: str | None = None, guidance: float | None = None, seed: int = 0,
                   align: str = "face", paste_back: bool = True, precision: str = "fp32") -> dict[str, Any]:
@@ -26,13 +36,9 @@ def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | P
     portrait = avatar.portrait(image, align)
     audio = validate_audio(read_audio(audio_path), 16_000, name=str(audio_path))
     t1 = time.perf_counter()
-    with VideoWriter(out, fps=FPS) as w:  # written as it is decoded
-        w.add((), audio)
-        for frame in avatar.iter_frames(portrait, audio, steps=steps, guidance=guidance, state=state, expression=expr, seed=seed,
-                                        paste_back=paste_back, progress=True):
-            w.add((frame,))
-        t2 = time.perf_counter()
-    n = w.frames
+    n = write_generated(out, avatar, portrait, audio, steps=steps, guidance=guidance, state=state, expression=expr, seed=seed,
+                        paste_back=paste_back, progress=True)
+    t2 = time.perf_counter()
     return {"out": str(out), "frames": n, "seconds": round(n / FPS, 2), "steps": sampler.sampling.steps,
             "generate_seconds": round(t2 - t1, 2), "fps": round(n / max(t2 - t1, 1e-9), 2),
             "total_seconds": round(time.perf_counter() - t0, 2)}

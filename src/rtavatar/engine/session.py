@@ -200,7 +200,7 @@ class Session:
         if state != "auto":
             state_id(state)
         with self._lock:
-            self._states = [c for c in self._states if c[0] < self._anchor()] + [(self._anchor(), state)]
+            self._states = self._change(self._states, self._anchor(), state)
             self._lock.notify_all()
 
     def set_expression(self, **controls: float) -> None:
@@ -209,7 +209,7 @@ class Session:
         with self._lock:
             at = self._anchor()
             cur = dict(zip(CONTROLS, (self._value_at(self._exprs, at) / CONTROL_SCALE).tolist()))
-            self._exprs = [c for c in self._exprs if c[0] < at] + [(at, control_vector({**cur, **checked}))]
+            self._exprs = self._change(self._exprs, at, control_vector({**cur, **checked}))
 
     @staticmethod
     def _value_at(changes: list, frame: int):  # noqa: ANN205 - the value in effect at `frame`
@@ -219,6 +219,17 @@ class Session:
                 break
             value = v
         return value
+
+    @staticmethod
+    def _change(changes: list, at: int, value: object) -> list:
+        """`changes` with `value` from frame `at` on (replacing what was set for later frames)."""
+        return [c for c in changes if c[0] < at] + [(at, value)]
+
+    @classmethod
+    def _since(cls, changes: list, frame: int) -> list:
+        """`changes` without those no frame >= `frame` can see (bounded over long sessions)."""
+        keep = [c for c in changes if c[0] > frame]
+        return [(frame, cls._value_at(changes, frame)), *keep]
 
     def interrupt(self) -> None:
         """Barge-in: drop queued audio and every frame not yet read; the face listens from the
@@ -236,7 +247,7 @@ class Session:
             self._states = [c for c in self._states if c[0] <= cut] or self._states[:1]
             self._exprs = [c for c in self._exprs if c[0] <= cut] or self._exprs[:1]
             if self._value_at(self._states, cut) == "speak":
-                self._states = [c for c in self._states if c[0] < cut] + [(cut, "listen")]
+                self._states = self._change(self._states, cut, "listen")
             if not self._closing:
                 self._drain(self._out)
             self._lock.notify_all()
@@ -372,6 +383,8 @@ class Session:
         self._last_state = states[-1]
         chunk.states = np.array(states, np.int64)
         chunk.controls = np.stack([self._value_at(self._exprs, start + i) for i in range(n)])
+        oldest = min(self._shown, start)  # an interrupt rewinds to the last frame read, never before
+        self._states, self._exprs = self._since(self._states, oldest), self._since(self._exprs, oldest)
         self._next = start + n
         self._chunk_index += 1
         self._restart = self._next == self._flush_to  # after an utterance's end the next one starts short

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -14,6 +15,14 @@ from rtavatar.models.dit import Conditioning, DiT, DiTConfig
 class AvatarNetConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+
+    @classmethod
+    def preset(cls, name: str) -> "AvatarNetConfig":
+        """A DiT size preset (models/dit.PRESETS) with the default audio encoder at its width."""
+        from rtavatar.models.dit import PRESETS
+
+        dit = copy.deepcopy(PRESETS[name])
+        return cls(dit=dit, audio=AudioConfig(dim=dit.audio_dim))
 
     @property
     def audio_margin(self) -> int:

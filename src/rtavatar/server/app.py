@@ -19,9 +19,11 @@ import binascii
 import io
 import itertools
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from starlette.background import BackgroundTask
 from rtavatar import FPS
 from rtavatar.engine import Avatar, Session
 from rtavatar.errors import RTAvatarError
-from rtavatar.media import VideoWriter, read_audio, read_image, validate_audio, validate_image
+from rtavatar.generate import write_generated
+from rtavatar.media import read_audio, read_image, validate_audio, validate_image
 from rtavatar.models.conditioning import parse_expression
 from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, SetExpression, SetState, Start, pack_frame
 
@@ -99,6 +102,16 @@ def decode_portrait(data: str) -> np.ndarray:
     return validate_image(arr, name="portrait")
 
 
+async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) -> Path:
+    """An uploaded file, size-checked, written to `directory` under its own suffix."""
+    data = await up.read(limit + 1)
+    if len(data) > limit:
+        raise RTAvatarError(f"{name}: larger than {limit >> 20} MB")
+    path = directory / f"{name}{Path(up.filename or '').suffix.lower()[:8]}"
+    path.write_bytes(data)
+    return path
+
+
 def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     cfg = cfg or ServerConfig()
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
@@ -123,12 +136,18 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     async def list_portraits() -> dict[str, list[str]]:
         return {"portraits": sorted(p.stem for p in portraits.glob("*.jpg"))}
 
-    @app.get("/v1/portraits/{name}")
-    async def get_portrait(name: str) -> Any:
+    def bundled(name: str) -> Path:
         p = portraits / f"{name}.jpg"
         if "/" in name or not p.is_file():
-            return JSONResponse(_error(f"no bundled portrait {name!r}"), status_code=404)
-        return FileResponse(p, media_type="image/jpeg")
+            raise RTAvatarError(f"no bundled portrait {name!r}")
+        return p
+
+    @app.get("/v1/portraits/{name}")
+    async def get_portrait(name: str) -> Any:
+        try:
+            return FileResponse(bundled(name), media_type="image/jpeg")
+        except RTAvatarError as e:
+            return JSONResponse(_error(str(e)), status_code=404)
 
     @app.post("/v1/webrtc/offer", responses={400: {"description": "bad input, with the reason"}})
     async def webrtc_offer(body: dict[str, Any]) -> Any:
@@ -142,10 +161,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 raise RTAvatarError(f"server busy: {cfg.max_sessions} sessions in use")
             src = str(body.get("portrait", ""))
             if src.startswith("bundled:"):
-                name = src.removeprefix("bundled:")
-                if "/" in name or not (portraits / f"{name}.jpg").is_file():
-                    raise RTAvatarError(f"no bundled portrait {name!r}")
-                image = read_image(portraits / f"{name}.jpg")
+                image = read_image(bundled(src.removeprefix("bundled:")))
             else:
                 image = decode_portrait(src)
             align = body.get("align", "face")
@@ -154,7 +170,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             try:
                 session = await asyncio.to_thread(avatar.session, image, align=align, paste_back=bool(body.get("paste_back", False)),
                                                   live=True)
-                peer = WebRTCPeer(avatar, session)
+                peer = WebRTCPeer(session)
                 answer = await peer.answer(body["sdp"], "offer")
             except BaseException:
                 live.discard(sid)
@@ -179,22 +195,14 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         peer = peers.get(sid)
         if peer is None:
             return JSONResponse(_error(f"no session {sid}"), status_code=404)
-        tmp = Path(tempfile.mkdtemp(prefix="rtavatar-say-"))
-        try:
-            data = await audio.read(cfg.max_upload_bytes + 1)
-            if len(data) > cfg.max_upload_bytes:
-                raise RTAvatarError(f"audio: larger than {cfg.max_upload_bytes >> 20} MB")
-            f = tmp / f"say{Path(audio.filename or '').suffix.lower()[:8]}"
-            f.write_bytes(data)
-            wav = validate_audio(read_audio(f), 16_000, name="audio")
-            peer.push(wav)
-            return {"seconds": round(len(wav) / 16000, 2)}
-        except RTAvatarError as e:
-            return JSONResponse(_error(str(e)), status_code=400)
-        finally:
-            for p in tmp.iterdir():
-                p.unlink(missing_ok=True)
-            tmp.rmdir()
+        with tempfile.TemporaryDirectory(prefix="rtavatar-say-") as tmp:
+            try:
+                f = await save_upload(audio, "audio", Path(tmp), cfg.max_upload_bytes)
+                wav = validate_audio(read_audio(f), 16_000, name="audio")
+                peer.push(wav)
+                return {"seconds": round(len(wav) / 16000, 2)}
+            except RTAvatarError as e:
+                return JSONResponse(_error(str(e)), status_code=400)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -207,20 +215,12 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                        paste_back: bool = Form(True), seed: int = Form(0)) -> Any:
         tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
 
-        def cleanup() -> None:
-            for p in tmp.iterdir():
-                p.unlink(missing_ok=True)
-            tmp.rmdir()
+        def cleanup() -> None:  # after the response is sent
+            shutil.rmtree(tmp, ignore_errors=True)
 
         try:
-            files = {}
-            for name, up in (("portrait", portrait), ("audio", audio)):
-                data = await up.read(cfg.max_upload_bytes + 1)
-                if len(data) > cfg.max_upload_bytes:
-                    raise RTAvatarError(f"{name}: larger than {cfg.max_upload_bytes >> 20} MB")
-                suffix = Path(up.filename or "").suffix.lower()[:8]
-                files[name] = tmp / f"{name}{suffix}"
-                files[name].write_bytes(data)
+            files = {name: await save_upload(up, name, tmp, cfg.max_upload_bytes)
+                     for name, up in (("portrait", portrait), ("audio", audio))}
             if state not in ("auto", "speak", "listen", "idle"):
                 raise RTAvatarError(f"state {state!r}: use auto, speak, listen or idle")
             if steps is not None and not 1 <= steps <= 50:
@@ -229,15 +229,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             image = read_image(files["portrait"])
             wav = validate_audio(read_audio(files["audio"]), 16_000, name="audio")
             out = tmp / "out.mp4"
-
-            def work() -> int:
-                with VideoWriter(out) as w:
-                    w.add((), wav)
-                    for frame in avatar.iter_frames(image, wav, align=align, paste_back=paste_back, steps=steps, state=state,
-                                                    expression=expr, seed=seed):
-                        w.add((frame,))
-                return w.frames
-
+            work = partial(write_generated, out, avatar, image, wav, align=align, paste_back=paste_back, steps=steps, state=state,
+                           expression=expr, seed=seed)
             n = await asyncio.to_thread(work)
             log.info("generate: %d frames", n)
             return FileResponse(out, media_type="video/mp4", filename="rtavatar.mp4", background=BackgroundTask(cleanup))

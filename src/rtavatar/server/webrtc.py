@@ -30,7 +30,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pydantic import ValidationError
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from rtavatar.engine import Avatar, Session
+from rtavatar.engine import Session
 from rtavatar.errors import RTAvatarError
 from rtavatar.server.protocol import CLIENT_MESSAGE, SetExpression, SetState
 
@@ -71,8 +71,10 @@ class Playout:
         self.done = True
         self.ready.set()
 
-    def shown_index(self, now: float) -> int:
-        return max(0, int((now - (self.t0 or now) - self.stall) * FPS))
+    async def wait_until(self, seconds: float) -> None:
+        """Wait for the first frame, then until `seconds` after playout began."""
+        await self.ready.wait()
+        await asyncio.sleep(max(0.0, self.t0 + seconds - time.perf_counter()))
 
 
 class AvatarAudioTrack(MediaStreamTrack):
@@ -87,9 +89,7 @@ class AvatarAudioTrack(MediaStreamTrack):
 
     async def recv(self) -> av.AudioFrame:
         p = self.p
-        await p.ready.wait()
-        due = p.t0 + self.k * PACKET / SAMPLE_RATE
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await p.wait_until(self.k * PACKET / SAMPLE_RATE)
         i = p.pos // SAMPLES_PER_FRAME
         f = p.frames.get(i)
         if f is None:  # behind real time: hold (video holds too), keep the RTP clock going
@@ -118,15 +118,12 @@ class AvatarVideoTrack(MediaStreamTrack):
     def __init__(self, playout: Playout) -> None:
         super().__init__()
         self.p = playout
-        self.k = 0
+        self.k = 0  # frames sent
         self.last: np.ndarray | None = None
-        self.sent = 0
 
     async def recv(self) -> av.VideoFrame:
         p = self.p
-        await p.ready.wait()
-        due = p.t0 + self.k / FPS
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await p.wait_until(self.k / FPS)
         f = p.frames.get(p.pos // SAMPLES_PER_FRAME) or p.frames.get(max(0, p.pos // SAMPLES_PER_FRAME - 1))
         if f is not None:
             self.last = f.image
@@ -134,7 +131,6 @@ class AvatarVideoTrack(MediaStreamTrack):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
         frame.pts, frame.time_base = self.k * (90000 // FPS), Fraction(1, 90000)
         self.k += 1
-        self.sent += 1
         return frame
 
 
@@ -174,7 +170,7 @@ class MicVAD:
 class WebRTCPeer:
     """One page connection."""
 
-    def __init__(self, avatar: Avatar, session: Session) -> None:
+    def __init__(self, session: Session) -> None:
         from aiortc import RTCPeerConnection
 
         self.pc = RTCPeerConnection()
@@ -220,7 +216,7 @@ class WebRTCPeer:
 
     def stats(self) -> dict[str, Any]:
         t = self.session.times
-        return {"type": "stats", "state": self.playout.state, "first_frame_ms": self.session.first_frame_ms, "frames": t.frames, "sent": self.video.sent,
+        return {"type": "stats", "state": self.playout.state, "first_frame_ms": self.session.first_frame_ms, "frames": t.frames, "sent": self.video.k,
                 "gen_fps": round(t.frames / max(time.perf_counter() - self.t_start, 1e-9), 1),
                 "stall_ms": round(1000 * self.playout.stall), "user_speaking": self.user_speaking}
 

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, write_inference_files
+from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, student_sampling, write_inference_files
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
-from rtavatar.diffusion import PRIORS, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
+from rtavatar.diffusion import PRIORS, SamplingConfig, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import VAEConfig
@@ -54,6 +54,11 @@ class EFTConfig:
     disc: DiscConfig = field(default_factory=DiscConfig)
     student: DistillConfig = field(default_factory=DistillConfig)  # filled from the distill run
 
+    @property
+    def sampling(self) -> SamplingConfig:
+        """EFT's start is generation's: one step from the prior noised to t_edit."""
+        return student_sampling(self.student.default_guidance, self.t_edit, self.prior)
+
     def inference(self, vae: VAEConfig) -> InferenceConfig:
         """What a checkpoint of this student needs to run (inference.json): it samples from the prior at t_edit."""
         return student_inference(self.student.teacher.inference(vae), self.student.default_guidance, "eft", self.t_edit,
@@ -63,7 +68,7 @@ class EFTConfig:
 def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) -> Tensor:
     """The clip the student starts from: context frames clean, new frames = prior noised to t_edit
     (diffusion.start_latents, the same start generation uses)."""
-    return start_latents(cfg.inference(VAEConfig()).sampling, context, ref_model, eps)[0]
+    return start_latents(cfg.sampling, context, ref_model, eps)[0]
 
 
 class Editor(StudentAndDisc):
