@@ -325,12 +325,23 @@ def test_photo_is_aligned_and_pasted_back_at_its_own_size(avatar: Avatar) -> Non
     x0, y0, side = p.box
     assert p.face.shape == (64, 64, 3) and p.faces_found == 1
     assert 100 < side < 300 and 0 < x0 < 150 and 50 < y0 < 200, p.box
-    out = avatar.generate(PHOTO, speech(0.3), paste_back=True)
+    out = avatar.generate(PHOTO, speech(0.3), paste_back=True, paste_mode="face")
     assert out.shape == (8, 400, 300, 3)
     inside = np.zeros((400, 300), bool)
     inside[max(y0, 0) : y0 + side, max(x0, 0) : x0 + side] = True
     assert np.array_equal(out[0][~inside], p.image[~inside]), "untouched outside the face box"
     assert np.abs(out[0][inside].astype(int) - p.image[inside]).mean() > 5, "the generated face is composited in"
+    # The photo composite (default): only the lower face is the model's; the eyes stay the photo's.
+    photo = avatar.generate(PHOTO, speech(0.3), paste_back=True)
+    assert photo.shape == (8, 400, 300, 3)
+    nose = int(p.landmarks[30, 1])
+    assert np.array_equal(photo[:, : nose - side // 20], np.broadcast_to(p.image[: nose - side // 20], photo[:, : nose - side // 20].shape))
+    from rtavatar.engine.portrait import PhotoPaste
+
+    raw = avatar.generate(PHOTO, speech(0.3))
+    cs = avatar.sampler()
+    paste = PhotoPaste(p, cs.reconstruction(cs.reference(p.face)))
+    assert np.array_equal(photo, np.stack([paste(f) for f in raw]))
 
 
 def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:

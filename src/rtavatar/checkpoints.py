@@ -375,3 +375,45 @@ def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, s
             if p.dim() > 1 and not p.abs().sum():
                 p.normal_(0, 0.02)
     return Bundle(cfg, model.eval().requires_grad_(False), LatentCodec(cfg.vae).eval().requires_grad_(False), None)
+
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+DEFAULT_MODEL = "photo-v1"
+
+
+def pretrained_path(name: str = DEFAULT_MODEL) -> Path:
+    """The directory of a model shipped inside the package (clear error if it is not there)."""
+    p = PRETRAINED_DIR / name
+    if not (p / "model.safetensors").is_file():
+        have = sorted(d.name for d in PRETRAINED_DIR.iterdir() if d.is_dir()) if PRETRAINED_DIR.is_dir() else []
+        raise RTAvatarError(f"no shipped model {name!r} in {PRETRAINED_DIR} (shipped: {', '.join(have) or 'none'}); "
+                            "train one (README: Training) or pass --checkpoint RUN")
+    return p
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
+                      note: dict[str, Any] | None = None) -> Path:
+    """A self-contained inference checkpoint of any teacher / distill / EFT run: inference.json,
+    the denoiser's (EMA) weights as model.safetensors and vae.safetensors, in float16 when
+    `half` (loading casts them back to float32), no optimizer state, and a manifest. What the
+    package ships (`Avatar.from_pretrained`)."""
+    bundle = load_bundle(checkpoint, ema=ema)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file():
+            old.unlink()
+    cast = (lambda t: t.half() if half and t.is_floating_point() else t)  # noqa: E731
+    cfg = bundle.cfg
+    prefix = cfg.weights_prefix
+    cfg.weights_prefix = ""
+    save_file({k: cast(v).contiguous() for k, v in bundle.net.state_dict().items()}, str(out / "model.safetensors"))
+    save_file({k: cast(v).contiguous() for k, v in bundle.codec.state_dict().items()}, str(out / VAE_FILE))
+    (out / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
+    cfg.weights_prefix = prefix
+    stage = read_run_config(checkpoint)[1]
+    (out / "config.json").write_text(json.dumps({"stage": stage, "exported_from": str(bundle.checkpoint),
+                                                 "dtype": "float16" if half else "float32", **(note or {})}, indent=1))
+    write_manifest(out)
+    load_bundle(out)  # what was written loads, or this raises
+    return out

@@ -43,6 +43,7 @@ def cmd_synth_data(args: argparse.Namespace) -> dict:
     cfg = SynthConfig(
         clips=args.clips, seed=args.seed, resolution=args.resolution, seconds=args.seconds,
         identities=args.identities, workers=args.workers, test_fraction=args.test_fraction,
+        portraits=args.portraits, photo_fraction=args.photo_fraction, photo_head_motion=args.photo_head_motion,
     )
     return synthesize_dataset(cfg, args.out, progress=not args.quiet)
 
@@ -81,11 +82,38 @@ def _checkpoint_steps(spec: str) -> tuple[str, list[int]]:
     return spec, []
 
 
+def cmd_eval_photos(args: argparse.Namespace) -> dict:
+    from rtavatar.engine import Avatar
+    from rtavatar.evaluation.photos import evaluate_photos, format_photo_table, list_photos
+    from rtavatar.media import read_audio
+
+    if not args.audio:
+        raise RTAvatarError("eval --photos needs --audio WAV (speech with pauses: espeak-ng makes one)")
+    if len(args.checkpoint) > 1:
+        raise RTAvatarError("eval --photos scores one model: give at most one --checkpoint")
+    for p in (args.out, args.strip):
+        if p:
+            check_output(p)
+    photos = list_photos(args.photos)
+    audio = read_audio(args.audio)
+    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
+    rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
+                           controls=not args.no_controls, strip=args.strip or None)
+    print(format_photo_table(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return {"rows": rows}
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.engine import Avatar
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
 
+    if args.photos:
+        return cmd_eval_photos(args)
+    if not args.expert or not args.data:
+        raise RTAvatarError("eval needs --expert and --data (or --photos DIR --audio WAV for real photos)")
     if not args.checkpoint:
         raise RTAvatarError("eval needs at least one --checkpoint (list the teacher first: speedup is relative to it)")
     if len(set(args.checkpoint)) != len(args.checkpoint):
@@ -271,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_int(0, 256), default=0, help="processes (default: one per core)")
     s.add_argument("--test-fraction", type=_fraction, default=0.05,
                    help="share of identities held out as split=test, with held-out sentences (default 0.05; 1: an all-test set)")
+    s.add_argument("--portraits", default="", help="folder of face photos: animate them as photo identities (docs/DATA.md)")
+    s.add_argument("--photo-fraction", type=_fraction, default=0.5, help="with --portraits: share of clips that are photos (default 0.5)")
+    s.add_argument("--photo-head-motion", type=_fraction, default=0.35,
+                   help="with --portraits: share of the behaviour's head motion photo clips keep (default 0.35)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)
@@ -290,10 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     pr.set_defaults(func=cmd_prepare)
 
-    ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps")
+    ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps; "
+                                     "or real photos (--photos)")
     ev.add_argument("--checkpoint", action="append", default=[], help="teacher, distill or eft run, optionally with its step counts: RUN:1,2,4 (repeatable; list the teacher first: speedup is relative to the first system)")
-    ev.add_argument("--expert", required=True, help="`train syncnet` run (our sync expert)")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--expert", default="", help="`train syncnet` run (our sync expert)")
+    ev.add_argument("--data", default="", help="dataset with held-out clips (docs/DATA.md)")
+    ev.add_argument("--photos", default="", help="a photo or folder of photos: animate each with --audio and score it with dlib "
+                                                 "(evaluation/photos.py; default model: the shipped one)")
+    ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
+    ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
+    ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")

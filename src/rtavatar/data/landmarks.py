@@ -96,6 +96,17 @@ class FaceAnalyzer:
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
 
+_SHARED: FaceAnalyzer | None = None
+
+
+def shared_analyzer() -> FaceAnalyzer:
+    """One FaceAnalyzer per process (dlib's models take ~100 MB and a second to load)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = FaceAnalyzer()
+    return _SHARED
+
+
 def landmark_box(pts: np.ndarray) -> tuple[float, float, float, float]:
     """A detector-like box around landmarks (to track between detections)."""
     x0, y0 = pts.min(0)

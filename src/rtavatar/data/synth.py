@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +25,8 @@ from rtavatar import FPS, SAMPLE_RATE
 from rtavatar.config import to_dict
 from rtavatar.data.behavior import CONTROLS, STATES, Timeline, frame_signals, identity_voice, make_timeline, render_audio
 from rtavatar.data.face import FaceState, Renderer, sample_identity
+from rtavatar.data.photos import PhotoEntry, sample_photo_identity, scan_portraits
+from rtavatar.data.warp import Pose
 from rtavatar.data.visemes import VISEME_NAMES
 from rtavatar.media import write_video
 from rtavatar.utils import atomic_write, derive_seed, die_with_parent, remove_temp_debris
@@ -52,6 +56,13 @@ class SynthConfig:
     crf: int = 10  # near-lossless H.264 ...
     pix_fmt: str = "yuv444p"  # ... without chroma subsampling (lip colour matters at 128 px)
     workers: int = 0  # 0: one per core
+    # Photo identities (docs/DATA.md#photo-clips): a folder of face photos, the share of clips
+    # that animate one, and how much of the behaviour's head motion photo clips keep.
+    portraits: str = ""
+    photo_fraction: float = 0.5
+    photo_head_motion: float = 0.35
+    holdout: tuple[str, ...] = ("cc0",)  # portrait sub-folders never trained on
+    holdout_pct: float = 12.0  # ... and this share of the other people
 
     def validate(self) -> "SynthConfig":
         """A clear error for settings no clip could be made with (raised before anything is written)."""
@@ -63,7 +74,10 @@ class SynthConfig:
                   (self.identities >= 0, f"identities must be >= 0, got {self.identities}"),
                   (0.0 <= self.test_fraction <= 1.0, f"test_fraction must be in [0, 1], got {self.test_fraction}"),
                   (0.5 <= lo <= hi <= 600, f"seconds must satisfy 0.5 <= LO <= HI <= 600, got {self.seconds}"),
-                  (self.workers >= 0, f"workers must be >= 0, got {self.workers}")]
+                  (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+                  (0.0 <= self.photo_fraction <= 1.0, f"photo_fraction must be in [0, 1], got {self.photo_fraction}"),
+                  (0.0 <= self.photo_head_motion <= 1.0, f"photo_head_motion must be in [0, 1], got {self.photo_head_motion}"),
+                  (0.0 <= self.holdout_pct <= 100.0, f"holdout_pct must be in [0, 100], got {self.holdout_pct}")]
         for ok, msg in checks:
             if not ok:
                 raise RTAvatarError(f"synth-data: {msg}")
@@ -78,6 +92,22 @@ def identity_of_clip(cfg: SynthConfig, index: int) -> int:
 
 def split_of_identity(identity_seed: int, test_fraction: float) -> str:
     return "test" if (identity_seed % 10_000) < test_fraction * 10_000 else "train"
+
+
+def is_photo_clip(cfg: SynthConfig, index: int) -> bool:
+    return bool(cfg.portraits) and derive_seed(cfg.seed, "kind", index) % 10_000 < cfg.photo_fraction * 10_000
+
+
+def scale_head_motion(sig: dict[str, np.ndarray], scale: float) -> None:
+    """Photo clips keep `scale` of the head pose (columns and controls alike), in place."""
+    for k in ("yaw", "pitch", "roll", "breath"):
+        sig[k] = sig[k] * scale
+        if f"ctrl_{k}" in sig:
+            sig[f"ctrl_{k}"] = sig[f"ctrl_{k}"] * scale
+
+
+def pose_of(sig: dict[str, np.ndarray], i: int) -> Pose:
+    return Pose(**{k: float(sig[k][i]) for k in Pose.__dataclass_fields__})
 
 
 def face_state(sig: dict[str, np.ndarray], i: int) -> FaceState:
@@ -101,7 +131,8 @@ def _round_list(a: np.ndarray, ndigits: int = 4) -> list:
     return [round(float(v), ndigits) + 0.0 for v in a]  # + 0.0 turns -0.0 into 0.0
 
 
-def clip_meta(clip_id: str, identity_seed: int, split: str, tl: Timeline, sig: dict[str, np.ndarray], has_partner: bool) -> dict[str, Any]:
+def clip_meta(clip_id: str, identity: str, split: str, tl: Timeline, sig: dict[str, np.ndarray], has_partner: bool,
+              source: str = "synthetic", portraits: list[str] | None = None) -> dict[str, Any]:
     """meta.json content: clip facts, the speech timeline and the per-frame columns."""
     utterances = [
         {
@@ -113,9 +144,10 @@ def clip_meta(clip_id: str, identity_seed: int, split: str, tl: Timeline, sig: d
     ]
     frames: dict[str, list] = {k: [int(v) for v in sig[k]] for k in INT_COLUMNS}
     frames.update({k: _round_list(sig[k]) for k in FLOAT_COLUMNS})
+    extra = {"portraits": portraits} if portraits else {}
     return {
-        "format_version": FORMAT_VERSION, "clip_id": clip_id, "source": "synthetic",
-        "identity": f"synth-{identity_seed}", "split": split, "fps": FPS, "sample_rate": SAMPLE_RATE,
+        **extra, "format_version": FORMAT_VERSION, "clip_id": clip_id, "source": source,
+        "identity": identity, "split": split, "fps": FPS, "sample_rate": SAMPLE_RATE,
         "n_frames": tl.n_frames, "duration": round(tl.n_frames / FPS, 4), "has_partner": has_partner,
         "voice": {"name": tl.voice.name, "rate": tl.voice.rate, "pitch": tl.voice.pitch, "range": tl.voice.range},
         "segments": [[s, round(a, 4), round(b, 4)] for s, a, b in tl.segments],
@@ -140,24 +172,44 @@ def generate_clip(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]
     meta_path = clip_dir / "meta.json"
     if meta_path.exists():
         return manifest_record(json.loads(meta_path.read_text()), cfg.resolution)
-    ident_seed = identity_of_clip(cfg, index)
-    split = split_of_identity(ident_seed, cfg.test_fraction)
     rng = np.random.default_rng(derive_seed(cfg.seed, "clip", index))
-    tl = make_timeline(rng, cfg.seconds, identity_voice(ident_seed), split)
+    if is_photo_clip(cfg, index):
+        split = "test" if rng.random() < cfg.test_fraction else "train"
+        photo = sample_photo_identity(_portraits(cfg), rng, split, cfg.resolution)
+        voice_seed = zlib.crc32(photo.name.split(":mirror")[0].encode())
+        identity, source, sources = photo.name, "photo", photo.sources
+    else:
+        ident_seed = identity_of_clip(cfg, index)
+        split = split_of_identity(ident_seed, cfg.test_fraction)
+        voice_seed, identity, source, sources = ident_seed, f"synth-{ident_seed}", "synthetic", None
+    tl = make_timeline(rng, cfg.seconds, identity_voice(voice_seed), split)
     sig = frame_signals(tl, rng, cfg.blink_per_minute)
     own, partner = render_audio(tl, "self"), render_audio(tl, "partner")
     has_partner = bool(np.any(partner))
     clip_dir.mkdir(parents=True, exist_ok=True)
-    renderer = Renderer(sample_identity(ident_seed), cfg.resolution)
-    write_video(clip_dir / "video.mp4", render_frames(renderer, sig), own, fps=FPS, crf=cfg.crf, pix_fmt=cfg.pix_fmt)
+    if source == "photo":
+        scale_head_motion(sig, cfg.photo_head_motion)
+        frames = (photo.animator.render(pose_of(sig, i)) for i in range(tl.n_frames))
+    else:
+        frames = render_frames(Renderer(sample_identity(ident_seed), cfg.resolution), sig)
+    write_video(clip_dir / "video.mp4", frames, own, fps=FPS, crf=cfg.crf, pix_fmt=cfg.pix_fmt)
     for name, track in (("audio.wav", own), ("partner.wav", partner if has_partner else None)):
         if track is not None:
             with atomic_write(clip_dir / name) as f:
                 sf.write(f, track, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    meta = clip_meta(clip_id, ident_seed, split, tl, sig, has_partner)
+    meta = clip_meta(clip_id, identity, split, tl, sig, has_partner, source, sources)
     with atomic_write(meta_path, "w") as f:  # written last: its presence marks the clip complete
         json.dump(meta, f, separators=(",", ":"), sort_keys=True)
     return manifest_record(meta, cfg.resolution)
+
+
+@lru_cache(maxsize=4)
+def _portrait_list(root: str, holdout: tuple[str, ...], pct: float) -> list[PhotoEntry]:
+    return scan_portraits(root, holdout, pct)
+
+
+def _portraits(cfg: SynthConfig) -> list[PhotoEntry]:
+    return _portrait_list(cfg.portraits, tuple(cfg.holdout), cfg.holdout_pct)
 
 
 def _worker(args: tuple[SynthConfig, int, str]) -> dict[str, Any]:
@@ -179,6 +231,8 @@ def synthesize_dataset(cfg: SynthConfig, out_dir: str | Path, progress: bool = T
     import os
 
     cfg.validate()  # before anything is written
+    if cfg.portraits and cfg.photo_fraction > 0:
+        _portraits(cfg)  # a missing or empty folder fails here, not in a worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_temp_debris(out)

@@ -4,6 +4,9 @@
     avatar = Avatar.load("runs/student-eft")           # any teacher / distill / EFT run
     frames = avatar.generate("me.jpg", audio)          # offline: (N, H, W, 3) uint8
     session = avatar.session("me.jpg", paste_back=True)  # live: push_audio / frames()
+
+`paste_back=True` composites into the original picture; `paste_mode="photo"` (default) keeps
+the photo's own pixels wherever the face did not move, `"face"` pastes the whole generated face.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
 from rtavatar.engine.core import ChunkSampler, sampling_for
 from rtavatar.engine.offline import generate_latents
-from rtavatar.engine.portrait import PasteBack, Portrait, register
+from rtavatar.engine.portrait import Portrait, make_paste, register
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.session import Session, as_pcm
 from rtavatar.errors import RTAvatarError
@@ -48,6 +51,14 @@ class Avatar:
         return cls(load_bundle(checkpoint, ema=ema), precision, device)
 
     @classmethod
+    def from_pretrained(cls, name: str | None = None, *, precision: str = "fp32",
+                        device: str | torch.device = "cpu") -> "Avatar":
+        """The model shipped inside the package (docs/TRAINING.md says how it was trained)."""
+        from rtavatar.checkpoints import DEFAULT_MODEL, pretrained_path
+
+        return cls.load(pretrained_path(name or DEFAULT_MODEL), precision=precision, device=device)
+
+    @classmethod
     def random(cls, preset: str = "tiny", *, precision: str = "fp32", device: str | torch.device = "cpu",
                seed: int = 0) -> "Avatar":
         """Random weights of a size preset: for speed work only (the frames are noise)."""
@@ -69,21 +80,27 @@ class Avatar:
         return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler))
 
     def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
-                steps: int | None = None, guidance: float | None = None, state: str = "auto",
+                paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, state: str = "auto",
                 expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                 pipeline: bool = True, live: bool = False, buffer: int = 32) -> Session:
         """A streaming Session for one portrait (registered once: encoded, reference K/V cached)."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance)
+        ref = cs.reference(p.face)
+        post = self._paste(cs, ref, p, paste_mode) if paste_back else None
         try:
-            return Session(cs, cs.reference(p.face), state=state, expression=expression, seed=seed, schedule=schedule,
-                           pipeline=pipeline, live=live, buffer=buffer, post=PasteBack(p) if paste_back else None)
+            return Session(cs, ref, state=state, expression=expression, seed=seed, schedule=schedule,
+                           pipeline=pipeline, live=live, buffer=buffer, post=post)
         except ValueError as e:
             raise RTAvatarError(str(e)) from e
 
+    @staticmethod
+    def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str):  # noqa: ANN205 - frame -> picture
+        return make_paste(p, mode, cs.reconstruction(ref) if mode == "photo" else None)
+
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
-                    paste_back: bool = False, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                    paste_back: bool = False, paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
                     state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
                     decode_batch: int = 16, **chunking: Any) -> Iterator[np.ndarray]:
         """Offline: the frames for `audio` (16 kHz mono), ceil(len / 640) of them, decoded
@@ -93,7 +110,7 @@ class Avatar:
         ref = cs.reference(p.face)
         lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=check_expression(expression or {}), seed=seed,
                                progress=progress, **chunking)
-        paste = PasteBack(p) if paste_back else None
+        paste = self._paste(cs, ref, p, paste_mode) if paste_back else None
         for i in range(0, lat.shape[1], decode_batch):
             for f in cs.decode(ref, lat[:, i : i + decode_batch], batch=decode_batch):
                 yield paste(f) if paste is not None else f

@@ -94,6 +94,14 @@ class ChunkSampler:
         return x[:, k:].float()
 
     @torch.no_grad()
+    def reconstruction(self, ref: Reference) -> np.ndarray:
+        """The portrait as the VAE gives it back (R, R, 3) uint8: what 'nothing moved' looks like."""
+        codec = self.bundle.codec
+        with self._autocast(self.bundle.decoder_autocast):
+            x = codec.decode(ref.raw.to(next(codec.parameters()).device).contiguous(memory_format=torch.channels_last))
+        return LatentCodec.to_uint8(x.float())[0]
+
+    @torch.no_grad()
     def decode(self, ref: Reference, latents: Tensor, batch: int = 16) -> np.ndarray:
         """Model-space latents (1, N, C, h, w) -> frames (N, R, R, 3) uint8."""
         codec = self.bundle.codec

@@ -1,0 +1,336 @@
+"""Landmark-driven animation of a real face photo.
+
+Used by `synth-data --portraits` (photo-mode clips with the same ground truth as the
+procedural faces) and by the engine's photo path (blinks on the sharp photo). It depends on
+numpy and torch only, so the inference layer may import it.
+
+A photo's 68 dlib landmarks are moved to where a `FaceState`-like set of values puts them:
+the inner lips part by `mouth_open` inter-ocular distances (IOD; 40 % up / 60 % down, as the
+procedural renderer), the jaw follows the lower lip, the corners widen, round and lift
+(smile), the eyelids close, the brows rise, features shift with yaw / pitch by their depth,
+and the head rolls about the neck. The photo is then resampled through a thin-plate spline
+fitted to those moves (a backward map: output pixel -> photo pixel), with fixed anchors on
+the crop border and a ring around the head that follows only the head pose. The mouth
+interior a closed-mouth photo does not have is drawn inside the moved inner-lip contour: a
+dark cavity, upper teeth and a tongue, lit like the face around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+# Depth of each landmark for yaw / pitch parallax, in IOD (the jaw outline barely moves, the
+# nose tip most): a 2-D warp cannot turn a head, but parallax between features reads as a turn.
+_DEPTH = np.concatenate([
+    0.4 * (1 - np.abs(np.arange(17) - 8) / 8),  # jaw 0-16
+    np.full(10, 0.55),  # brows 17-26
+    np.array([0.7, 0.8, 0.9, 1.0, 0.85, 0.85, 0.9, 0.85, 0.85]),  # nose 27-35
+    np.full(12, 0.5),  # eyes 36-47
+    np.full(20, 0.7),  # lips 48-67
+])
+# How much of the lower lip's drop each jaw point follows (the chin most).
+_JAW_FOLLOW = {4: 0.15, 5: 0.35, 6: 0.6, 7: 0.85, 8: 1.0, 9: 0.85, 10: 0.6, 11: 0.35, 12: 0.15}
+_INNER_PAIRS = ((61, 67), (62, 66), (63, 65))  # (upper, lower) inner-lip points, image left to right
+_UPPER_OUTER, _LOWER_OUTER = (49, 50, 51, 52, 53), (59, 58, 57, 56, 55)
+# Colours of the drawn mouth interior (0..1 RGB before lighting).
+CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
+
+
+@dataclass
+class Pose:
+    """What the warp animates; the units of docs/DATA.md (see `data.face.FaceState`)."""
+
+    mouth_open: float = 0.0  # inner-lip gap / IOD (absolute: a photo with parted lips can close)
+    mouth_width: float = 0.0
+    mouth_round: float = 0.0
+    smile: float = 0.0
+    brow_raise: float = 0.0
+    eye_open_l: float = 1.0
+    eye_open_r: float = 1.0
+    blink: float = 0.0
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    breath: float = 0.0
+
+
+def _frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Eye midpoint, unit eye-line axis, unit down axis and IOD of (68, 2) landmarks."""
+    le, re_ = pts[36:42].mean(0), pts[42:48].mean(0)
+    d = re_ - le
+    iod = float(np.linalg.norm(d))
+    e = d / max(iod, 1e-6)
+    return (le + re_) / 2, e, np.array([-e[1], e[0]]), iod
+
+
+def target_landmarks(pts: np.ndarray, p: Pose) -> np.ndarray:
+    """Where `p` moves the photo's (68, 2) landmarks (pixels)."""
+    m, e, n, iod = _frame(pts)
+    L = np.stack([(pts - m) @ e, (pts - m) @ n], 1) / iod  # face frame, IOD units, y down
+    T = L.copy()
+    c = (L[48] + L[54]) / 2
+    w0 = max((L[54, 0] - L[48, 0]) / 2, 1e-3)
+    # Width: relative change, rounding narrows, smiling widens (the renderer's formula).
+    k = 1 + p.mouth_width - 0.35 * p.mouth_round + 0.12 * max(p.smile, 0.0)
+    T[48:68, 0] = c[0] + (L[48:68, 0] - c[0]) * k
+    t = np.clip((L[48:68, 0] - c[0]) / w0, -1.2, 1.2)
+    T[48:68, 1] -= p.smile * 0.09 * t * t  # corners rise on a smile, fall on a frown
+    # Opening: per inner column, the gap the lens-shaped profile asks for minus the photo's.
+    cols, deltas = [-1.0], [0.0]
+    for u, lo in _INNER_PAIRS:
+        tc = float(np.clip((L[u, 0] - c[0]) / w0, -1, 1))
+        want = p.mouth_open * (1 - tc * tc) ** 0.6
+        d = want - max(L[lo, 1] - L[u, 1], 0.0)
+        T[u, 1] -= 0.4 * d
+        T[lo, 1] += 0.6 * d
+        cols.append(tc)
+        deltas.append(d)
+    cols.append(1.0)
+    deltas.append(0.0)
+    order = np.argsort(cols)
+    delta_at = lambda x: float(np.interp((x - c[0]) / w0, np.array(cols)[order], np.array(deltas)[order]))  # noqa: E731
+    for i in _UPPER_OUTER:
+        T[i, 1] -= 0.4 * delta_at(L[i, 0])
+    for i in _LOWER_OUTER:
+        T[i, 1] += 0.6 * delta_at(L[i, 0])
+    drop = 0.6 * deltas[2]  # the centre column's lower-lip drop
+    for i, f in _JAW_FOLLOW.items():
+        T[i, 1] += f * drop
+    T[17:27, 1] -= 0.08 * p.brow_raise
+    if p.brow_raise < 0:  # a frown draws the inner brows down and together
+        for i, s in ((20, 1), (21, 1), (22, -1), (23, -1)):
+            T[i] += np.array([0.03 * s, 0.04]) * -p.brow_raise
+    T = _pose(T, p, _DEPTH)
+    return m + iod * (T[:, :1] * e + T[:, 1:] * n)
+
+
+def eye_closure(p: Pose) -> tuple[float, float]:
+    """Closure of the image-left and image-right eye (0 open, 1 shut, < 0 wider than the photo)."""
+    return (1 - float(np.clip(p.eye_open_r * (1 - p.blink), 0.0, 1.4)),  # image left is the subject's right eye
+            1 - float(np.clip(p.eye_open_l * (1 - p.blink), 0.0, 1.4)))
+
+
+def _lid_curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+    q = pts[list(idx)]
+    order = np.argsort(q[:, 0])
+    return np.interp(x, q[order, 0], q[order, 1])
+
+
+def blink_map(pts: np.ndarray, closure: tuple[float, float], side: int) -> np.ndarray | None:
+    """(side, side) source row of each output pixel that closes the eyelids, or None if open.
+
+    A spline cannot shut an eye (the lids would meet: its fit rings over the brows), so the
+    lids move by a per-column vertical remap of the eye region instead: the skin above the
+    upper lid stretches down over the eye (80 % of the way), the lower lid rises (20 %), and
+    the eye between them is squeezed into the lash line.
+    """
+    if max(abs(c) for c in closure) < 1e-3:
+        return None
+    y = np.arange(side, dtype=np.float64)[:, None] + np.zeros((1, side))
+    src = y.copy()
+    for base, c in zip((36, 42), closure):
+        if abs(c) < 1e-3:
+            continue
+        e = pts[base : base + 6]
+        w = e[3, 0] - e[0, 0]
+        xs = np.arange(side, dtype=np.float64)
+        up = _lid_curve(pts, (base, base + 1, base + 2, base + 3), xs)
+        lo = _lid_curve(pts, (base, base + 5, base + 4, base + 3), xs)
+        gap = np.maximum(lo - up, 0.0)
+        # dlib's lid points sit inside the lashes: the lid margins are a little outside them.
+        up, lo = up - 0.4 * gap, lo + 0.15 * gap
+        gap = lo - up
+        top = pts[17:27, 1].max() * 0.5 + up * 0.5  # halfway to the brows
+        bottom = lo + 0.8 * (lo - top) * 0.5
+        up2, lo2 = up + 0.8 * c * gap, lo - 0.2 * c * gap
+        # Inverse piecewise-linear map per column: output knots -> source knots.
+        ends = (np.full(side, -1.0), np.full(side, float(side)))
+        out_k = np.stack([ends[0], top, up2, lo2, bottom, ends[1]])
+        src_k = np.stack([ends[0], top, up, lo, bottom, ends[1]])
+        u = np.clip(np.minimum(xs - (e[0, 0] - 0.2 * w), (e[3, 0] + 0.2 * w) - xs) / (0.35 * w), 0, 1)
+        u = u * u * (3 - 2 * u)
+        for j in np.flatnonzero(u > 0):
+            src[:, j] += u[j] * (np.interp(y[:, j], out_k[:, j], src_k[:, j]) - y[:, j])
+    return src
+
+
+def _pose(T: np.ndarray, p: Pose, depth: np.ndarray | float) -> np.ndarray:
+    """Yaw / pitch parallax, roll about the neck and breathing, in the face frame (IOD)."""
+    sy, sp = np.sin(np.radians(p.yaw)), np.sin(np.radians(p.pitch))
+    T = T.copy()
+    T[:, 0] = T[:, 0] * np.cos(np.radians(p.yaw)) + 0.9 * depth * sy + 0.15 * sy
+    T[:, 1] = (T[:, 1] - 1.0) * np.cos(np.radians(p.pitch)) + 1.0 + 0.5 * depth * sp
+    a = np.radians(p.roll)
+    pivot = np.array([0.0, 2.4])  # below the chin
+    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    T = (T - pivot) @ R.T + pivot
+    T[:, 1] += 0.016 * p.breath
+    return T
+
+
+def _head_ring(pts: np.ndarray, p: Pose, n_pts: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor points around the head (hair, ears) before and after the pose alone."""
+    m, e, n, iod = _frame(pts)
+    a = np.linspace(0, 2 * np.pi, n_pts, endpoint=False)
+    ring = np.stack([1.7 * np.cos(a), 0.9 + 2.1 * np.sin(a)], 1)
+    moved = _pose(ring, p, 0.0)
+    to_px = lambda q: m + iod * (q[:, :1] * e + q[:, 1:] * n)  # noqa: E731
+    return to_px(ring), to_px(moved)
+
+
+def border_points(side: int, n_per: int = 5) -> np.ndarray:
+    s = np.linspace(0, side - 1, n_per)
+    z, o = np.zeros(n_per), np.full(n_per, side - 1.0)
+    return np.unique(np.concatenate([np.stack([s, z], 1), np.stack([s, o], 1), np.stack([z, s], 1), np.stack([o, s], 1)]), axis=0)
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-12)), 0.0) * 0.5
+
+
+def tps_backward_map(dst: np.ndarray, src: np.ndarray, side: int, grid: int = 64, reg: float = 1e-5) -> torch.Tensor:
+    """A (1, side, side, 2) grid_sample grid that maps output pixels near `dst` to `src`.
+
+    The spline is fitted in [0, 1] coordinates and evaluated on a coarse grid, then
+    upsampled: its displacement field is smooth, so a 64-point grid loses nothing visible.
+    """
+    d, s = dst / side, src / side
+    n = len(d)
+    K = _tps_kernel(((d[:, None] - d[None]) ** 2).sum(-1)) + reg * np.eye(n)
+    P = np.concatenate([np.ones((n, 1)), d], 1)
+    A = np.zeros((n + 3, n + 3))
+    A[:n, :n], A[:n, n:], A[n:, :n] = K, P, P.T
+    b = np.zeros((n + 3, 2))
+    b[:n] = s - d
+    coef = np.linalg.solve(A, b)
+    g = (np.arange(grid) + 0.5) / grid
+    gx, gy = np.meshgrid(g, g)
+    q = np.stack([gx.ravel(), gy.ravel()], 1)
+    r2 = (q * q).sum(1)[:, None] + (d * d).sum(1)[None] - 2 * q @ d.T
+    Kq = _tps_kernel(np.maximum(r2, 0.0))
+    disp = Kq @ coef[:n] + np.concatenate([np.ones((len(q), 1)), q], 1) @ coef[n:]
+    field = torch.from_numpy(disp.reshape(grid, grid, 2).astype(np.float32)).permute(2, 0, 1)[None]
+    field = F.interpolate(field, size=(side, side), mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    u = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    base = torch.stack(torch.meshgrid(u, u, indexing="xy"), -1)
+    pos = base + field - 0.5 / side  # source position in [0, 1] of pixel centres
+    return (pos * side / (side - 1) * 2 - 1)[None]  # align_corners=True coordinates
+
+
+def warp_image(image: np.ndarray, grid: torch.Tensor) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return y[0].permute(1, 2, 0).clamp(0, 255).numpy()
+
+
+def warp_rows(image: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Resample each output pixel from the source row `rows[y, x]` of its own column."""
+    side = image.shape[0]
+    g = torch.from_numpy(np.stack([np.broadcast_to(np.arange(side, dtype=np.float64), rows.shape), rows], -1))
+    grid = (g / (side - 1) * 2 - 1).float()[None]
+    return warp_image(image, grid)
+
+
+def _smooth_contour(points: np.ndarray, per_seg: int = 8) -> np.ndarray:
+    """A closed Catmull-Rom curve through `points` (so a lens-shaped mouth is not an octagon)."""
+    n = len(points)
+    out = []
+    for i in range(n):
+        p0, p1, p2, p3 = points[(i - 1) % n], points[i], points[(i + 1) % n], points[(i + 2) % n]
+        for t in np.linspace(0, 1, per_seg, endpoint=False):
+            t2, t3 = t * t, t * t * t
+            out.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+    return np.array(out)
+
+
+def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    """Paint cavity, upper teeth and tongue inside the inner-lip contour of landmarks T (in place)."""
+    inner = T[60:68]
+    gap = float(np.mean([T[lo, 1] - T[u, 1] for u, lo in _INNER_PAIRS]))
+    if gap < 0.3:
+        return
+    side = img.shape[0]
+    contour = _smooth_contour(inner)
+    x0, y0 = np.floor(contour.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(contour.max(0)).astype(int) + 3
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, side), min(y1, side)
+    if x1 <= x0 or y1 <= y0:
+        return
+    box = img[y0:y1, x0:x1]
+    h, w = box.shape[:2]
+    off = np.array([x0, y0], np.float64)
+    inside = _coverage_box(h, w, [contour - off])
+    _, _, _, iod = _frame(T)
+    upper = _smooth_contour(inner)[: 4 * 8 + 1]  # 60 -> 64 along the upper edge
+    teeth_h = min(0.3 * gap, 0.054 * iod)
+    teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, teeth_h])]) - off
+    teeth = _coverage_box(h, w, [teeth_poly]) * inside
+    iw = 0.45 * float(np.linalg.norm(T[64] - T[60]))
+    tongue = _coverage_box(h, w, [], [(float(T[66, 0] - x0), float(T[66, 1] - y0 - 0.1 * gap), 0.55 * iw, 0.35 * gap)]) * inside
+    tint_ = np.array(tint, np.float32)
+    for cov, col in ((inside, CAVITY), (teeth, TEETH), (tongue * 0.8, TONGUE)):
+        colour = np.array(col, np.float32) * tint_ * light * 255.0
+        box += cov[..., None] * (colour - box)
+
+
+def _coverage_box(h: int, w: int, polys: list[np.ndarray], ellipses: list = (), ss: int = 4) -> np.ndarray:
+    img = Image.new("L", (w * ss, h * ss), 0)
+    draw = ImageDraw.Draw(img)
+    for poly in polys:
+        draw.polygon([(float(x) * ss, float(y) * ss) for x, y in poly], fill=255)
+    for cx, cy, rx, ry in ellipses:
+        draw.ellipse([(cx - rx) * ss, (cy - ry) * ss, (cx + rx) * ss, (cy + ry) * ss], fill=255)
+    return np.asarray(img.resize((w, h), Image.BOX), np.float32) / 255.0
+
+
+def face_light(image: np.ndarray, pts: np.ndarray) -> float:
+    """Brightness of the skin around the nose relative to a mid-tone (lights the drawn interior)."""
+    m, _, _, iod = _frame(pts)
+    cx, cy = pts[30]
+    r = max(int(0.25 * iod), 1)
+    patch = image[max(int(cy) - r, 0) : int(cy) + r, max(int(cx) - r, 0) : int(cx) + r].reshape(-1, 3)
+    if len(patch) == 0:
+        return 1.0
+    return float(np.clip(patch.mean() / 170.0, 0.35, 1.3))
+
+
+class PhotoAnimator:
+    """Animates one aligned face photo: `render(pose)` -> the warped frame at `out_res`.
+
+    `image` is the aligned crop (S, S, 3) uint8 and `pts` its 68 landmarks in crop pixels;
+    the warp runs at S and the result is area-averaged to `out_res` (S = 2 x out_res gives
+    anti-aliased edges).
+    """
+
+    def __init__(self, image: np.ndarray, pts: np.ndarray, out_res: int | None = None,
+                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+        self.image = np.asarray(image)
+        self.pts = np.asarray(pts, np.float64)
+        self.side = self.image.shape[0]
+        self.out_res = out_res or self.side
+        self.border = border_points(self.side)
+        self.light = face_light(self.image, self.pts)
+        self.tint = tint
+
+    def landmarks(self, pose: Pose) -> np.ndarray:
+        return target_landmarks(self.pts, pose)
+
+    def render(self, pose: Pose) -> np.ndarray:
+        T = self.landmarks(pose)
+        ring_src, ring_dst = _head_ring(self.pts, pose)
+        dst = np.concatenate([T, ring_dst, self.border])
+        src = np.concatenate([self.pts, ring_src, self.border])
+        grid = tps_backward_map(dst, src, self.side)
+        rows = blink_map(self.pts, eye_closure(pose), self.side)
+        image = self.image if rows is None else warp_rows(self.image, rows)
+        out = warp_image(image, grid)
+        draw_mouth_interior(out, T, self.light, self.tint)
+        if self.out_res != self.side:
+            x = torch.from_numpy(out).permute(2, 0, 1)[None]
+            out = F.interpolate(x, size=(self.out_res, self.out_res), mode="area")[0].permute(1, 2, 0).numpy()
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
