@@ -116,3 +116,55 @@ def test_lower_face_mask_without_landmarks_covers_the_training_mouth() -> None:
     m = lower_face_mask(128, None)
     cy = int((EYE_Y + EYE_MOUTH_FRAC) * 128)
     assert m[cy, 64] > 0.99 and m[10, 64] < 1e-3 and m[int(EYE_Y * 128), 64] < 0.05
+
+
+# ---------------------------------------------------------------------------- shipping and evaluating a model
+def test_exported_checkpoint_is_half_size_and_generates_the_same(student_run: Path, tmp_path: Path) -> None:
+    from rtavatar.checkpoints import export_checkpoint, latest_checkpoint
+    from rtavatar.engine import Avatar
+
+    out = export_checkpoint(student_run, tmp_path / "shipped", note={"licence": "test"})
+    assert not (out / "state.pt").exists() and (out / "manifest.json").is_file()
+    src = latest_checkpoint(student_run)
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (src / "ema.safetensors").stat().st_size
+    audio = (0.2 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 180)).astype(np.float32)
+    face = np.asarray(Image.open(LISA).convert("RGB").resize((64, 64)))
+    a = Avatar.load(student_run).generate(face, audio, align="center").astype(int)
+    b = Avatar.load(out).generate(face, audio, align="center").astype(int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 1.0  # float16 weights: the same frames to within rounding
+
+
+def test_eval_photos_scores_each_photo(student_run: Path, tmp_path: Path) -> None:
+    """The real-photo evaluation runs end to end from the CLI and reports every column per photo."""
+    import subprocess
+    import sys
+
+    from rtavatar.demo import SAMPLE_SPEECH
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(LISA, photos / "a.jpg")
+    Image.new("RGB", (200, 200), (120, 170, 230)).save(photos / "sky.png")
+    out = subprocess.run([sys.executable, "-m", "rtavatar", "eval", "--photos", str(photos), "--audio", str(SAMPLE_SPEECH),
+                          "--checkpoint", str(student_run), "--out", str(tmp_path / "rows.json"), "--strip", str(tmp_path / "strip.png")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["photo"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
+    assert "no face" in rows["sky.png"]["error"]  # a row that says why, not a crash
+    r = rows["a.jpg"]
+    for k in ("detect", "gap_energy_r", "speech_silence", "identity", "sharpness", "out_px", "listen_gap", "smile_width"):
+        assert k in r
+    # Whatever this barely trained model does to the mouth, the photo composite keeps the person.
+    assert r["detect"] >= 0.9 and r["identity"] <= 0.45 and r["sharpness"] >= 0.4 and r["out_px"] == 300
+    assert Image.open(tmp_path / "strip.png").size[1] == 192
+    assert "| a.jpg |" in out.stdout
+
+
+def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtavatar.checkpoints as ck
+    from rtavatar.engine import Avatar
+    from rtavatar.errors import RTAvatarError
+
+    monkeypatch.setattr(ck, "PRETRAINED_DIR", tmp_path / "none")
+    with pytest.raises(RTAvatarError, match="no shipped model"):
+        Avatar.from_pretrained()

@@ -33,6 +33,7 @@ import torch
 from rtavatar import FPS, SAMPLE_RATE
 from rtavatar.diffusion import SamplingConfig
 from rtavatar.engine import Avatar, ChunkSchedule
+from rtavatar.errors import RTAvatarError
 
 log = logging.getLogger(__name__)
 BENCH_TEXT = ("Hello! I am a real-time avatar. Every frame you see was generated from this voice, "
@@ -60,13 +61,16 @@ def plain_portrait(r: int) -> np.ndarray:
     return (np.stack([0.6 + 0.3 * x, 0.5 + 0.2 * y, 0.4 + 0.1 * x * y], -1) * 255).astype(np.uint8)
 
 
-def _session(avatar: Avatar, steps: int | None, pipeline: bool, schedule: ChunkSchedule | None):  # noqa: ANN202
+def _session(avatar: Avatar, steps: int | None, pipeline: bool, schedule: ChunkSchedule | None,
+             photo: Any = None):  # noqa: ANN202
+    if photo is not None:  # a registered photo, composited back at its own size
+        return avatar.session(photo, paste_back=True, steps=steps, pipeline=pipeline, schedule=schedule)
     return avatar.session(plain_portrait(avatar.resolution), align="center", steps=steps, pipeline=pipeline, schedule=schedule)
 
 
 def live_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bool,
-              schedule: ChunkSchedule | None) -> dict[str, Any]:
-    s = _session(avatar, steps, pipeline, schedule)
+              schedule: ChunkSchedule | None, photo: Any = None) -> dict[str, Any]:
+    s = _session(avatar, steps, pipeline, schedule, photo)
     step = SAMPLE_RATE // 50  # 20 ms
     pushed_at: list[float] = []
 
@@ -92,8 +96,8 @@ def live_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bo
 
 
 def throughput_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bool,
-                    schedule: ChunkSchedule | None) -> dict[str, Any]:
-    s = _session(avatar, steps, pipeline, schedule)
+                    schedule: ChunkSchedule | None, photo: Any = None) -> dict[str, Any]:
+    s = _session(avatar, steps, pipeline, schedule, photo)
     t0 = time.perf_counter()
     s.push_audio(audio)
     s.close()
@@ -107,7 +111,8 @@ def throughput_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeli
 
 def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps: int | None = None, quantize: str = "fp32",
               pipeline: bool = True, seconds: float = 10.0, threads: int = 0, backend: str = "torch",
-              schedule: ChunkSchedule | None = None) -> dict[str, Any]:
+              schedule: ChunkSchedule | None = None, photo: str | None = None) -> dict[str, Any]:
+    """`photo`: register this picture (dlib alignment) and composite every frame back into it."""
     if threads:
         torch.set_num_threads(threads)
     if checkpoint:
@@ -128,26 +133,31 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
     elif backend != "torch":
         raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
     audio = bench_speech(seconds)
-    warm = _session(avatar, steps, pipeline, schedule)  # one-time kernel set-up for every chunk shape
+    portrait = avatar.portrait(photo) if photo else None
+    warm = _session(avatar, steps, pipeline, schedule, portrait)  # one-time kernel set-up for every chunk shape
     warm.push_audio(audio[: 3 * SAMPLE_RATE])
     warm.close()
     for _ in warm.frames(timeout=600):
         pass
-    live = live_pass(avatar, audio, steps, pipeline, schedule)
-    thr = throughput_pass(avatar, audio, steps, pipeline, schedule)
+    live = live_pass(avatar, audio, steps, pipeline, schedule, portrait)
+    thr = throughput_pass(avatar, audio, steps, pipeline, schedule, portrait)
     sampling = avatar.sampler(steps).sampling
     return {"model": model, "steps": sampling.steps, "sampler": sampling.sampler, "cfg": not sampling.guidance_input, "resolution": avatar.resolution,
             "quantize": quantize, "pipeline": pipeline, "backend": backend, "seconds": seconds,
+            "photo": None if portrait is None else {"path": str(photo), "size": list(portrait.image.shape[1::-1]),
+                                                    "face_px": portrait.box[2], "paste_back": True},
             "device": _device_name(avatar), "threads": torch.get_num_threads(), **thr, **live,
             "lookahead_ms": round(warm.lookahead_ms, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _shipped_model() -> str | None:
-    from importlib.resources import files
+    from rtavatar.checkpoints import pretrained_path
 
-    p = files("rtavatar") / "assets" / "model"
-    return str(p) if p.is_dir() and (p / "model.safetensors").is_file() else None
+    try:
+        return str(pretrained_path())
+    except RTAvatarError:
+        return None
 
 
 def _device_name(avatar: Avatar) -> str:

@@ -49,9 +49,13 @@ def cmd_synth_data(args: argparse.Namespace) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from rtavatar.demo import run_demo
+    from rtavatar.demo import run_demo, run_network_demo
 
-    return run_demo(out=args.out, text=args.text, seed=args.seed, resolution=args.resolution)
+    check_output(args.out)
+    if args.synthetic:
+        return run_demo(out=args.out, text=args.text, seed=args.seed, resolution=args.resolution)
+    return run_network_demo(out=args.out, image=args.image, audio=args.audio, text=args.text, checkpoint=args.checkpoint,
+                            precision=args.precision)
 
 
 def cmd_prepare(args: argparse.Namespace) -> dict:
@@ -246,10 +250,13 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     from rtavatar.bench import run_bench
     from rtavatar.engine import ChunkSchedule
 
+    from rtavatar.demo import SAMPLE_PORTRAIT
+
     schedule = ChunkSchedule(first=args.first_chunk) if args.first_chunk else None
+    photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
     out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
                     pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
-                    schedule=schedule)
+                    schedule=schedule, photo=photo)
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
@@ -281,11 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="render a talking clip with the shipped default (see README)")
+    d = sub.add_parser("demo", help="the shipped network animating the bundled photo with bundled speech (see README)")
     d.add_argument("--out", default="demo.mp4", help="output mp4 (default demo.mp4)")
-    d.add_argument("--text", default=None, help="what the avatar says (default: a bundled sentence)")
-    d.add_argument("--seed", type=int, default=7, help="identity seed")
-    d.add_argument("--resolution", type=_resolution, default=256)
+    d.add_argument("--image", default=None, help="portrait photo (default: the bundled CC0 sample)")
+    d.add_argument("--audio", default=None, help="speech (default: the bundled espeak-ng sample)")
+    d.add_argument("--text", default=None, help="what the avatar says, spoken by espeak-ng (instead of --audio)")
+    d.add_argument("--checkpoint", default=None, help="a teacher / distill / EFT run instead of the shipped model")
+    d.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
+    d.add_argument("--synthetic", action="store_true", help="render the procedural generator instead (no network)")
+    d.add_argument("--seed", type=int, default=7, help="--synthetic: identity seed")
+    d.add_argument("--resolution", type=_resolution, default=256, help="--synthetic: frame size")
     d.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     d.set_defaults(func=cmd_demo)
 
@@ -343,11 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
-    g = sub.add_parser("generate", help="portrait + audio -> mp4 with a trained teacher checkpoint")
+    g = sub.add_parser("generate", help="portrait + audio -> mp4 (the shipped model, or --checkpoint)")
     g.add_argument("--image", required=True)
     g.add_argument("--audio", required=True, help="any audio file or a video's audio track")
     g.add_argument("--out", required=True)
-    g.add_argument("--checkpoint", required=True, help="teacher, distill or eft run (or checkpoint directory)")
+    g.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (or checkpoint directory; default: the shipped model)")
     g.add_argument("--steps", type=_positive_int, default=None, help="default 20 (teacher, DDIM) or 1 (distilled student)")
     g.add_argument("--guidance", type=_guidance, default=None,
                    help="guidance scale on audio: CFG for a teacher (default 2), an input for a student")
@@ -373,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_int(0, 1024), default=0, help="torch threads (default: torch's choice)")
     b.add_argument("--first-chunk", type=_positive_int, default=0, help="frames in the first chunk (default 1)")
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    b.add_argument("--photo", nargs="?", const="sample", default=None,
+                   help="register a photo (default: the bundled sample) and paste every frame back into it")
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
 

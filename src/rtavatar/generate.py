@@ -26,12 +26,12 @@ def write_generated(out: str | Path, avatar: Avatar, portrait: Any, audio: Any, 
     return w.frames
 
 
-def generate_file(checkpoint: str | Path, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,
+def generate_file(checkpoint: str | Path | None, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,
                   state: str = "auto", expression: str | None = None, guidance: float | None = None, seed: int = 0,
                   align: str = "face", paste_back: bool = True, precision: str = "fp32") -> dict[str, Any]:
     t0 = time.perf_counter()
     expr = parse_expression(expression)
-    avatar = Avatar.load(checkpoint, precision=precision)
+    avatar = Avatar.load(checkpoint, precision=precision) if checkpoint else Avatar.from_pretrained(precision=precision)
     sampler = avatar.sampler(steps, guidance)  # validates steps / guidance before any work
     portrait = avatar.portrait(image, align)
     audio = validate_audio(read_audio(audio_path), 16_000, name=str(audio_path))
