@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from rtavatar.data.landmarks import raw_features, shared_analyzer
-from rtavatar.data.photos import MIRROR, aligned, mirror, person_of, scan_portraits
+from rtavatar.data.photos import MIRROR, aligned, check_photo_clips, mirror, person_of, scan_portraits
 from rtavatar.data.warp import PhotoAnimator, Pose, target_landmarks
 from rtavatar.engine.portrait import PhotoPaste, lower_face_mask, register
 from rtavatar.media import read_image, read_video
@@ -67,28 +67,18 @@ def test_photo_clips_ground_truth_is_what_dlib_reads(portraits: Path, tmp_path: 
     cfg = SynthConfig(clips=2, seed=4, seconds=(5.0, 6.0), portraits=str(portraits), photo_fraction=1.0,
                       test_fraction=0.0, workers=1)
     synthesize_dataset(cfg, tmp_path / "ph", progress=False)
-    fa = shared_analyzer()
-    spoke = 0
+    rows = check_photo_clips(tmp_path / "ph")
+    assert len(rows) >= 1  # at least one clip speaks
+    for r in rows:
+        assert r["detect"] > 0.95
+        assert r["r"] > 0.6  # 0.69 here; 0.92-0.99 on the 1024 px training photos (docs/DATA.md)
     for rec in (json.loads(line) for line in (tmp_path / "ph" / "manifest.jsonl").read_text().splitlines()):
         meta = json.loads((tmp_path / "ph" / rec["path"] / "meta.json").read_text())
         assert meta["source"] == "photo" and meta["split"] == "train" and meta["portraits"]
         assert not any("cc0" in p for p in meta["portraits"])  # held-out people never train
         frames = read_video(tmp_path / "ph" / rec["path"] / "video.mp4", with_audio=False).frames
         assert len(frames) == meta["n_frames"]
-        gaps = []
-        for f in frames:
-            big = np.asarray(Image.fromarray(f).resize((256, 256), Image.BICUBIC))
-            faces = fa.detect(big)
-            gaps.append(raw_features(fa.landmarks(big, faces[0].box))[2] if faces else np.nan)
-        gaps = np.array(gaps)
-        assert np.isfinite(gaps).mean() > 0.95
-        truth = np.array(meta["frames"]["mouth_open"])
-        ok = np.isfinite(gaps)
-        if truth.std() > 0.02:  # the clip speaks
-            spoke += 1
-            assert np.corrcoef(gaps[ok], truth[ok])[0, 1] > 0.6  # 0.69 here; 0.92-0.99 on the 1024 px training photos (docs/DATA.md)
         assert max(abs(v) for v in meta["frames"]["yaw"]) <= 25 * cfg.photo_head_motion + 1e-6
-    assert spoke >= 1
 
 
 def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
@@ -97,7 +87,7 @@ def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
     x0, y0, side = p.box
     an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
     recon = an.render(Pose())
-    paste = PhotoPaste(p, recon)
+    paste = PhotoPaste(p, recon, blinks_per_minute=0)
     assert (paste(recon) == photo).all()  # nothing moved: the photo itself, every pixel
     talking = paste(an.render(Pose(mouth_open=0.35)))
     assert talking.shape == photo.shape
@@ -168,3 +158,21 @@ def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkey
     monkeypatch.setattr(ck, "PRETRAINED_DIR", tmp_path / "none")
     with pytest.raises(RTAvatarError, match="no shipped model"):
         Avatar.from_pretrained()
+
+
+def test_photo_paste_blinks_the_photos_own_eyes() -> None:
+    photo = read_image(LISA)
+    p = register(photo, 128)
+    paste = PhotoPaste(p, p.face, blinks_per_minute=60, seed=1)
+    frames = [paste(p.face) for _ in range(250)]  # 10 s
+    pts = p.landmarks
+    eye = lambda f: f[int(pts[37:39, 1].min()) : int(pts[40:42, 1].max()) + 1, int(pts[36, 0]) : int(pts[39, 0]) + 1]  # noqa: E731
+    brightness = np.array([eye(f).mean() for f in frames])
+    base = eye(photo).mean()  # (a dark webcam photo: the lid's skin is only a little lighter than the eye it covers)
+    assert brightness.max() > base + 1.5
+    shut = brightness > base + 0.5 * (brightness.max() - base)
+    assert 3 <= (np.diff(shut.astype(int)) == 1).sum() <= 25  # blinks: distinct events, about one a second
+    assert 0.02 < shut.mean() < 0.3
+    k = int(np.argmax(brightness))
+    below = int(pts[30, 1])  # nothing else changes: the mouth region is the photo's (the face did not move)
+    assert (frames[k][below:] == photo[below:]).all()

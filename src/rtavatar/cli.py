@@ -102,7 +102,7 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
     audio = read_audio(args.audio)
     avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
     rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
-                           controls=not args.no_controls, strip=args.strip or None)
+                           controls=not args.no_controls, strip=args.strip or None, paste_mode=args.paste_mode)
     print(format_photo_table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
@@ -211,7 +211,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     check_output(args.out)
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
                          expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
-                         paste_back=not args.no_paste_back, precision=args.precision)
+                         paste_back=not args.no_paste_back, paste_mode=args.paste_mode, precision=args.precision)
 
 
 def _int(lo: int, hi: int | None = None):  # noqa: ANN202 - an argparse type
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
     ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
+    ev.add_argument("--paste-mode", default="photo", choices=["photo", "face"],
+                    help="with --photos: keep the photo where nothing moved (photo) or paste the whole generated face (face)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
@@ -369,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--align", default="face", choices=["face", "center"],
                    help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
     g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
+    g.add_argument("--paste-mode", default="photo", choices=["photo", "face"],
+                   help="photo: keep the photo's own pixels where the face did not move (default); face: paste the whole generated face")
     g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)

@@ -168,3 +168,39 @@ def sample_photo_identity(entries: list[PhotoEntry], rng: np.random.Generator, s
     crop = relight(crop, rng)
     tint = tuple(float(v) for v in rng.uniform(0.85, 1.1, 3))
     return PhotoIdentity(name, [e.rel for e in picks], split, PhotoAnimator(crop, pts, resolution, tint))
+
+
+def read_gaps(frames: np.ndarray, side: int = 256) -> np.ndarray:
+    """dlib's inner-lip gap (IOD) of each frame, read at `side` px (NaN where no face is found)."""
+    from rtavatar.data.landmarks import raw_features, shared_analyzer
+
+    fa = shared_analyzer()
+    gaps = np.full(len(frames), np.nan)
+    for i, f in enumerate(frames):
+        big = np.asarray(Image.fromarray(f).resize((side, side), Image.BICUBIC))
+        faces = fa.detect(big)
+        if faces:
+            gaps[i] = raw_features(fa.landmarks(big, faces[0].box))[2]
+    return gaps
+
+
+def check_photo_clips(data: str | Path, max_clips: int = 0) -> list[dict]:
+    """Per photo clip that speaks: dlib's detection rate and the Pearson r between the gap it
+    reads on the rendered frames and the written `mouth_open` (docs/DATA.md#photo-clips)."""
+    from rtavatar.data.dataset import Dataset
+
+    ds = Dataset(data)
+    out = []
+    for i in range(len(ds)):
+        meta = ds.meta(i)
+        if meta.get("source") != "photo" or np.std(meta["frames"]["mouth_open"]) < 0.02:
+            continue
+        clip = ds.load(i)
+        gaps = read_gaps(clip.frames)
+        ok = np.isfinite(gaps)
+        truth = clip.columns["mouth_open"]
+        r = float(np.corrcoef(gaps[ok], truth[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+        out.append({"clip": meta["clip_id"], "identity": meta["identity"], "detect": float(ok.mean()), "r": r})
+        if max_clips and len(out) >= max_clips:
+            break
+    return out

@@ -121,8 +121,8 @@ def _lid_curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray) -> np.ndarr
     return np.interp(x, q[order, 0], q[order, 1])
 
 
-def blink_map(pts: np.ndarray, closure: tuple[float, float], side: int) -> np.ndarray | None:
-    """(side, side) source row of each output pixel that closes the eyelids, or None if open.
+def blink_map(pts: np.ndarray, closure: tuple[float, float], size: int | tuple[int, int]) -> np.ndarray | None:
+    """(H, W) source row of each output pixel that closes the eyelids, or None if open.
 
     A spline cannot shut an eye (the lids would meet: its fit rings over the brows), so the
     lids move by a per-column vertical remap of the eye region instead: the skin above the
@@ -131,14 +131,15 @@ def blink_map(pts: np.ndarray, closure: tuple[float, float], side: int) -> np.nd
     """
     if max(abs(c) for c in closure) < 1e-3:
         return None
-    y = np.arange(side, dtype=np.float64)[:, None] + np.zeros((1, side))
+    h, width = (size, size) if isinstance(size, int) else size
+    y = np.arange(h, dtype=np.float64)[:, None] + np.zeros((1, width))
     src = y.copy()
     for base, c in zip((36, 42), closure):
         if abs(c) < 1e-3:
             continue
         e = pts[base : base + 6]
-        w = e[3, 0] - e[0, 0]
-        xs = np.arange(side, dtype=np.float64)
+        eye_w = e[3, 0] - e[0, 0]
+        xs = np.arange(width, dtype=np.float64)
         up = _lid_curve(pts, (base, base + 1, base + 2, base + 3), xs)
         lo = _lid_curve(pts, (base, base + 5, base + 4, base + 3), xs)
         gap = np.maximum(lo - up, 0.0)
@@ -149,14 +150,59 @@ def blink_map(pts: np.ndarray, closure: tuple[float, float], side: int) -> np.nd
         bottom = lo + 0.8 * (lo - top) * 0.5
         up2, lo2 = up + 0.8 * c * gap, lo - 0.2 * c * gap
         # Inverse piecewise-linear map per column: output knots -> source knots.
-        ends = (np.full(side, -1.0), np.full(side, float(side)))
+        ends = (np.full(width, -1.0), np.full(width, float(h)))
         out_k = np.stack([ends[0], top, up2, lo2, bottom, ends[1]])
         src_k = np.stack([ends[0], top, up, lo, bottom, ends[1]])
-        u = np.clip(np.minimum(xs - (e[0, 0] - 0.2 * w), (e[3, 0] + 0.2 * w) - xs) / (0.35 * w), 0, 1)
+        u = np.clip(np.minimum(xs - (e[0, 0] - 0.2 * eye_w), (e[3, 0] + 0.2 * eye_w) - xs) / (0.35 * eye_w), 0, 1)
         u = u * u * (3 - 2 * u)
         for j in np.flatnonzero(u > 0):
             src[:, j] += u[j] * (np.interp(y[:, j], out_k[:, j], src_k[:, j]) - y[:, j])
     return src
+
+
+def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]) -> np.ndarray:
+    """Close the eyelids of a photo (float (H, W, 3) copy) by painting lid skin over the eyes.
+
+    For sharp, full-resolution photos (the engine's photo composite) a remap would stretch a
+    few rows of lid into streaks; instead each column's lid colour is taken from the skin just
+    above the lid margin, shaded toward a dark lash line, and drawn down to where the closure
+    puts the lid's edge.
+    """
+    out = image.astype(np.float32).copy()
+    h, width = out.shape[:2]
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    for base, c in zip((36, 42), closure):
+        if c <= 1e-3:
+            continue
+        e = pts[base : base + 6]
+        x0, x1 = int(np.floor(e[0, 0])), int(np.ceil(e[3, 0])) + 1
+        x0, x1 = max(x0, 0), min(x1, width)
+        if x1 - x0 < 3:
+            continue
+        xs = np.arange(x0, x1, dtype=np.float64)
+        up = _lid_curve(pts, (base, base + 1, base + 2, base + 3), xs)
+        lo = _lid_curve(pts, (base, base + 5, base + 4, base + 3), xs)
+        gap = np.maximum(lo - up, 0.0)
+        up_m, lo_m = up - 0.3 * gap, lo + 0.1 * gap  # the lid margins (dlib's points sit inside the lashes)
+        edge = (up_m + min(c, 1.0) * (lo_m - up_m)).astype(np.float32)
+        # Lid colour: the skin band above the margin, per column, smoothed along the lid.
+        r0 = np.clip(np.round(up_m - 0.6 * gap.max() - 2), 0, h - 1).astype(int)
+        r1 = np.clip(np.round(up_m - 1), 1, h).astype(int)
+        cols = np.stack([out[a:max(b, a + 1), x0 + j].mean(0) for j, (a, b) in enumerate(zip(r0, r1))])
+        k = max(3, (x1 - x0) // 6) | 1
+        pad = np.pad(cols, ((k // 2, k // 2), (0, 0)), mode="edge")
+        cols = np.stack([np.convolve(pad[:, ch], np.ones(k) / k, mode="valid") for ch in range(3)], 1)
+        top = up_m.astype(np.float32)[None]
+        cov = np.clip(yy - top + 0.5, 0, 1) * np.clip(edge[None] - yy + 0.5, 0, 1)
+        depth = np.clip((yy - top) / np.maximum(edge[None] - top, 1.0), 0, 1)
+        lid = cols[None] * (1.0 - 0.12 * depth[..., None])
+        lash_w = np.maximum(1.0, 0.12 * gap.astype(np.float32))[None]
+        lash = np.clip(1 - np.abs(yy - edge[None]) / lash_w, 0, 1) * min(1.0, 2 * c)
+        lid = lid * (1 - 0.6 * lash[..., None])
+        cov = np.maximum(cov, lash * (np.abs(yy - edge[None]) < lash_w))
+        region = out[:, x0:x1]
+        region += cov[..., None] * (lid - region)
+    return out
 
 
 def _pose(T: np.ndarray, p: Pose, depth: np.ndarray | float) -> np.ndarray:
@@ -230,9 +276,9 @@ def warp_image(image: np.ndarray, grid: torch.Tensor) -> np.ndarray:
 
 def warp_rows(image: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Resample each output pixel from the source row `rows[y, x]` of its own column."""
-    side = image.shape[0]
-    g = torch.from_numpy(np.stack([np.broadcast_to(np.arange(side, dtype=np.float64), rows.shape), rows], -1))
-    grid = (g / (side - 1) * 2 - 1).float()[None]
+    h, w = image.shape[:2]
+    cols = np.broadcast_to(np.arange(w, dtype=np.float64), rows.shape)
+    grid = torch.from_numpy(np.stack([cols / max(w - 1, 1), rows / max(h - 1, 1)], -1) * 2 - 1).float()[None]
     return warp_image(image, grid)
 
 

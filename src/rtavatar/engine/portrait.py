@@ -178,10 +178,13 @@ class PhotoPaste:
 
     where w -> 1 where G equals R (nothing moved: out is the photo itself, sharp) and w -> 0
     where the face changed (an open mouth: out is G plus the photo's low-frequency colour, so
-    the generated mouth matches the photo's lighting). Outside M the photo is untouched.
+    the generated mouth matches the photo's lighting). Outside M the photo is untouched but for
+    blinks: with landmarks, the photo's own eyelids close by a warp (data/warp.py) about
+    `blinks_per_minute` times a minute (seeded), so a photo avatar never stares.
     """
 
-    def __init__(self, portrait: Portrait, recon: np.ndarray, tau: float = 18.0) -> None:
+    def __init__(self, portrait: Portrait, recon: np.ndarray, tau: float = 18.0, blinks_per_minute: float = 15.0,
+                 seed: int = 0) -> None:
         self.base = portrait.image
         x0, y0, side = portrait.box
         self.side, self.tau = side, tau
@@ -207,6 +210,31 @@ class PhotoPaste:
         self.Rb = Rb[:, by0:by1, bx0:bx1]
         self.detail = detail[:, by0:by1, bx0:bx1]
         self.under = self.base[self.dst[0] : self.dst[1], self.dst[2] : self.dst[3]].astype(np.float32)
+        self.eyes = None if portrait.landmarks is None or blinks_per_minute <= 0 else self._eye_band(portrait.landmarks)
+        self.rng = np.random.default_rng(seed)
+        self.per_minute, self.frame = blinks_per_minute, 0
+        self.next_blink = self._gap() * 0.5
+
+    def _eye_band(self, pts: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]:
+        """The picture rows / columns around both eyes and the landmarks in that band."""
+        h, w = self.base.shape[:2]
+        iod = float(np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0)))
+        x0, x1 = int(max(pts[36, 0] - 0.5 * iod, 0)), int(min(pts[45, 0] + 0.5 * iod, w))
+        y0, y1 = int(max(pts[17:27, 1].min() - 0.2 * iod, 0)), int(min(pts[36:48, 1].max() + 0.5 * iod, h))
+        return (y0, y1, x0, x1), pts - np.array([x0, y0], np.float64)
+
+    def _gap(self) -> float:
+        return float(self.rng.gamma(2.0, 60.0 / max(self.per_minute, 1e-6) / 2.0)) * 25.0  # frames
+
+    def _blink(self) -> float:
+        """This frame's lid closure (0..1): 80 ms closing, 40 ms shut, 160 ms opening."""
+        t = (self.frame - self.next_blink) / 25.0
+        if t > 0.28:
+            self.next_blink = self.frame + self._gap()
+            return 0.0
+        if t < 0:
+            return 0.0
+        return float(min(t / 0.08, 1.0, max(0.0, 1 - (t - 0.12) / 0.16)))
 
     def _grid(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         u = lambda a, b: (torch.arange(a, b, dtype=torch.float32) + 0.5) / self.side * 2 - 1  # noqa: E731
@@ -225,6 +253,15 @@ class PhotoPaste:
         w = self._up(w, "bilinear")
         delta = (self._up(face) - self.Rb - (1 - w) * self.detail).permute(1, 2, 0).numpy()
         out = self.base.copy()
+        if self.eyes is not None:
+            c = self._blink()
+            self.frame += 1
+            if c > 0:
+                from rtavatar.data.warp import paint_blink
+
+                (ey0, ey1, ex0, ex1), pts = self.eyes
+                band = paint_blink(self.base[ey0:ey1, ex0:ex1], pts, (c, c))
+                out[ey0:ey1, ex0:ex1] = np.clip(band + 0.5, 0, 255).astype(np.uint8)
         dy0, dy1, dx0, dx1 = self.dst
         out[dy0:dy1, dx0:dx1] = np.clip(self.under + self.mask * delta + 0.5, 0, 255).astype(np.uint8)
         return out
