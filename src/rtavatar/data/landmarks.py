@@ -1,7 +1,7 @@
 """Face detection, 68-point landmarks, and the expression controls derived from them.
 
 dlib's HOG detector and 68-point shape predictor, loaded from the `face-recognition-models`
-wheel (no download; `pip install 'rtavatar[prepare]'`). We chose dlib over MediaPipe 0.10.21:
+wheel (no download; core dependencies of the package). We chose dlib over MediaPipe 0.10.21:
 MediaPipe pins numpy<2 and protobuf<5 and pulls jax (~1 GB), while dlib-bin is a small wheel,
 finds one face in 2-10 ms at 256 px on this machine and gives the 68 points our controls need.
 
@@ -45,8 +45,7 @@ def _models_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     # find_spec does not run the package's __init__ (which imports the removed pkg_resources).
     if spec is None or not spec.submodule_search_locations:
-        raise FaceModelsMissing("face landmarks need dlib and its models: pip install 'rtavatar[prepare]' "
-                                "(dlib-bin, face-recognition-models)")
+        raise FaceModelsMissing("face landmarks need dlib and its models: pip install dlib-bin face-recognition-models")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -66,7 +65,7 @@ class FaceAnalyzer:
         try:
             import dlib
         except ImportError as e:
-            raise FaceModelsMissing("face landmarks need dlib: pip install 'rtavatar[prepare]'") from e
+            raise FaceModelsMissing("face landmarks need dlib: pip install dlib-bin face-recognition-models") from e
         path = _models_dir() / "shape_predictor_68_face_landmarks.dat"
         if not path.is_file():
             raise FaceModelsMissing(f"{path} is missing: reinstall face-recognition-models")

@@ -1,0 +1,198 @@
+"""`AgentFace`: a live Session shaped for voice-agent frameworks (Pipecat, LiveKit Agents).
+
+A voice agent hands the face its TTS audio in bursts, at the TTS's own sample rate, says when
+an utterance ends, and barges in when the user talks. The face must return each video frame
+with exactly the 1/25 s of audio it shows, at the agent's output rate, keep producing idle /
+listening frames between turns at real-time pace, and drop everything unsaid on a barge-in.
+
+- Speech goes into the Session resampled to 16 kHz (the model's rate) and, untouched at the
+  output rate, into a buffer aligned with the Session's timeline, so frame i carries output
+  samples [i * rate/25, (i+1) * rate/25): the agent's own audio, not a 16 kHz copy.
+- Between utterances `tick()` pushes silence only while the pushed timeline is less than
+  `idle_lead` seconds ahead of a wall clock started with the face, so idle frames flow at
+  25 fps without queueing seconds of silence in front of the next utterance.
+- `interrupt()` calls `Session.interrupt()` (queued audio and unread frames dropped, the face
+  listens from the next chunk) and cuts the output buffer at the same frame; frames read
+  before it but not yet handed out are dropped by an epoch counter.
+
+Frameworks read frames with `next_frame()` from a thread (it blocks); everything else is
+called from their event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from math import gcd
+from typing import Any
+
+import numpy as np
+
+from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from rtavatar.errors import RTAvatarError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceFrame:
+    """One video frame and the audio it shows, at the face's output rate."""
+
+    index: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    audio: np.ndarray  # (out_rate // 25,) int16
+    voiced: bool  # carries speech the agent sent (not idle silence)
+    utterance: int  # which utterance (0: none)
+    epoch: int
+
+
+def resample_int16(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
+    if src == dst or not len(pcm):
+        return pcm.astype(np.int16, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(src, dst)
+    y = resample_poly(pcm.astype(np.float32), dst // g, src // g)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def to_mono_int16(data: bytes | np.ndarray, channels: int = 1) -> np.ndarray:
+    a = np.frombuffer(bytes(data), np.int16) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    if a.dtype != np.int16:
+        a = np.clip(np.round(np.asarray(a, np.float32) * 32767), -32768, 32767).astype(np.int16)
+    if channels > 1:
+        a = a[: len(a) // channels * channels].reshape(-1, channels).mean(1).astype(np.int16)
+    return a
+
+
+class AgentFace:
+    """See the module docstring. `avatar` is an `rtavatar.Avatar`; `portrait` a path or image."""
+
+    def __init__(self, avatar: Any, portrait: Any, *, out_rate: int = 24000, paste_back: bool = True,
+                 steps: int | None = None, seed: int = 0, idle_lead: float = 0.12, between_turns: str = "listen",
+                 buffer: int = 16) -> None:
+        if out_rate % FPS:
+            raise RTAvatarError(f"output sample rate {out_rate} is not a multiple of {FPS} (one frame's audio must be whole samples)")
+        self.out_rate, self.spf = out_rate, out_rate // FPS
+        self.idle_lead, self.between_turns = idle_lead, between_turns
+        self.session = avatar.session(portrait, paste_back=paste_back, steps=steps, seed=seed, state=between_turns,
+                                      buffer=buffer)
+        self._lock = threading.Lock()
+        self._out = np.zeros(0, np.int16)  # output-rate audio of the whole timeline, from frame 0
+        self._voiced: list[tuple[int, int, int]] = []  # (start, end, utterance) in 16 kHz samples
+        self._pushed = 0  # 16 kHz samples pushed into the session
+        self._epoch = 0
+        self._utterance = 0
+        self._speaking = False
+        self._clock0 = time.perf_counter()
+        self.closed = False
+
+    # ------------------------------------------------------------------ from the event loop
+    def push_speech(self, data: bytes | np.ndarray, sample_rate: int, channels: int = 1) -> None:
+        """TTS audio of the current utterance (any rate, int16 bytes or samples)."""
+        pcm = to_mono_int16(data, channels)
+        if not len(pcm):
+            return
+        with self._lock:
+            if not self._speaking:
+                self._speaking = True
+                self._utterance += 1
+                self.session.set_state("speak")
+            n16 = self._push(pcm, sample_rate)
+            self._voiced.append((self._pushed - n16, self._pushed, self._utterance))
+
+    def end_speech(self) -> int:
+        """The utterance is over: its last partial frame is generated, the face turns to
+        `between_turns`. Returns the index one past the utterance's last frame."""
+        with self._lock:
+            if self._speaking:
+                self._speaking = False
+                self._pad_to_frame()
+                self.session.flush()  # the last frames do not wait for look-ahead audio that will not come
+                self.session.set_state(self.between_turns)
+            return self._pushed // SAMPLES_PER_FRAME
+
+    def interrupt(self) -> None:
+        """Barge-in: drop the unsaid rest; the face listens within one chunk."""
+        with self._lock:
+            self._epoch += 1
+            self._speaking = False
+            self.session.interrupt()
+            self._pushed = self.session.audio.samples
+            self._out = self._out[: self._pushed * self.out_rate // SAMPLE_RATE]
+            self._voiced = [(a, min(b, self._pushed), u) for a, b, u in self._voiced if a < self._pushed]
+            self.session.set_state("listen")
+            # The transport drops its queued audio too: playback restarts from what was shown.
+            self._clock0 = time.perf_counter() - self._pushed / SAMPLE_RATE
+
+    def tick(self) -> None:
+        """Keep idle frames flowing: push silence while the timeline is less than idle_lead ahead."""
+        with self._lock:
+            if self.closed:
+                return
+            ahead = self._pushed / SAMPLE_RATE - (time.perf_counter() - self._clock0)
+            if ahead >= self.idle_lead:
+                return
+            if self._speaking:  # the TTS is late: keep the clock honest, the face listens meanwhile
+                return
+            n = int(np.ceil((self.idle_lead - ahead) * FPS)) * SAMPLES_PER_FRAME
+            self._pad_to_frame()
+            self._push(np.zeros(n, np.int16), SAMPLE_RATE)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.session.close()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.closed = True
+            self.session.cancel()
+
+    # ------------------------------------------------------------------ from a reader thread
+    def next_frame(self, timeout: float | None = None) -> FaceFrame | None:
+        """The next frame with its output audio (blocks); None when the session has ended."""
+        for f in self.session.frames(timeout=timeout):
+            with self._lock:
+                o = self._out[f.index * self.spf : (f.index + 1) * self.spf]
+                if len(o) < self.spf:
+                    o = np.concatenate([o, np.zeros(self.spf - len(o), np.int16)])
+                a, b = f.index * SAMPLES_PER_FRAME, (f.index + 1) * SAMPLES_PER_FRAME
+                utt = next((u for s, e, u in self._voiced if s < b and e > a), 0)
+                return FaceFrame(f.index, f.image, o, utt > 0, utt, self._epoch)
+        return None
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def speaking(self) -> bool:
+        """Inside an utterance (speech pushed, end_speech / interrupt not yet called)."""
+        return self._speaking
+
+    @property
+    def utterance(self) -> int:
+        """The number of the current (or last) utterance; 0 before the first."""
+        return self._utterance
+
+    # ------------------------------------------------------------------ internals (lock held)
+    def _push(self, pcm: np.ndarray, rate: int) -> int:
+        """Append int16 audio at `rate` to the session (16 kHz) and the output buffer; 16 kHz samples added."""
+        before = self.session.audio.samples
+        self.session.push_audio(pcm, rate)
+        n16 = self.session.audio.samples - before
+        self._pushed += n16
+        out = resample_int16(pcm, rate, self.out_rate)
+        want = self._pushed * self.out_rate // SAMPLE_RATE  # keep the two buffers exactly aligned
+        self._out = np.concatenate([self._out, out])[:want]
+        if len(self._out) < want:
+            self._out = np.concatenate([self._out, np.zeros(want - len(self._out), np.int16)])
+        return n16
+
+    def _pad_to_frame(self) -> None:
+        rest = -self._pushed % SAMPLES_PER_FRAME
+        if rest:
+            self._push(np.zeros(rest, np.int16), SAMPLE_RATE)
