@@ -3,6 +3,9 @@ all run one after the other in one go, so the ratios compare like with like.
 
     python scripts/bench_engine.py --out docs/bench_engine_cpu.json   # ~15 min on 2 cores
 
+With a shipped model in the package, rows without --config or --checkpoint bench it (the
+first twelve rows were measured before one shipped: random tiny weights).
+
 Prints the markdown table (fps, ratio to the first row and to the teacher's path, first
 frame, live lag, rtf, stage times, peak RSS) and writes the raw rows as JSON.
 """
@@ -30,6 +33,12 @@ ROWS = [
     "--steps 1 --threads 1",
     "--steps 25 --seconds 4",
     "--config base --steps 1 --seconds 4",
+    # The shipped model (the default once one ships) against random tiny weights, in one run;
+    # --photo registers the bundled photo and pastes every frame back (the photo composite).
+    "--config tiny --steps 1",
+    "--config tiny --steps 1 --photo",
+    "--steps 1 --photo",
+    "--steps 1 --photo --quantize int8+bf16",
 ]
 
 

@@ -282,6 +282,17 @@ def cmd_export_onnx(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_export(args: argparse.Namespace) -> dict:
+    from rtavatar.checkpoints import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    res = {"out": str(out), "files": files, "megabytes": round(sum(files.values()) / 1e6, 2)}
+    if not args.json:
+        print(json.dumps(res, indent=1))
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtavatar", description="Real-time audio-driven talking-portrait video.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -403,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default int8+bf16: the fp32 tiny model does not keep real time beside a browser on 2 cores")
     sv.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line, with per-session fields")
     sv.set_defaults(func=cmd_serve)
+
+    ex = sub.add_parser("export", help="a self-contained inference checkpoint (float16, no optimizer state): what the package ships")
+    ex.add_argument("--checkpoint", required=True, help="teacher, distill or eft run (or checkpoint directory)")
+    ex.add_argument("--out", required=True, help="directory to write (its files are replaced)")
+    ex.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
 
     x = sub.add_parser("export-onnx", help="the denoiser (reference cache as inputs) and the VAE decoder as ONNX, checked with onnxruntime")
     xs = x.add_mutually_exclusive_group()
