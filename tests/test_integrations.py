@@ -225,3 +225,22 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_pipecat_face_failure_is_an_error_frame_and_the_bot_still_talks(avatar: Avatar) -> None:
+    pf = _pipecat_frames()
+    from pipecat.tests.utils import run_test
+
+    from rtavatar.integrations.pipecat import RTAvatarVideoService
+
+    sky = np.full((200, 200, 3), (120, 170, 230), np.uint8)  # no face: the face cannot start
+    speech = tts_audio(0.5, 24000)
+    chunks = [pf.TTSAudioRawFrame(audio=speech[i : i + 2400].tobytes(), sample_rate=24000, num_channels=1)
+              for i in range(0, len(speech), 2400)]
+    svc = RTAvatarVideoService(avatar=avatar, portrait=sky)
+    down, up = asyncio.run(run_test(svc, frames_to_send=chunks, start_timeout=60))
+    errors = [f for f in up if isinstance(f, pf.ErrorFrame)]
+    assert errors and "no face" in errors[0].error
+    passed = [f for f in down if isinstance(f, pf.TTSAudioRawFrame)]
+    assert b"".join(f.audio for f in passed) == speech.tobytes()  # the TTS audio went on untouched
+    assert not any(isinstance(f, pf.OutputImageRawFrame) for f in down)
