@@ -164,6 +164,32 @@ class AgentFace:
                 return FaceFrame(f.index, f.image, o, utt > 0, utt, self._epoch)
         return None
 
+    # ------------------------------------------------------------------ asyncio glue for both frameworks
+    def feed(self, loop: Any, q: Any, name: str = "rtavatar-agent-reader") -> threading.Thread:
+        """Start a thread that reads frames (blocking) and hands each to asyncio queue `q` on
+        `loop`; then None at the end, or the exception that stopped generation."""
+        def read() -> None:
+            try:
+                while True:
+                    f = self.next_frame()
+                    loop.call_soon_threadsafe(q.put_nowait, f)
+                    if f is None:
+                        return
+            except Exception as e:  # noqa: BLE001 - the consumer reports it
+                loop.call_soon_threadsafe(q.put_nowait, e)
+
+        t = threading.Thread(target=read, daemon=True, name=name)
+        t.start()
+        return t
+
+    async def run_ticks(self, every: float = 0.02) -> None:
+        """Call tick() every `every` seconds until the face is closed (an asyncio task)."""
+        import asyncio
+
+        while not self.closed:
+            self.tick()
+            await asyncio.sleep(every)
+
     @property
     def epoch(self) -> int:
         return self._epoch

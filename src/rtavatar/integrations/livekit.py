@@ -82,26 +82,9 @@ class RTAvatarVideoGenerator(VideoGenerator):
         self._ends.clear()
 
     def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
-        q, face = self._queue, self.face
-
-        def read() -> None:
-            while True:
-                f = face.next_frame()
-                loop.call_soon_threadsafe(q.put_nowait, f)
-                if f is None:
-                    return
-
-        self._reader = threading.Thread(target=read, daemon=True, name="rtavatar-livekit-reader")
-        self._reader.start()
-
-        async def tick() -> None:
-            while not face.closed:
-                face.tick()
-                await asyncio.sleep(0.02)
-
-        self._ticker = asyncio.create_task(tick())
+        self._reader = self.face.feed(asyncio.get_running_loop(), self._queue, name="rtavatar-livekit-reader")
+        self._ticker = asyncio.create_task(self.face.run_ticks())
 
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         return self._frames()
@@ -111,9 +94,11 @@ class RTAvatarVideoGenerator(VideoGenerator):
             self._start()
         assert self._queue is not None
         while True:
-            f: FaceFrame | None = await self._queue.get()
+            f: FaceFrame | Exception | None = await self._queue.get()
             if f is None:
                 return
+            if isinstance(f, Exception):
+                raise f  # generation failed: the runner logs it
             if f.epoch != self.face.epoch:
                 continue  # read before clear_buffer(): never shown
             h, w = f.image.shape[:2]

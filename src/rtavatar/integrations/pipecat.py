@@ -99,11 +99,8 @@ class RTAvatarVideoService(AIService):
             await self.push_error(error_msg=f"rtavatar: cannot start the face: {e}", exception=e)
             return
         self._frames = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self._reader = threading.Thread(target=self._read, args=(loop, self._face, self._frames), daemon=True,
-                                        name="rtavatar-pipecat-reader")
-        self._reader.start()
-        self._tasks = [self.create_task(self._emit()), self.create_task(self._tick())]
+        self._reader = self._face.feed(asyncio.get_running_loop(), self._frames, name="rtavatar-pipecat-reader")
+        self._tasks = [self.create_task(self._emit()), self.create_task(self._face.run_ticks())]
 
     def _make_face(self) -> AgentFace:
         from rtavatar.demo import SAMPLE_PORTRAIT
@@ -113,23 +110,6 @@ class RTAvatarVideoService(AIService):
         portrait = self._portrait if self._portrait is not None else str(SAMPLE_PORTRAIT)
         return AgentFace(avatar, portrait if not isinstance(portrait, Path) else str(portrait), out_rate=self._out_rate,
                          **self._face_args)
-
-    @staticmethod
-    def _read(loop: asyncio.AbstractEventLoop, face: AgentFace, q: asyncio.Queue) -> None:
-        """Thread: blocking reads from the engine, handed to the event loop."""
-        try:
-            while True:
-                f = face.next_frame()
-                loop.call_soon_threadsafe(q.put_nowait, f)
-                if f is None:
-                    return
-        except Exception as e:  # noqa: BLE001 - the emitter reports it
-            loop.call_soon_threadsafe(q.put_nowait, e)
-
-    async def _tick(self) -> None:
-        while self._face is not None and not self._face.closed:
-            self._face.tick()
-            await asyncio.sleep(0.02)
 
     async def _emit(self) -> None:
         assert self._frames is not None
