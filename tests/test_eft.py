@@ -106,3 +106,37 @@ def test_eft_checkpoint_generates_from_the_noised_prior(data_and_vae: tuple[Path
     moving, _ = latents(Avatar.load(student_run))
     assert (z - ref).abs().max() * scale < 0.05, "every frame is the reference latent"
     assert (moving - ref).abs().mean() * scale > 0.2, "...which a plain one-step sample is not"
+
+
+def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: tuple[Path, Path], student_run: Path,
+                                                                  tmp_path: Path) -> None:
+    """A model without its training runs (an export, like the shipped one) is fine-tuned: the
+    run starts from its weights and keeps its latent space; the sync expert's mouth-opening loss
+    takes part; exactly one start must be named."""
+    from safetensors.torch import load_file
+
+    from rtavatar.checkpoints import export_checkpoint, load_bundle
+    from rtavatar.models.syncnet import SyncNetConfig
+    from rtavatar.training.eft import is_export
+    from rtavatar.training.syncnet import SyncStageConfig, train_syncnet
+
+    data, _ = data_and_vae
+    export = export_checkpoint(student_run, tmp_path / "export")
+    assert is_export(str(export)) and not is_export(str(student_run)) and is_export("photo-v1")
+    expert = tmp_path / "expert"
+    train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16), train=TrainConfig(steps=2, batch_size=4, ckpt_every=2)), data, expert)
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-7, warmup=1, ema=0.9, ckpt_every=2, log_every=1)
+    with pytest.raises(ValueError, match="one of distill_checkpoint"):
+        train_eft(EFTConfig(distill_checkpoint=str(student_run), init_pretrained=str(export), train=train), data, tmp_path / "x")
+    with pytest.raises(ValueError, match="carries no teacher"):
+        train_eft(EFTConfig(init_pretrained=str(export), train=train), data, tmp_path / "y")  # default disc backbone: teacher
+    cfg = EFTConfig(init_pretrained=str(export), adversarial=False, aperture_weight=0.5, sync_expert=str(expert), train=train)
+    train_eft(cfg, data, tmp_path / "eft")
+    assert '"aperture"' in (tmp_path / "eft" / "log.jsonl").read_text(), "the aperture loss took part"
+    tuned, shipped = load_bundle(tmp_path / "eft"), load_bundle(export)
+    assert tuned.cfg.space == shipped.cfg.space and tuned.cfg.net == shipped.cfg.net
+    assert tuned.cfg.sampling.start == "prior"
+    before = load_file(export / "model.safetensors")
+    after = tuned.net.state_dict()
+    worst = max(float((after[k] - v.float()).abs().max()) for k, v in before.items())
+    assert worst < 1e-2, f"the run starts from the export's weights (max change {worst})"

@@ -47,6 +47,33 @@ def test_agent_face_aligns_output_audio_with_frames(avatar: Avatar) -> None:
     assert np.corrcoef(out[:n], ref[:n])[0, 1] > 0.99  # the agent's own audio, aligned, not a 16 kHz copy
 
 
+def test_agent_face_speech_starts_right_after_the_idle_frames_shown(avatar: Avatar) -> None:
+    """A new utterance must not queue behind idle silence already pushed or idle frames already
+    made: its first voiced frame follows the last frame read (the first-voiced-frame latency)."""
+    import threading
+    import time
+
+    face = AgentFace(avatar, LISA, out_rate=24000)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(iter(lambda: face.next_frame(timeout=60), None)), daemon=True)
+    reader.start()
+    t_end = time.perf_counter() + 60
+    while len(got) < 10 and time.perf_counter() < t_end:  # idle between turns, at the live pace
+        face.tick()
+        time.sleep(0.02)
+    read_before = len(got)
+    face.push_speech(tts_audio(0.6, 24000).tobytes(), 24000)
+    face.end_speech()
+    face.close()
+    reader.join(timeout=120)
+    assert read_before >= 10, "idle frames flowed before the utterance"
+    assert [f.index for f in got] == list(range(len(got))), "one timeline: nothing shown is taken back, no gap"
+    first = next(f.index for f in got if f.voiced)
+    assert first - read_before <= 1, f"speech came {first - read_before} frames after the last idle frame read"
+    assert sum(f.voiced for f in got) == int(np.ceil(0.6 * FPS))
+    assert len(face._out) <= 960, "audio already read is forgotten (a long session stays small)"
+
+
 # ---------------------------------------------------------------------------- Pipecat
 def _pipecat_frames():  # noqa: ANN202
     pytest.importorskip("pipecat")

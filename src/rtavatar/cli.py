@@ -194,7 +194,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from rtavatar.training.eft import train_eft
 
         if args.student:
-            cfg.distill_checkpoint = args.student
+            from rtavatar.training.eft import is_export
+
+            cfg.distill_checkpoint, cfg.init_pretrained = ("", args.student) if is_export(args.student) else (args.student, "")
         return train_eft(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
     from rtavatar.training.teacher import train_teacher
 
@@ -442,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
-    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory")
+    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (photo-v1) to fine-tune")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

@@ -82,15 +82,16 @@ class Avatar:
     def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
                 paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, state: str = "auto",
                 expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
-                pipeline: bool = True, live: bool = False, buffer: int = 32) -> Session:
-        """A streaming Session for one portrait (registered once: encoded, reference K/V cached)."""
+                pipeline: bool = True, live: bool = False, buffer: int = 32, voice: str = "energy") -> Session:
+        """A streaming Session for one portrait (registered once: encoded, reference K/V cached).
+        `voice` is what the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad)."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance)
         ref = cs.reference(p.face)
         post = self._paste(cs, ref, p, paste_mode) if paste_back else None
         try:
             return Session(cs, ref, state=state, expression=expression, seed=seed, schedule=schedule,
-                           pipeline=pipeline, live=live, buffer=buffer, post=post)
+                           pipeline=pipeline, live=live, buffer=buffer, post=post, voice=voice)
         except ValueError as e:
             raise RTAvatarError(str(e)) from e
 

@@ -37,6 +37,7 @@ from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
 from rtavatar.engine.core import ChunkSampler, Reference
 from rtavatar.engine.schedule import ChunkSchedule
+from rtavatar.engine.vad import voice_detector
 from rtavatar.errors import RTAvatarError
 from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STATES, StateTracker, check_expression, control_vector,
                                           state_id)
@@ -129,7 +130,7 @@ class Session:
     def __init__(self, sampler: ChunkSampler, ref: Reference, *, state: str = "auto",
                  expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                  pipeline: bool = True, live: bool = False, buffer: int = 32,
-                 post: Callable[[np.ndarray], np.ndarray] | None = None, name: str = "session") -> None:
+                 post: Callable[[np.ndarray], np.ndarray] | None = None, name: str = "session", voice: str = "energy") -> None:
         self.sampler, self.ref = sampler, ref
         icfg = sampler.bundle.cfg
         self.schedule = schedule or ChunkSchedule()
@@ -140,7 +141,7 @@ class Session:
         self.live, self.pipeline, self.post, self.name = live, pipeline, post, name
         self.times = StageTimes()
         self._gen = torch.Generator().manual_seed(seed)
-        self._tracker = StateTracker()
+        self._tracker = StateTracker(voiced=voice_detector(voice))  # 'auto': speak while the avatar's audio has voice
         self._lock = threading.Condition()
         if state != "auto":
             state_id(state)
@@ -231,9 +232,13 @@ class Session:
         keep = [c for c in changes if c[0] > frame]
         return [(frame, cls._value_at(changes, frame)), *keep]
 
-    def interrupt(self) -> None:
+    def interrupt(self, state: str | None = None) -> None:
         """Barge-in: drop queued audio and every frame not yet read; the face listens from the
-        next chunk, which is a short first chunk."""
+        next chunk (an explicit "speak" becomes "listen"; or it takes `state`), which is a short
+        first chunk. A voice agent also calls it with "speak" when a new utterance starts, so
+        the speech does not queue behind idle silence already pushed or frames already made."""
+        if state is not None and state != "auto":
+            state_id(state)
         with self._lock:
             self._epoch += 1
             cut = self._shown
@@ -246,8 +251,11 @@ class Session:
             # Changes anchored in the dropped audio go with it; an explicit "speak" becomes "listen".
             self._states = [c for c in self._states if c[0] <= cut] or self._states[:1]
             self._exprs = [c for c in self._exprs if c[0] <= cut] or self._exprs[:1]
-            if self._value_at(self._states, cut) == "speak":
+            now = self._value_at(self._states, cut)
+            if state is None and now == "speak":
                 self._states = self._change(self._states, cut, "listen")
+            elif state is not None and now != state:
+                self._states = self._change(self._states, cut, state)
             if not self._closing:
                 self._drain(self._out)
             self._lock.notify_all()

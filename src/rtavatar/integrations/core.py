@@ -14,6 +14,9 @@ listening frames between turns at real-time pace, and drop everything unsaid on 
 - `interrupt()` calls `Session.interrupt()` (queued audio and unread frames dropped, the face
   listens from the next chunk) and cuts the output buffer at the same frame; frames read
   before it but not yet handed out are dropped by an epoch counter.
+- A new utterance makes the same cut (with "speak", and no epoch change: the idle frames
+  already handed out are still right), so its first voiced frame is one short chunk away
+  instead of behind the idle silence and frames the session had queued.
 
 Frameworks read frames with `next_frame()` from a thread (it blocks); everything else is
 called from their event loop.
@@ -80,7 +83,8 @@ class AgentFace:
         self.session = avatar.session(portrait, paste_back=paste_back, steps=steps, seed=seed, state=between_turns,
                                       buffer=buffer)
         self._lock = threading.Lock()
-        self._out = np.zeros(0, np.int16)  # output-rate audio of the whole timeline, from frame 0
+        self._out = np.zeros(0, np.int16)  # output-rate audio of the timeline not yet read, from sample _out0
+        self._out0 = 0
         self._voiced: list[tuple[int, int, int]] = []  # (start, end, utterance) in 16 kHz samples
         self._pushed = 0  # 16 kHz samples pushed into the session
         self._epoch = 0
@@ -99,7 +103,7 @@ class AgentFace:
             if not self._speaking:
                 self._speaking = True
                 self._utterance += 1
-                self.session.set_state("speak")
+                self._cut("speak")  # the utterance starts now, not after idle frames already queued
             n16 = self._push(pcm, sample_rate)
             self._voiced.append((self._pushed - n16, self._pushed, self._utterance))
 
@@ -119,13 +123,16 @@ class AgentFace:
         with self._lock:
             self._epoch += 1
             self._speaking = False
-            self.session.interrupt()
-            self._pushed = self.session.audio.samples
-            self._out = self._out[: self._pushed * self.out_rate // SAMPLE_RATE]
-            self._voiced = [(a, min(b, self._pushed), u) for a, b, u in self._voiced if a < self._pushed]
-            self.session.set_state("listen")
-            # The transport drops its queued audio too: playback restarts from what was shown.
-            self._clock0 = time.perf_counter() - self._pushed / SAMPLE_RATE
+            self._cut("listen")
+
+    def _cut(self, state: str) -> None:
+        """Drop the timeline after the last frame read (audio pushed, frames made) and go on in
+        `state`; the wall clock restarts from what was shown (lock held)."""
+        self.session.interrupt(state)
+        self._pushed = self.session.audio.samples
+        self._out = self._out[: max(0, self._pushed * self.out_rate // SAMPLE_RATE - self._out0)]
+        self._voiced = [(a, min(b, self._pushed), u) for a, b, u in self._voiced if a < self._pushed]
+        self._clock0 = time.perf_counter() - self._pushed / SAMPLE_RATE
 
     def tick(self) -> None:
         """Keep idle frames flowing: push silence while the timeline is less than idle_lead ahead."""
@@ -156,11 +163,15 @@ class AgentFace:
         """The next frame with its output audio (blocks); None when the session has ended."""
         for f in self.session.frames(timeout=timeout):
             with self._lock:
-                o = self._out[f.index * self.spf : (f.index + 1) * self.spf]
+                lo = max(0, f.index * self.spf - self._out0)
+                o = self._out[lo : lo + self.spf]
                 if len(o) < self.spf:
                     o = np.concatenate([o, np.zeros(self.spf - len(o), np.int16)])
                 a, b = f.index * SAMPLES_PER_FRAME, (f.index + 1) * SAMPLES_PER_FRAME
                 utt = next((u for s, e, u in self._voiced if s < b and e > a), 0)
+                # Forget what is read: a session of hours keeps only the audio ahead of the reader.
+                self._out, self._out0 = self._out[lo:], self._out0 + lo
+                self._voiced = [v for v in self._voiced if v[1] > a]
                 return FaceFrame(f.index, f.image, o, utt > 0, utt, self._epoch)
         return None
 
@@ -212,7 +223,7 @@ class AgentFace:
         n16 = self.session.audio.samples - before
         self._pushed += n16
         out = resample_int16(pcm, rate, self.out_rate)
-        want = self._pushed * self.out_rate // SAMPLE_RATE  # keep the two buffers exactly aligned
+        want = self._pushed * self.out_rate // SAMPLE_RATE - self._out0  # keep the two buffers exactly aligned
         self._out = np.concatenate([self._out, out])[:want]
         if len(self._out) < want:
             self._out = np.concatenate([self._out, np.zeros(want - len(self._out), np.int16)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from torch import Tensor
@@ -123,10 +123,13 @@ class StateTracker:
     decaying with a half-life of `peak_half_life` frames; speech is held `hold` frames after
     the last voiced frame (the offline detector's 0.4 s, but one-sided), so a pause between
     words does not flicker. Silence maps to `quiet` ('idle'; 'listen' after a barge-in).
+    `voiced`, when given, replaces the energy rule: a per-frame detector (engine/vad.py's
+    silero-vad) called on each frame's 640 samples in order.
     """
 
-    def __init__(self, floor: float = 0.01, rel: float = 0.1, hold: int = 10, peak_half_life: float = 250.0) -> None:
-        self.floor, self.rel, self.hold = floor, rel, hold
+    def __init__(self, floor: float = 0.01, rel: float = 0.1, hold: int = 10, peak_half_life: float = 250.0,
+                 voiced: Callable[[np.ndarray], bool] | None = None) -> None:
+        self.floor, self.rel, self.hold, self.voiced = floor, rel, hold, voiced
         self.decay = 0.5 ** (1.0 / peak_half_life)
         self.peak = 0.0
         self.since_voice = hold + 1
@@ -134,9 +137,12 @@ class StateTracker:
 
     def update(self, frame_audio: np.ndarray) -> int:
         """State id of the next frame given its 640 samples."""
-        rms = float(np.sqrt(np.mean(np.square(frame_audio, dtype=np.float64)))) if len(frame_audio) else 0.0
-        self.peak = max(rms, self.peak * self.decay)
-        voiced = rms > max(self.floor, self.rel * self.peak)
+        if self.voiced is not None:
+            voiced = bool(self.voiced(frame_audio))
+        else:
+            rms = float(np.sqrt(np.mean(np.square(frame_audio, dtype=np.float64)))) if len(frame_audio) else 0.0
+            self.peak = max(rms, self.peak * self.decay)
+            voiced = rms > max(self.floor, self.rel * self.peak)
         self.since_voice = 0 if voiced else self.since_voice + 1
         if voiced:
             self.quiet = "idle"  # new speech ends a barge-in's listening

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib.util
 import io
 import itertools
 import logging
@@ -53,6 +54,7 @@ class ServerConfig:
     max_upload_bytes: int = 32 << 20
     idle_timeout: float = 120.0
     model: str = ""
+    voice: str = "silero"  # what a session's `auto` state listens to the avatar's audio with ("energy" without silero-vad)
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -114,6 +116,9 @@ async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) ->
 
 def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     cfg = cfg or ServerConfig()
+    if cfg.voice == "silero" and importlib.util.find_spec("silero_vad") is None:
+        log.warning("silero-vad is not installed: the auto state uses the energy rule")
+        cfg.voice = "energy"
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
     live: set[int] = set()
 
@@ -169,7 +174,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             live.add(sid)
             try:
                 session = await asyncio.to_thread(avatar.session, image, align=align, paste_back=bool(body.get("paste_back", False)),
-                                                  live=True)
+                                                  live=True, voice=cfg.voice)
                 peer = WebRTCPeer(session)
                 answer = await peer.answer(body["sdp"], "offer")
             except BaseException:
@@ -316,7 +321,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         live.add(sid)
                         try:
                             session = await asyncio.to_thread(avatar.session, image, align=m.align, paste_back=m.paste_back,
-                                                              steps=m.steps, state=m.state, expression=expr, seed=m.seed, live=m.live)
+                                                              steps=m.steps, state=m.state, expression=expr, seed=m.seed, live=m.live,
+                                                              voice=cfg.voice)
                         except BaseException:
                             live.discard(sid)
                             raise

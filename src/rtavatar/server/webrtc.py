@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.engine import Session
+from rtavatar.engine.vad import SileroStream
 from rtavatar.errors import RTAvatarError
 from rtavatar.server.protocol import CLIENT_MESSAGE, SetExpression, SetState
 
@@ -138,25 +139,16 @@ class MicVAD:
     """silero-vad over the browser's microphone: True while the user speaks."""
 
     def __init__(self) -> None:
-        from silero_vad import load_silero_vad
-
-        self.model = load_silero_vad()
-        self.buf = np.zeros(0, np.float32)
+        self.stream = SileroStream()
         self.speaking = False
         self.quiet_since = 0.0
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
 
     def feed(self, frame: av.AudioFrame) -> bool | None:
         """Returns the new speaking state when it changes, else None."""
-        import torch
-
-        for f in self.resampler.resample(frame):
-            self.buf = np.concatenate([self.buf, f.to_ndarray().reshape(-1).astype(np.float32) / 32768.0])
         change = None
-        while len(self.buf) >= 512:
-            chunk, self.buf = self.buf[:512], self.buf[512:]
-            with torch.no_grad():
-                p = float(self.model(torch.from_numpy(chunk.copy()), SAMPLE_RATE))
+        probs = [p for f in self.resampler.resample(frame) for p in self.stream.push(f.to_ndarray().reshape(-1).astype(np.float32) / 32768.0)]
+        for p in probs:
             now = time.perf_counter()
             if p > 0.5:
                 self.quiet_since = now

@@ -11,24 +11,31 @@ chunk in one step:
     x_start = alpha(t_edit) prior + sigma(t_edit) eps
     loss    = pseudo-Huber(f_student(x_start, t_edit) - x0_real)   (mouth region weighted)
             + adv_weight * the avatar discriminator's generator loss (optional)
+            + aperture_weight * the sync expert's mouth-opening loss (optional, as the teacher's)
 
 Generation then uses exactly the same start (generate.py), so training and inference see the
 same inputs. Why it helps: the low frequencies the student used to guess (and got wrong from
 chunk to chunk, i.e. flicker) now come from the prior, and the one step only has to *edit*
 what changes -- lips, eyes, small head motion. The regression target is real data, not the
 teacher, so EFT can also correct what distillation lost.
+
+EFT starts from a distill run, or (`init_pretrained`) from an exported model such as the
+shipped one: fine-tuning a model without its training runs (the network, latent space and VAE
+come from the export; the loss settings from `student.teacher` of the config).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, student_sampling, write_inference_files
+from rtavatar.checkpoints import (PRETRAINED_DIR, Bundle, InferenceConfig, absolute, load_bundle, pretrained_path, student_inference, student_sampling,
+                                  write_inference_files)
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import PRIORS, SamplingConfig, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
@@ -38,7 +45,7 @@ from rtavatar.models.vae import VAEConfig
 from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
-from rtavatar.training.teacher import load_codec, model_batch, region_weight, to_model_space
+from rtavatar.training.teacher import MouthAperture, aperture_loss, load_aperture, load_codec, model_batch, region_weight, to_model_space
 
 
 
@@ -53,6 +60,12 @@ class EFTConfig:
     adv_weight: float = 0.1
     disc: DiscConfig = field(default_factory=DiscConfig)
     student: DistillConfig = field(default_factory=DistillConfig)  # filled from the distill run
+    # An exported model to fine-tune instead of a distill run: a shipped name ("photo-v1") or an
+    # `rtavatar export` directory. Its net, latent space, guidance and VAE replace those of `student`.
+    init_pretrained: str = ""
+    # The teacher's mouth-opening loss (TeacherConfig.aperture_weight), on the one-step estimate.
+    aperture_weight: float = 0.0
+    sync_expert: str = ""
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -71,11 +84,35 @@ def edit_start(cfg: EFTConfig, context: Tensor, ref_model: Tensor, eps: Tensor) 
     return start_latents(cfg.sampling, context, ref_model, eps)[0]
 
 
+def student_of_export(base: DistillConfig, bundle: Bundle) -> DistillConfig:
+    """`base` with the network, latent space, chunk sizes and guidance of an exported model."""
+    c = bundle.cfg
+    teacher = replace(base.teacher, net=c.net, max_new=c.max_new, max_motion=c.max_motion, residual=c.space.residual,
+                      latent_scale=c.space.latent_scale, residual_scale=c.space.residual_scale)
+    return replace(base, teacher=teacher, default_guidance=c.sampling.guidance)
+
+
+def _export_dir(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    return p.resolve() if p.exists() else pretrained_path(name_or_path)
+
+
+def is_export(name_or_path: str) -> bool:
+    """A shipped model's name, or a directory `rtavatar export` wrote (not a training run)."""
+    p = Path(name_or_path)
+    if not p.exists():
+        return (PRETRAINED_DIR / name_or_path / "model.safetensors").is_file()
+    try:
+        return "exported_from" in json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 class Editor(StudentAndDisc):
     """What EFT trains; forward is the whole loss."""
 
     def forward(self, cfg: EFTConfig, backbone: Backbone | None, batch: dict[str, Tensor], noise: dict[str, Tensor],
-                motion: int) -> tuple[Tensor, dict[str, float]]:
+                motion: int, aperture: MouthAperture | None = None) -> tuple[Tensor, dict[str, float]]:
         tcfg = cfg.student.teacher
         x0, wav = batch["latents"], batch["audio"]
         b, f = x0.shape[:2]
@@ -93,6 +130,10 @@ class Editor(StudentAndDisc):
         with torch.no_grad():
             stats = {"x0_mse": float((pred - x0)[:, motion:].pow(2).mean()),
                      "prior_mse": float((x[:, motion:] - x0[:, motion:]).pow(2).mean())}
+        if aperture is not None:
+            ap = aperture_loss(aperture, tcfg, pred[:, motion:], x0[:, motion:], batch["ref"])
+            loss = loss + cfg.aperture_weight * ap
+            stats["aperture"] = float(ap.detach())
         if self.disc is not None and backbone is not None:
             adv, adv_stats = adversarial_term(self.disc, backbone, x0, pred, motion, Conditioning(**base), wav, noise, cfg.adv_weight)
             loss = loss + adv
@@ -102,13 +143,23 @@ class Editor(StudentAndDisc):
 
 def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
     check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
-    if not cfg.distill_checkpoint:
-        raise ValueError("EFT needs distill_checkpoint (a `train distill` run)")
+    if bool(cfg.distill_checkpoint) == bool(cfg.init_pretrained):
+        raise ValueError("EFT needs one of distill_checkpoint (a `train distill` run) or init_pretrained (an exported model)")
     run = Path(run)
-    cfg.distill_checkpoint, cfg.disc.expert_checkpoint = absolute(cfg.distill_checkpoint), absolute(cfg.disc.expert_checkpoint)
-    cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
+    cfg.distill_checkpoint, cfg.disc.expert_checkpoint, cfg.sync_expert = map(
+        absolute, (cfg.distill_checkpoint, cfg.disc.expert_checkpoint, cfg.sync_expert))
+    if cfg.init_pretrained:
+        if cfg.adversarial and cfg.disc.backbone == "teacher":
+            raise ValueError("an exported model carries no teacher: use disc.backbone 'expert' or adversarial: false")
+        cfg.init_pretrained = str(_export_dir(cfg.init_pretrained))
+        bundle = load_bundle(cfg.init_pretrained)
+        cfg.student = student_of_export(cfg.student, bundle)
+        student, codec = bundle.net.float().train().requires_grad_(True), bundle.codec
+    else:
+        cfg.student, student, _ = load_distill_run(cfg.distill_checkpoint)
+        codec = load_codec(cfg.distill_checkpoint)  # the VAE the student checkpoint carries
     tcfg = cfg.student.teacher
-    codec = load_codec(cfg.distill_checkpoint)  # the VAE the student checkpoint carries
+    aperture = load_aperture(replace(tcfg, aperture_weight=cfg.aperture_weight, sync_expert=cfg.sync_expert), codec)
     disc, backbone = (build_discriminator(cfg.disc, tcfg, teacher_checkpoint=cfg.student.teacher_checkpoint, codec=codec)
                       if cfg.adversarial else (None, None))
     clips = LatentClips(Dataset(data, split="train"), codec, run / "latent_cache")
@@ -123,10 +174,12 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
         drawn = {"eps": torch.randn(shape, generator=noise), "eps_d": torch.randn(shape, generator=noise),
                  "t_d": cfg.disc.t_min + (cfg.disc.t_max - cfg.disc.t_min) * torch.rand(b, generator=noise)}
         mine = rank_slice(b, rank, world)
-        if backbone is not None:
-            backbone.to(next(model.parameters()).device)  # frozen, outside what accelerate moves
+        device = next(model.parameters()).device
+        for frozen in (backbone, aperture):  # outside what accelerate moves
+            if frozen is not None:
+                frozen.to(device)
         loss, scalars = model(cfg, backbone, on_device({k: v[mine] for k, v in batch.items()}, model),
-                              on_device({k: v[mine] for k, v in drawn.items()}, model), motion)
+                              on_device({k: v[mine] for k, v in drawn.items()}, model), motion, aperture)
         return loss, {**scalars, "new": new, "motion": motion}
 
     icfg = cfg.inference(codec.cfg)

@@ -157,14 +157,22 @@ def teacher_loss(net: nn.Module, cfg: TeacherConfig, batch: dict[str, torch.Tens
     loss = se.mean()
     if aperture is None:
         return loss, {}
-    ref = batch["ref"] / cfg.latent_scale
-    with torch.no_grad():
-        target = aperture(from_model_space(cfg, x0[:, motion:], ref))
-    pred = aperture(from_model_space(cfg, x0_from_v(xt, v, t)[:, motion:], ref))
     # Where the audio was dropped (CFG) nothing can say how open the mouth is: no loss there.
-    keep = noise["keep_audio"].to(pred)[:, None]
-    ap = (((pred - target) / 0.1) ** 2 * keep).sum() / (keep.sum() * pred.shape[1]).clamp(min=1)
+    ap = aperture_loss(aperture, cfg, x0_from_v(xt, v, t)[:, motion:], x0[:, motion:], batch["ref"], noise["keep_audio"])
     return loss + cfg.aperture_weight * ap, {"mse": float(loss.detach()), "aperture": float(ap.detach())}
+
+
+def aperture_loss(aperture: MouthAperture, cfg: TeacherConfig, pred: torch.Tensor, x0: torch.Tensor, ref_latent: torch.Tensor,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared difference, in 0.1 IOD units, of the mouth opening the sync expert reads from the
+    predicted and the true new frames (both (B, F, C, h, w) in model space; ref_latent is the
+    scaled reference latent of the batch). Samples with keep False count for nothing."""
+    ref = ref_latent / cfg.latent_scale
+    with torch.no_grad():
+        target = aperture(from_model_space(cfg, x0, ref))
+    opened = aperture(from_model_space(cfg, pred, ref))
+    keep_ = (torch.ones(pred.shape[0], dtype=torch.bool, device=pred.device) if keep is None else keep).to(opened)[:, None]
+    return (((opened - target) / 0.1) ** 2 * keep_).sum() / (keep_.sum() * opened.shape[1]).clamp(min=1)
 
 
 def warm_start(net: nn.Module, checkpoint: str | Path) -> None:

@@ -1,0 +1,70 @@
+"""Voice activity for a stream: silero-vad (the `silero-vad` package ships its model), causal.
+
+`SileroVoice` is a per-frame detector for `StateTracker`: a Session's `auto` state uses it on
+the audio the avatar speaks (`Avatar.session(voice="silero")`), so music, breathing or noise as
+loud as speech does not make the face talk, where the energy rule would. The server uses it on
+the user's microphone too (`SileroStream.push`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtavatar import SAMPLE_RATE
+from rtavatar.errors import RTAvatarError
+
+WINDOW = 512  # samples silero-vad takes at 16 kHz (32 ms)
+
+
+class SileroStream:
+    """silero-vad over any pushes of 16 kHz float32 audio: one speech probability per 512 samples."""
+
+    def __init__(self) -> None:
+        try:
+            from silero_vad import load_silero_vad
+        except ImportError as e:
+            raise RTAvatarError("voice='silero' needs the silero-vad package: pip install 'rtavatar[serve]'") from e
+        self.model = load_silero_vad()
+        self.buf = np.zeros(0, np.float32)
+
+    def push(self, pcm: np.ndarray) -> list[float]:
+        import torch
+
+        self.buf = np.concatenate([self.buf, np.asarray(pcm, np.float32)])
+        probs = []
+        while len(self.buf) >= WINDOW:
+            chunk, self.buf = self.buf[:WINDOW], self.buf[WINDOW:]
+            with torch.no_grad():
+                probs.append(float(self.model(torch.from_numpy(chunk.copy()), SAMPLE_RATE)))
+        return probs
+
+    def reset(self) -> None:
+        self.model.reset_states()
+        self.buf = np.zeros(0, np.float32)
+
+
+class SileroVoice:
+    """Frame audio (640 samples) -> voiced? True when a window ending in the frame has speech
+    probability above `threshold` (the frame before's verdict when none ends in it)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.stream, self.threshold, self.last = SileroStream(), threshold, False
+
+    def __call__(self, frame_audio: np.ndarray) -> bool:
+        probs = self.stream.push(frame_audio)
+        if probs:
+            self.last = max(probs) > self.threshold
+        return self.last
+
+    def reset(self) -> None:
+        self.stream.reset()
+        self.last = False
+
+
+def voice_detector(kind: str):  # noqa: ANN201 - a callable or None (StateTracker's energy rule)
+    """'energy' (the default rule, no dependency) or 'silero'."""
+    if kind == "energy":
+        return None
+    if kind == "silero":
+        return SileroVoice()
+    raise RTAvatarError(f"unknown voice detector {kind!r}; use 'energy' or 'silero'")
