@@ -54,7 +54,7 @@ def mouth_darkness(frames: np.ndarray) -> np.ndarray:
     return -np.percentile(box.reshape(len(frames), -1), 10, axis=1)
 
 
-@pytest.mark.xfail(strict=True, reason="photo-v1 was trained for 1.5 h of CPU: it does not lip-sync yet (mouth-darkness r "
+@pytest.mark.xfail(strict=True, reason="photo-v2 (aperture r 0.85 on held-out synthetic clips) still misses this photo-clip floor (photo-v1: r "
                                         "-0.22 on this clip, ground truth 0.86; docs/RESULTS.md). Issue 14 trains it further; "
                                         "strict: a model that passes must drop this mark")
 def test_shipped_model_lip_syncs_a_held_out_clip(shipped: Avatar, tmp_path: Path) -> None:
