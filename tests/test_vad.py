@@ -55,3 +55,22 @@ def test_session_auto_state_listens_with_silero() -> None:
     assert len(got) == len(audio) // SAMPLES_PER_FRAME
     assert np.mean([g == "speak" for g in got[:split]]) > 0.6
     assert np.mean([g == "speak" for g in got[split + 15 :]]) < 0.1
+
+
+def test_tracker_reset_reaches_silero() -> None:
+    """An interrupt resets the tracker: silero must forget the speech it heard past the cut,
+    or the first frames after a barge-in still read as speech."""
+    audio, split = speech_then_noise()
+    voice = SileroVoice()
+    tracker = StateTracker(voiced=voice)
+    states(tracker, audio[: split * SAMPLES_PER_FRAME // 2 + 300])  # mid-speech, a partial window left
+    assert voice.last and len(voice.stream.buf) > 0
+    tracker.reset(quiet="listen")
+    assert not voice.last and len(voice.stream.buf) == 0
+    assert tracker.update(np.zeros(SAMPLES_PER_FRAME, np.float32)) == STATE_ID["listen"]
+    # Reset means the same verdicts as a new detector on the same audio.
+    voice.reset()
+    fresh = SileroVoice()
+    tail = audio[: 40 * SAMPLES_PER_FRAME]
+    assert [voice(tail[i : i + SAMPLES_PER_FRAME]) for i in range(0, len(tail), SAMPLES_PER_FRAME)] == \
+        [fresh(tail[i : i + SAMPLES_PER_FRAME]) for i in range(0, len(tail), SAMPLES_PER_FRAME)]

@@ -38,6 +38,11 @@ class SileroStream:
                 probs.append(float(self.model(torch.from_numpy(chunk.copy()), SAMPLE_RATE)))
         return probs
 
+    def reset(self) -> None:
+        """Forget the audio so far (the model's recurrent state and the partial window)."""
+        self.model.reset_states()
+        self.buf = np.zeros(0, np.float32)
+
 
 class SileroVoice:
     """Frame audio (640 samples) -> voiced? True when a window ending in the frame has speech
@@ -51,6 +56,11 @@ class SileroVoice:
         if probs:
             self.last = max(probs) > self.threshold
         return self.last
+
+    def reset(self) -> None:
+        """After a barge-in the audio it heard past the cut is gone: so is its verdict."""
+        self.stream.reset()
+        self.last = False
 
 
 def voice_detector(kind: str):  # noqa: ANN201 - a callable or None (StateTracker's energy rule)

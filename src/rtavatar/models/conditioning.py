@@ -151,3 +151,6 @@ class StateTracker:
     def reset(self, quiet: str = "idle") -> None:
         self.since_voice = self.hold + 1
         self.quiet = quiet
+        reset = getattr(self.voiced, "reset", None)
+        if reset is not None:  # a stateful detector (silero) also heard the audio an interrupt drops
+            reset()
