@@ -311,6 +311,11 @@ class Session:
             yield frame
 
     @property
+    def shown(self) -> int:
+        """Frames handed to the reader so far (the next one read has this index)."""
+        return self._shown
+
+    @property
     def first_frame_ms(self) -> float | None:
         """First audio pushed -> frame 0 ready, in ms (a live session's idle start: from its
         creation); None before frame 0."""

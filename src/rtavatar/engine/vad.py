@@ -14,6 +14,7 @@ from rtavatar import SAMPLE_RATE
 from rtavatar.errors import RTAvatarError
 
 WINDOW = 512  # samples silero-vad takes at 16 kHz (32 ms)
+VOICES = ("energy", "silero")  # what a Session's `auto` state can listen with
 
 
 class SileroStream:
@@ -45,8 +46,9 @@ class SileroStream:
 
 
 class SileroVoice:
-    """Frame audio (640 samples) -> voiced? True when a window ending in the frame has speech
-    probability above `threshold` (the frame before's verdict when none ends in it)."""
+    """Frame audio (640 samples) -> voiced? True when a silero window (512 samples) ending in
+    the frame has speech probability above `threshold`; a 640-sample frame always ends one
+    or two windows, so every verdict is the frame's own (`last` only covers shorter pushes)."""
 
     def __init__(self, threshold: float = 0.5) -> None:
         self.stream, self.threshold, self.last = SileroStream(), threshold, False

@@ -16,7 +16,9 @@ listening frames between turns at real-time pace, and drop everything unsaid on 
   before it but not yet handed out are dropped by an epoch counter.
 - A new utterance makes the same cut (with "speak", and no epoch change: the idle frames
   already handed out are still right), so its first voiced frame is one short chunk away
-  instead of behind the idle silence and frames the session had queued.
+  instead of behind the idle silence and frames the session had queued. Only idle is cut:
+  while an earlier utterance still has frames the reader has not taken (TTS runs ahead of
+  real time, one utterance per sentence), the new one queues after it.
 
 Frameworks read frames with `next_frame()` from a thread (it blocks); everything else is
 called from their event loop.
@@ -100,10 +102,15 @@ class AgentFace:
         if not len(pcm):
             return
         with self._lock:
+            if self.closed:
+                raise RTAvatarError("the face is closed")
             if not self._speaking:
                 self._speaking = True
                 self._utterance += 1
-                self._cut("speak")  # the utterance starts now, not after idle frames already queued
+                if self._voiced and self._voiced[-1][1] > self.session.shown * SAMPLES_PER_FRAME:
+                    self.session.set_state("speak")  # the last utterance still plays: this one follows it
+                else:
+                    self._cut("speak")  # the utterance starts now, not after idle frames already queued
             n16 = self._push(pcm, sample_rate)
             self._voiced.append((self._pushed - n16, self._pushed, self._utterance))
 

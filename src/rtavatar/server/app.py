@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from starlette.background import BackgroundTask
 
 from rtavatar import FPS
 from rtavatar.engine import Avatar, Session
+from rtavatar.engine.vad import VOICES
 from rtavatar.errors import RTAvatarError
 from rtavatar.generate import write_generated
 from rtavatar.media import read_audio, read_image, validate_audio, validate_image
@@ -115,7 +116,9 @@ async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) ->
 
 
 def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
-    cfg = cfg or ServerConfig()
+    cfg = replace(cfg) if cfg is not None else ServerConfig()  # a copy: the caller's config is left as given
+    if cfg.voice not in VOICES:  # fail at start-up, not in the first session
+        raise RTAvatarError(f"unknown voice detector {cfg.voice!r}; use {' or '.join(VOICES)}")
     if cfg.voice == "silero" and importlib.util.find_spec("silero_vad") is None:
         log.warning("silero-vad is not installed: the auto state uses the energy rule")
         cfg.voice = "energy"

@@ -27,6 +27,7 @@ come from the export; the loss settings from `student.teacher` of the config).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import (PRETRAINED_DIR, Bundle, InferenceConfig, absolute, load_bundle, pretrained_path, student_inference, student_sampling,
+from rtavatar.checkpoints import (Bundle, InferenceConfig, absolute, load_bundle, pretrained_path, student_inference, student_sampling,
                                   write_inference_files)
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
+from rtavatar.errors import RTAvatarError
 from rtavatar.diffusion import PRIORS, SamplingConfig, consistency_denoiser, edit_prior, start_latents, v_denoiser  # noqa: F401 (edit_prior re-exported)
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
@@ -47,6 +49,7 @@ from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import MouthAperture, aperture_loss, load_aperture, load_codec, model_batch, region_weight, to_model_space
 
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,7 +104,10 @@ def is_export(name_or_path: str) -> bool:
     """A shipped model's name, or a directory `rtavatar export` wrote (not a training run)."""
     p = Path(name_or_path)
     if not p.exists():
-        return (PRETRAINED_DIR / name_or_path / "model.safetensors").is_file()
+        try:
+            return pretrained_path(name_or_path).is_dir()
+        except RTAvatarError:
+            return False
     try:
         return "exported_from" in json.loads((p / "config.json").read_text())
     except (OSError, ValueError):
@@ -153,6 +159,10 @@ def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = 
             raise ValueError("an exported model carries no teacher: use disc.backbone 'expert' or adversarial: false")
         cfg.init_pretrained = str(_export_dir(cfg.init_pretrained))
         bundle = load_bundle(cfg.init_pretrained)
+        sp = bundle.cfg.sampling
+        if sp.start == "prior" and (sp.t_edit, sp.prior) != (cfg.t_edit, cfg.prior):
+            log.warning("the export starts from the %s prior at t_edit %.2f; this run trains (and exports) %s at %.2f",
+                        sp.prior, sp.t_edit, cfg.prior, cfg.t_edit)
         cfg.student = student_of_export(cfg.student, bundle)
         student, codec = bundle.net.float().train().requires_grad_(True), bundle.codec
     else:
