@@ -3,8 +3,8 @@
     python scripts/transitions.py [--checkpoint RUN] [--image photo.jpg] [--out docs/transitions_cpu.json]
 
 One Session on a photo (paste-back, the shipped model by default) says the bundled speech
-while the state is switched speak -> listen -> idle -> speak -> auto every two seconds, as a
-dialogue agent would. Per frame, the mean absolute change from the frame before (0-255, over
+while the state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen,
+auto), as a dialogue agent would. Per frame, the mean absolute change from the frame before (0-255, over
 the aligned face box: where anything moves). A pop is a transition frame whose change stands
 out from the frames around it: `ratio` = change at the transition (the largest of its first
 two frames) / the 95th percentile of the changes within the states on either side (±25 frames,
@@ -17,7 +17,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from rtavatar import SAMPLE_RATE, SAMPLES_PER_FRAME, Avatar
+from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Avatar
 from rtavatar.media import read_audio
 
 SWITCHES = ["speak", "listen", "idle", "speak", "auto", "listen", "auto"]  # one every SEG seconds
@@ -49,20 +49,19 @@ def main() -> None:
     change = np.r_[0.0, np.abs(np.diff(crops, axis=0)).mean(axis=(1, 2, 3))]
     states = [f.state for f in frames]
     rows = []
-    for t in range(1, len(frames)):
-        if states[t] == states[t - 1]:
-            continue
+    for k in range(1, len(SWITCHES)):
+        t = int(k * SEG * FPS)  # where set_state(SWITCHES[k]) takes effect
         around = [i for i in range(max(1, t - 25), min(len(frames), t + 25)) if not t - 1 <= i <= t + 1]
         base = float(np.percentile(change[around], 95))
         pop = float(change[t : t + 2].max())
-        rows.append({"frame": t, "from": states[t - 1], "to": states[t], "change": round(pop, 2),
+        rows.append({"frame": t, "set": f"{SWITCHES[k - 1]} -> {SWITCHES[k]}", "from": states[t - 1], "to": states[t], "change": round(pop, 2),
                      "p95_around": round(base, 2), "ratio": round(pop / max(base, 1e-6), 2)})
     summary = {"checkpoint": a.checkpoint or "shipped", "image": a.image, "frames": len(frames),
                "frames_expected": len(audio) // SAMPLES_PER_FRAME, "box": [int(v) for v in (x0, y0, x1, y1)],
                "median_change": round(float(np.median(change[1:])), 2), "transitions": rows,
                "max_ratio": max((r["ratio"] for r in rows), default=float("nan"))}
     for r in rows:
-        print(f"frame {r['frame']:4d} {r['from']:>6} -> {r['to']:<6} change {r['change']:6.2f}  p95 around {r['p95_around']:6.2f}  ratio {r['ratio']:.2f}")
+        print(f"frame {r['frame']:4d} {r['set']:>16} ({r['from']} -> {r['to']}) change {r['change']:6.2f}  p95 around {r['p95_around']:6.2f}  ratio {r['ratio']:.2f}")
     print(json.dumps({k: v for k, v in summary.items() if k != "transitions"}))
     if a.out:
         with open(a.out, "w") as f:
