@@ -1,14 +1,15 @@
 """Do state changes pop? (docs/BENCHMARKS.md#state-transitions)
 
-    python scripts/transitions.py [--checkpoint RUN] [--image photo.jpg] [--out docs/transitions_cpu.json]
+    python scripts/transitions.py [--checkpoint RUN] [--image photo.jpg] [--raw] [--out docs/transitions_cpu.json]
 
-One Session on a photo (paste-back, the shipped model by default) says the bundled speech
-while the state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen,
-auto), as a dialogue agent would. Per frame, the mean absolute change from the frame before (0-255, over
-the aligned face box: where anything moves). A pop is a transition frame whose change stands
-out from the frames around it: `ratio` = change at the transition (the largest of its first
-two frames) / the 95th percentile of the changes within the states on either side (±25 frames,
-the transition's own frames left out). Below 1 the switch is no larger than ordinary motion.
+One Session on a photo (the shipped model by default) says the bundled speech while the
+state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen, auto), as
+a dialogue agent would. Per frame, the mean absolute change from the frame before (0-255)
+over the aligned face box of the photo composite (or, `--raw`, over the generated 128 px face
+itself). A pop is a transition frame whose change stands out from the frames around it:
+`ratio` = change at the transition (the larger of its first two frames) / the 95th percentile
+of the changes within the states on either side (±25 frames, the transition's own left out).
+Below 1 the switch is no larger than ordinary motion.
 """
 
 import argparse
@@ -28,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
     ap.add_argument("--image", default=str(files("rtavatar") / "assets" / "portraits" / "lisa.jpg"))
+    ap.add_argument("--raw", action="store_true", help="score the generated 128 px face itself, not the photo composite")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     avatar = Avatar.load(a.checkpoint) if a.checkpoint else Avatar.from_pretrained()
@@ -35,7 +37,7 @@ def main() -> None:
     speech = read_audio(str(files("rtavatar") / "assets" / "speech" / "hello.wav"))
     n_seg = int(SEG * SAMPLE_RATE)
     audio = np.tile(speech, int(np.ceil(len(SWITCHES) * n_seg / len(speech))))[: len(SWITCHES) * n_seg]
-    s = avatar.session(p, paste_back=True, state=SWITCHES[0])
+    s = avatar.session(p, paste_back=not a.raw, state=SWITCHES[0])
     for k, state in enumerate(SWITCHES):
         if k:
             s.set_state(state)
@@ -43,7 +45,7 @@ def main() -> None:
     s.close()
     frames = list(s.frames(timeout=600))
     h, w = frames[0].image.shape[:2]
-    bx, by, side = p.box
+    bx, by, side = (0, 0, w) if a.raw else p.box
     x0, y0, x1, y1 = max(0, bx), max(0, by), min(w, bx + side), min(h, by + side)
     crops = np.stack([f.image[y0:y1, x0:x1].astype(np.float32) for f in frames])
     change = np.r_[0.0, np.abs(np.diff(crops, axis=0)).mean(axis=(1, 2, 3))]
@@ -56,7 +58,7 @@ def main() -> None:
         pop = float(change[t : t + 2].max())
         rows.append({"frame": t, "set": f"{SWITCHES[k - 1]} -> {SWITCHES[k]}", "from": states[t - 1], "to": states[t], "change": round(pop, 2),
                      "p95_around": round(base, 2), "ratio": round(pop / max(base, 1e-6), 2)})
-    summary = {"checkpoint": a.checkpoint or "shipped", "image": a.image, "frames": len(frames),
+    summary = {"checkpoint": a.checkpoint or "shipped", "image": a.image, "scored": "raw face" if a.raw else "photo composite", "frames": len(frames),
                "frames_expected": len(audio) // SAMPLES_PER_FRAME, "box": [int(v) for v in (x0, y0, x1, y1)],
                "median_change": round(float(np.median(change[1:])), 2), "transitions": rows,
                "max_ratio": max((r["ratio"] for r in rows), default=float("nan"))}
