@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from rtavatar.checkpoints import DEFAULT_MODEL
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import consistency_denoiser, sample_consistency, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
@@ -122,7 +123,7 @@ def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: t
 
     data, _ = data_and_vae
     export = export_checkpoint(student_run, tmp_path / "export")
-    assert is_export(str(export)) and not is_export(str(student_run)) and is_export("photo-v2")
+    assert is_export(str(export)) and not is_export(str(student_run)) and is_export(DEFAULT_MODEL)
     expert = tmp_path / "expert"
     train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16), train=TrainConfig(steps=2, batch_size=4, ckpt_every=2)), data, expert)
     train = TrainConfig(steps=2, batch_size=2, lr=1e-7, warmup=1, ema=0.9, ckpt_every=2, log_every=1)
