@@ -83,9 +83,9 @@ def main() -> int:
     ref_emb = ident.embed(portrait.face)
     scorer = None
     if a.expert:
-        from rtavatar.evaluation.sync import ExpertScorer, load_expert, sync_scores
+        from rtavatar.evaluation.sync import load_expert, sync_scores
 
-        scorer = ExpertScorer(load_expert(a.expert))
+        scorer = load_expert(a.expert)
     speech = bench_speech(20.0)
     total = int(a.minutes * 60 * FPS)
     per_min = 60 * FPS
