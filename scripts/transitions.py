@@ -5,8 +5,8 @@
 One Session on a photo (the shipped model by default) says the bundled speech while the
 state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen, auto), as
 a dialogue agent would. Per frame, the mean absolute change from the frame before (0-255)
-over the aligned face box of the photo composite (or, `--raw`, over the generated 128 px face
-itself). A pop is a transition frame whose change stands out from the frames around it:
+over the mouth region of the photo composite (dlib's mouth points with half a mouth width
+around them) or, `--raw`, over the lower half of the generated 128 px face itself. A pop is a transition frame whose change stands out from the frames around it:
 `ratio` = change at the transition (the larger of its first two frames) / the 95th percentile
 of the changes within the states on either side (±25 frames, the transition's own left out).
 Below 1 the switch is no larger than ordinary motion.
@@ -45,8 +45,13 @@ def main() -> None:
     s.close()
     frames = list(s.frames(timeout=600))
     h, w = frames[0].image.shape[:2]
-    bx, by, side = (0, 0, w) if a.raw else p.box
-    x0, y0, x1, y1 = max(0, bx), max(0, by), min(w, bx + side), min(h, by + side)
+    if a.raw:  # the lower half of the generated face: where the mouth and jaw move
+        x0, y0, x1, y1 = 0, h // 2, w, h
+    else:  # the mouth (dlib points 48-67) with half its width around it
+        m = p.landmarks[48:68]
+        mw = m[:, 0].max() - m[:, 0].min()
+        x0, x1 = int(max(m[:, 0].min() - mw / 2, 0)), int(min(m[:, 0].max() + mw / 2, w))
+        y0, y1 = int(max(m[:, 1].min() - mw / 2, 0)), int(min(m[:, 1].max() + mw / 2, h))
     crops = np.stack([f.image[y0:y1, x0:x1].astype(np.float32) for f in frames])
     change = np.r_[0.0, np.abs(np.diff(crops, axis=0)).mean(axis=(1, 2, 3))]
     states = [f.state for f in frames]
