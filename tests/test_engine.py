@@ -280,6 +280,25 @@ def test_state_and_expression_changes_take_effect_within_one_chunk(avatar: Avata
     assert not np.array_equal(same_expr[0].image, rest[0].image), "the first frame after set_expression shows it"
 
 
+def test_idle_chunk_cap_keeps_quiet_chunks_short_and_speech_chunks_long(avatar: Avatar) -> None:
+    """ChunkSchedule(idle=2): while the face is not speaking no chunk exceeds 2 frames (speech
+    arriving then waits behind at most 2), speech chunks still grow to the steady length."""
+    quiet, talk = np.zeros(16000, np.float32), 0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000).astype(np.float32)
+    s = avatar.session(face(), align="center", schedule=ChunkSchedule(idle=2), pipeline=False)
+    s.push_audio(np.concatenate([quiet, talk, quiet]))
+    s.close()
+    states = [f.state for f in s.frames(timeout=120)]
+    chunks, at = [], 0
+    for n in s.times.chunks:
+        chunks.append((n, states[at]))
+        at += n
+    assert at == len(states) == 75
+    assert max(n for n, st in chunks if st != "speak") <= 2
+    assert max(n for n, st in chunks if st == "speak") == 6  # the steady length (max_new)
+    with pytest.raises(RTAvatarError):
+        avatar.session(face(), align="center", schedule=ChunkSchedule(idle=7))  # longer than the model's chunks
+
+
 def test_interrupt_drops_queued_frames_and_listens_within_one_chunk(avatar: Avatar) -> None:
     s = avatar.session(face(), align="center")
     s.push_audio(speech(4.0))

@@ -358,7 +358,10 @@ class Session:
     def _plan(self) -> _Chunk | None:
         """The next chunk to generate, or None if it must wait for audio (lock held)."""
         first = self._restart
-        want = self.schedule.first if first else self.schedule.length(self._chunk_index, self.max_new)
+        steady = self.schedule.length(self._chunk_index, self.max_new)
+        if self.schedule.idle and self._last_state != STATE_ID["speak"]:
+            steady = min(steady, self.schedule.idle)  # not speaking: short chunks, so speech need not wait behind one
+        want = self.schedule.first if first else steady
         start = self._next
         if start < self._flush_to:  # flushed audio: generate it all, nothing more is coming for it
             n, zero_after = min(want, self._flush_to - start), self._flush_to * SAMPLES_PER_FRAME
@@ -373,8 +376,7 @@ class Session:
                     # A steady chunk of silence plus its look-ahead (also silence), so idle frames
                     # come in steady-length chunks rather than as a run of short first chunks.
                     self._pad_to_frame()
-                    need = (start + self.schedule.length(self._chunk_index, self.max_new)) * SAMPLES_PER_FRAME \
-                        + self.audio.lookahead_samples
+                    need = (start + steady) * SAMPLES_PER_FRAME + self.audio.lookahead_samples
                     self.audio.append(np.zeros(max(0, need - self.audio.samples), np.float32))
                     return self._plan()
                 return None

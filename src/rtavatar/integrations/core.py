@@ -77,13 +77,15 @@ class AgentFace:
 
     def __init__(self, avatar: Any, portrait: Any, *, out_rate: int = 24000, paste_back: bool = True,
                  steps: int | None = None, seed: int = 0, idle_lead: float = 0.12, between_turns: str = "listen",
-                 buffer: int = 16) -> None:
+                 buffer: int = 16, idle_chunk: int = 4) -> None:
         if out_rate % FPS:
             raise RTAvatarError(f"output sample rate {out_rate} is not a multiple of {FPS} (one frame's audio must be whole samples)")
         self.out_rate, self.spf = out_rate, out_rate // FPS
         self.idle_lead, self.between_turns = idle_lead, between_turns
+        from rtavatar.engine.schedule import ChunkSchedule
+
         self.session = avatar.session(portrait, paste_back=paste_back, steps=steps, seed=seed, state=between_turns,
-                                      buffer=buffer)
+                                      buffer=buffer, schedule=ChunkSchedule(idle=idle_chunk))
         self._lock = threading.Lock()
         self._out = np.zeros(0, np.int16)  # output-rate audio of the timeline not yet read, from sample _out0
         self._out0 = 0
