@@ -6,10 +6,11 @@ One Session on a photo (the shipped model by default) says the bundled speech wh
 state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen, auto), as
 a dialogue agent would. Per frame, the mean absolute change from the frame before (0-255)
 over the mouth region of the photo composite (dlib's mouth points with half a mouth width
-around them) or, `--raw`, over the lower half of the generated 128 px face itself. A pop is a transition frame whose change stands out from the frames around it:
-`ratio` = change at the transition (the larger of its first two frames) / the 95th percentile
-of the changes within the states on either side (±25 frames, the transition's own left out).
-Below 1 the switch is no larger than ordinary motion.
+around them) or, `--raw`, over the lower half of the generated 128 px face itself. A pop is
+a transition frame whose change stands out from the frames around it: `ratio` = change at
+the transition (the larger of its first two frames) / the 95th percentile of the changes
+within the states on either side (±25 frames, the transition's own left out). Below 1 the
+switch is no larger than ordinary motion.
 """
 
 import argparse

@@ -28,9 +28,11 @@ class ChunkSchedule:
     motion: int = -1  # context frames carried across chunks; -1: the model's max_motion
     idle: int = 0  # the longest chunk while not speaking (0: no cap)
 
+    def _ladder(self, max_new: int) -> list[int]:
+        return [self.first, *self.growth, self.steady or max_new]
+
     def sizes(self, max_new: int) -> list[int]:
-        steady = self.steady or max_new
-        out = [self.first, *self.growth, steady, *([self.idle] if self.idle else [])]
+        out = [*self._ladder(max_new), *([self.idle] if self.idle else [])]
         if any(not 1 <= s <= max_new for s in out):
             raise ValueError(f"chunk sizes {out} must lie in [1, {max_new}] (the longest chunk the model was trained on)")
         return out
@@ -38,5 +40,5 @@ class ChunkSchedule:
     def length(self, index: int, max_new: int) -> int:
         """Frames in the `index`-th chunk since the last (re)start."""
         self.sizes(max_new)  # validates
-        s = [self.first, *self.growth, self.steady or max_new]
+        s = self._ladder(max_new)
         return s[min(index, len(s) - 1)]

@@ -65,10 +65,13 @@ class SileroVoice:
         self.last = False
 
 
+def check_voice(kind: str) -> str:
+    """`kind` if it names a detector (VOICES), else the clear error."""
+    if kind not in VOICES:
+        raise RTAvatarError(f"unknown voice detector {kind!r}; use {' or '.join(repr(v) for v in VOICES)}")
+    return kind
+
+
 def voice_detector(kind: str):  # noqa: ANN201 - a callable or None (StateTracker's energy rule)
     """'energy' (the default rule, no dependency) or 'silero'."""
-    if kind == "energy":
-        return None
-    if kind == "silero":
-        return SileroVoice()
-    raise RTAvatarError(f"unknown voice detector {kind!r}; use 'energy' or 'silero'")
+    return SileroVoice() if check_voice(kind) == "silero" else None

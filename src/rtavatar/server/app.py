@@ -37,7 +37,7 @@ from starlette.background import BackgroundTask
 
 from rtavatar import FPS
 from rtavatar.engine import Avatar, Session
-from rtavatar.engine.vad import VOICES
+from rtavatar.engine.vad import check_voice
 from rtavatar.errors import RTAvatarError
 from rtavatar.generate import write_generated
 from rtavatar.media import read_audio, read_image, validate_audio, validate_image
@@ -117,8 +117,7 @@ async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) ->
 
 def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     cfg = replace(cfg) if cfg is not None else ServerConfig()  # a copy: the caller's config is left as given
-    if cfg.voice not in VOICES:  # fail at start-up, not in the first session
-        raise RTAvatarError(f"unknown voice detector {cfg.voice!r}; use {' or '.join(VOICES)}")
+    check_voice(cfg.voice)  # fail at start-up, not in the first session
     if cfg.voice == "silero" and importlib.util.find_spec("silero_vad") is None:
         log.warning("silero-vad is not installed: the auto state uses the energy rule")
         cfg.voice = "energy"
