@@ -7,6 +7,11 @@ Pipecat: a pipeline (the framework's test runner) gets a TTS utterance in 100 ms
 InterruptionFrame mid-utterance: the last voiced frame after it (0 when none comes out) and
 the first listening frame. LiveKit: the same on RTAvatarVideoGenerator (push_audio ->
 first AudioFrame; clear_buffer -> first frame without audio).
+
+Each run also breaks the first voiced frame's latency down by stage, from the session's chunk
+trace (`Session.trace`): waiting to be planned, audio features, waiting for the denoiser (the
+chunk in flight when the speech came), denoising, decoding + paste-back, and delivery (reader
+thread, queue, the framework).
 """
 
 import argparse
@@ -28,6 +33,32 @@ def speech(rate: int) -> np.ndarray:
     return resample_int16(pcm, 16000, rate)
 
 
+def breakdown(face, t_push: float, t_out: float) -> dict:  # noqa: ANN001 - an AgentFace
+    """Where the first voiced frame's time went (ms), from the session's chunk trace."""
+    chunk = next((c for c in face.session.trace if c["state"] == "speak" and c["plan"] >= t_push), None)
+    if chunk is None:
+        return {}
+    stamps = [t_push, chunk["plan"], chunk["features"], chunk["denoise"], chunk["denoised"], chunk["decoded"], t_out]
+    names = ["to_plan", "features", "to_denoiser", "denoise", "decode", "delivery"]
+    return {**{f"{n}_ms": round(1000 * (b - a), 1) for n, a, b in zip(names, stamps, stamps[1:])}, "frames": chunk["new"]}
+
+
+def record_first_push(face) -> list[float]:  # noqa: ANN001 - an AgentFace
+    """perf_counter() when the face's first speech push was called and when it returned (the
+    Pipecat service starts its TTFB clock there), in a list filled on that push."""
+    at: list[float] = []
+    push = face.push_speech
+
+    def timed(*a, **k) -> None:  # noqa: ANN002, ANN003
+        t = time.perf_counter()
+        push(*a, **k)
+        if not at:
+            at.extend([t, time.perf_counter()])
+
+    face.push_speech = timed
+    return at
+
+
 def pipecat_run(avatar: Avatar, pcm: np.ndarray) -> dict:
     from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSStartedFrame
     from pipecat.tests.utils import SleepFrame, run_test
@@ -35,11 +66,22 @@ def pipecat_run(avatar: Avatar, pcm: np.ndarray) -> dict:
     from rtavatar.integrations.pipecat import RTAvatarVideoService
 
     svc = RTAvatarVideoService(avatar=avatar)
+    faces, pushed = [], []
+    make = svc._make_face
+
+    def make_and_watch():  # noqa: ANN202
+        faces.append(make())
+        pushed.append(record_first_push(faces[-1]))
+        return faces[-1]
+
+    svc._make_face = make_and_watch
     chunks = [TTSAudioRawFrame(audio=pcm[i : i + 2400].tobytes(), sample_rate=24000, num_channels=1) for i in range(0, len(pcm), 2400)]
     asyncio.run(run_test(svc, frames_to_send=[SleepFrame(1.0), TTSStartedFrame(), *chunks, SleepFrame(2.5), InterruptionFrame(),
                                               SleepFrame(1.0)], start_timeout=120))
     first = lambda xs: 1000 * xs[0] if xs else float("nan")  # noqa: E731 - nan: it never came
-    return {"ttfb_ms": first(svc.ttfb), "barge_in_ms": first(svc.barge_in), "listen_after_ms": first(svc.listen_after)}
+    parts = breakdown(faces[0], pushed[0][0], pushed[0][1] + svc.ttfb[0]) if svc.ttfb and pushed[0] else {}
+    return {"ttfb_ms": first(svc.ttfb), "barge_in_ms": first(svc.barge_in), "listen_after_ms": first(svc.listen_after),
+            "breakdown": parts}
 
 
 def livekit_run(avatar: Avatar, pcm: np.ndarray) -> dict:
@@ -49,6 +91,7 @@ def livekit_run(avatar: Avatar, pcm: np.ndarray) -> dict:
 
     async def main() -> dict:
         gen = RTAvatarVideoGenerator(avatar, sample_rate=24000)
+        pushed = record_first_push(gen.face)
         it = gen.__aiter__()
         t_end = time.perf_counter() + 1.0
         while time.perf_counter() < t_end:  # idle first, as in a room
@@ -58,7 +101,9 @@ def livekit_run(avatar: Avatar, pcm: np.ndarray) -> dict:
             await gen.push_audio(rtc.AudioFrame(pcm[i : i + 2400].tobytes(), 24000, 1, len(pcm[i : i + 2400])))
         while not isinstance(await it.__anext__(), rtc.AudioFrame):
             pass
-        first = time.perf_counter() - t0
+        t_out = time.perf_counter()
+        first = t_out - t0
+        parts = breakdown(gen.face, pushed[0], t_out) if pushed else {}
         t_end = time.perf_counter() + 1.5
         while time.perf_counter() < t_end:
             await it.__anext__()
@@ -77,7 +122,8 @@ def livekit_run(avatar: Avatar, pcm: np.ndarray) -> dict:
             else:
                 prev_video = False
         await gen.aclose()
-        return {"ttfb_ms": 1000 * first, "barge_in_ms": 1000 * last_voiced, "listen_after_ms": 1000 * (listen or float("nan"))}
+        return {"ttfb_ms": 1000 * first, "barge_in_ms": 1000 * last_voiced, "listen_after_ms": 1000 * (listen or float("nan")),
+                "breakdown": parts}
 
     return asyncio.run(main())
 
@@ -94,7 +140,10 @@ def main() -> None:
     out = {"model": "random tiny" if a.random else a.checkpoint or "shipped", "runs": a.runs}
     for name, fn in (("pipecat", pipecat_run), ("livekit", livekit_run)):
         rows = [fn(avatar, pcm) for _ in range(a.runs)]
-        out[name] = {k: round(float(np.median([r[k] for r in rows])), 1) for k in rows[0]}
+        out[name] = {k: round(float(np.median([r[k] for r in rows])), 1) for k in rows[0] if k != "breakdown"}
+        parts = [r["breakdown"] for r in rows if r["breakdown"]]
+        if parts:
+            out[name]["breakdown"] = {k: round(float(np.median([p[k] for p in parts])), 1) for k in parts[0]}
         out[name + "_all"] = rows
     print(json.dumps(out, indent=1))
     if a.out:

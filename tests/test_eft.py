@@ -141,3 +141,66 @@ def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: t
     after = tuned.net.state_dict()
     worst = max(float((after[k] - v.float()).abs().max()) for k, v in before.items())
     assert worst < 1e-2, f"the run starts from the export's weights (max change {worst})"
+
+
+def test_smile_counterfactual_and_partner_audio(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:
+    """The smile loss is zero when the counterfactual smile is the clip's own control and
+    positive (with gradients into the student) for another; a run with it logs it and needs a
+    width-head expert; with partner_audio the input is own + partner audio, and without it the
+    batches are exactly those of before (no random draw added)."""
+    from rtavatar.checkpoints import export_checkpoint, load_bundle
+    from rtavatar.evaluation.sync import load_expert
+    from rtavatar.models.syncnet import SyncNetConfig
+    from rtavatar.training.data import LatentClips
+    from rtavatar.training.eft import SMILE, smile_loss, student_of_export
+    from rtavatar.training.syncnet import SyncStageConfig, train_syncnet
+    from rtavatar.training.teacher import MouthAperture
+
+    data, _ = data_and_vae
+    export = export_checkpoint(student_run, tmp_path / "export")
+    tiny = TrainConfig(steps=2, batch_size=4, ckpt_every=2)
+    plain, shaped = tmp_path / "plain", tmp_path / "shaped"
+    train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16), train=tiny), data, plain)
+    train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16, width_head=True), train=tiny), data, shaped)
+
+    bundle = load_bundle(export)
+    tcfg = student_of_export(EFTConfig().student, bundle).teacher
+    net, codec = bundle.net.float().requires_grad_(True), bundle.codec
+    reader = MouthAperture(codec, load_expert(shaped).net)
+    clips = LatentClips(Dataset(data, split="train"), codec, tmp_path / "cache")
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    raw = clips.sample(gen(), 2, 4, tcfg.net.audio_margin)
+    assert torch.equal(raw["audio"], clips.sample(gen(), 2, 4, tcfg.net.audio_margin, partner_p=0.0)["audio"])
+    assert raw["width_parts"].shape == (2, 4, 3) and not raw["width_parts"].isnan().any(), "synthetic clips have the parts"
+    clips.partner = [torch.zeros_like(a) for a in clips.audio]
+    silent = clips.sample(gen(), 2, 4, tcfg.net.audio_margin, partner_p=1.0)
+    clips.partner = [torch.full_like(a, 0.25) for a in clips.audio]
+    mixed = clips.sample(gen(), 2, 4, tcfg.net.audio_margin, partner_p=1.0)
+    m = tcfg.net.audio_margin * 640  # the margins may lie outside the clip (zero padding)
+    assert torch.allclose(mixed["audio"][:, m:-m], silent["audio"][:, m:-m] + 0.25), "own track + the other speaker's"
+
+    batch = {**model_batch(tcfg, raw), "ref_model": to_model_space(tcfg, raw["ref"][:, None], raw["ref"])[:, 0]}
+    cfg = EFTConfig()
+    motion = 1
+    x = edit_start(cfg, batch["latents"][:, :motion], batch["ref_model"], torch.randn(batch["latents"].shape, generator=gen()))
+    t = torch.full(x.shape[:2], cfg.t_edit)
+    t[:, :motion] = 0.0
+    base = dict(state=batch["state"], controls=batch["controls"], ref_latent=batch["ref"])
+    guidance = torch.full((2,), cfg.student.default_guidance)
+    f = consistency_denoiser(v_denoiser(lambda x_, tt, c: net(x_, tt, c, wav=batch["audio"])))
+    pred = f(x, t, Conditioning(**base, guidance=guidance))
+    own = batch["controls"][:, motion:, SMILE].mean(1)  # smiles change over seconds: ~constant in 4 frames
+    assert torch.allclose(batch["controls"][:, motion:, SMILE], own[:, None], atol=0.05)
+    same = float(smile_loss(reader, tcfg, f, x, t, base, guidance, pred, batch, own, motion).detach())
+    other = smile_loss(reader, tcfg, f, x, t, base, guidance, pred, batch, own + 0.8, motion)
+    assert same < 0.5 * float(other.detach()), (same, float(other.detach()))
+    other.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), "the counterfactual trains the student"
+
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-7, warmup=1, ema=0.9, ckpt_every=2, log_every=1)
+    with pytest.raises(ValueError, match="no width head"):
+        train_eft(EFTConfig(init_pretrained=str(export), adversarial=False, smile_weight=1.0, width_expert=str(plain), train=train),
+                  data, tmp_path / "bad")
+    train_eft(EFTConfig(init_pretrained=str(export), adversarial=False, smile_weight=1.0, width_expert=str(shaped),
+                        partner_audio=0.5, train=train), data, tmp_path / "eft")
+    assert '"smile"' in (tmp_path / "eft" / "log.jsonl").read_text(), "the smile loss took part"

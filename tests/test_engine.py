@@ -222,6 +222,10 @@ def test_chunk_schedule_starts_short_and_grows(avatar: Avatar) -> None:
     s.close()
     list(s.frames(timeout=60))
     assert s.times.chunks[:4] == [1, 2, 4, 6] and set(s.times.chunks[3:-1]) == {6}
+    # The trace follows each chunk through the stages, in order, frame ranges back to back.
+    trace = list(s.trace)
+    assert [c["new"] for c in trace] == s.times.chunks and [c["start"] for c in trace] == list(np.cumsum([0, *s.times.chunks[:-1]]))
+    assert all(c["plan"] <= c["features"] <= c["denoise"] <= c["denoised"] <= c["decoded"] for c in trace)
     with pytest.raises(RTAvatarError, match=r"must lie in \[1, 6\]"):
         avatar.session(face(), align="center", schedule=ChunkSchedule(first=1, growth=(12,)))
 
@@ -335,6 +339,20 @@ def test_int8_and_bf16_frames_stay_near_fp32() -> None:
         err = np.abs(frames[prec] - frames["fp32"]).mean()
         assert err < tol, f"{prec}: mean abs difference {err:.2f} / 255"
         assert err > 0, f"{prec} changed nothing: not applied"
+
+
+def test_auto_precision_follows_the_device() -> None:
+    """auto: INT8 denoiser on a CPU, the bf16 decoder only with AMX (slower without it,
+    docs/BENCHMARKS.md), bf16 on a GPU; an Avatar reports what it resolved to."""
+    from rtavatar.engine.quantize import auto_precision
+
+    assert auto_precision("cpu", {"avx512f", "avx512_bf16"}) == "int8"
+    assert auto_precision("cpu", {"avx512_bf16", "amx_bf16", "amx_tile"}) == "int8+bf16"
+    assert auto_precision("cuda") == "bf16"
+    a = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6), precision="auto")
+    assert a.precision == auto_precision("cpu") and a.precision.startswith("int8")
+    with pytest.raises(RTAvatarError, match="unknown precision"):
+        Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6), precision="fp8")
 
 
 # ---------------------------------------------------------------------------- portraits

@@ -114,6 +114,34 @@ def test_sync_loss_has_gradients_for_both_towers(data: Path) -> None:
     assert net.log_temp.grad is not None and 0 <= stats["acc"] <= 1
 
 
+def test_width_head_learns_from_width_differences_within_a_clip(data: Path) -> None:
+    """The width tower's target is the renderer's width formula, as a difference between a
+    window frame and another frame of the same clip; prepared video's measured width stands in
+    where there are no parts, and no width at all is NaN (no loss)."""
+    from rtavatar.data.face import width_factor
+    from rtavatar.training.data import log_width_of
+
+    cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32, width_head=True))
+    batch = sample_windows(ClipCache(Dataset(data)), cfg, step_generator(0, 0), 6)
+    assert batch["pair"].shape == (6, 3, 32, 64) and batch["log_width"].shape == (6, 6)
+    cols = {"mouth_width": np.array([0.0, 0.2]), "mouth_round": np.array([0.0, 0.5]), "smile": np.array([1.0, -0.5])}
+    assert np.allclose(log_width_of(cols, 2), np.log([1.12, 1.2 - 0.175]))
+    assert np.allclose(np.exp(log_width_of(cols, 2)), width_factor(cols["mouth_width"], cols["mouth_round"], cols["smile"]))
+    assert np.allclose(log_width_of({"mouth_width": np.array([0.1])}, 1), np.log(1.1)), "measured width (prepare)"
+    assert np.isnan(log_width_of({}, 3)).all()
+    net = SyncNet(cfg.net)
+    loss, stats = sync_loss(net, batch)
+    loss.backward()
+    assert stats["width_mse"] > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.width_tower.parameters())
+    # Without the head nothing changes: no pair is drawn, the tower is absent and refuses to read.
+    plain = SyncNet(SyncNetConfig(width=8, dim=32))
+    assert plain.width_tower is None and "pair" not in sample_windows(ClipCache(Dataset(data)), SyncStageConfig(
+        net=SyncNetConfig(width=8, dim=32)), step_generator(0, 0), 2)
+    with pytest.raises(ValueError, match="no width head"):
+        plain.mouth_width(batch["pair"])
+
+
 @pytest.fixture(scope="module")
 def expert(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = SyncStageConfig(net=SyncNetConfig(width=8, dim=32), hard_negatives=2,

@@ -13,7 +13,7 @@ from rtavatar.errors import RTAvatarError
 from rtavatar.utils import setup_logging
 
 log = logging.getLogger("rtavatar.cli")
-PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16"]
+PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16", "auto"]
 
 
 def _seconds_range(text: str) -> tuple[float, float]:
@@ -412,8 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_int(1, 65535), default=8000)
     sv.add_argument("--checkpoint", default=None, help="teacher, distill or eft run (default: the shipped model)")
     sv.add_argument("--max-sessions", type=_positive_int, default=4)
-    sv.add_argument("--precision", default="int8+bf16", choices=PRECISION_CHOICES,
-                    help="default int8+bf16: the fp32 tiny model does not keep real time beside a browser on 2 cores")
+    sv.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                    help="default auto: INT8 denoiser, + bf16 decoder where the CPU has AMX (fp32 does not keep real "
+                         "time beside a browser on 2 cores)")
     sv.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line, with per-session fields")
     sv.set_defaults(func=cmd_serve)
 

@@ -132,6 +132,13 @@ def sample_identity(seed: int) -> Identity:
     )
 
 
+def width_factor(mouth_width, mouth_round, smile):  # noqa: ANN001, ANN201 (floats, arrays or tensors)
+    """How much wider than at rest a drawn (or warped) mouth is: visemes widen or narrow it,
+    rounding narrows it, a smile widens it (a frown only bends it). The one formula the renderer,
+    the photo warp and training's width targets share; works on floats, arrays and tensors."""
+    return 1 + mouth_width - 0.35 * mouth_round + 0.12 * smile * (smile > 0)
+
+
 @dataclass
 class FaceState:
     """Per-frame controls the renderer draws (ground truth in docs/DATA.md)."""
@@ -365,7 +372,7 @@ class Renderer:
         i, px = self.id, self.px
         iod = i.iod
         mx, my = place(0.0, i.mouth_y, 0.36)
-        W = i.mouth_w * iod * (1 + s.mouth_width - 0.35 * s.mouth_round + 0.12 * max(s.smile, 0)) * squash
+        W = i.mouth_w * iod * width_factor(s.mouth_width, s.mouth_round, s.smile) * squash
         gap = s.mouth_open * iod
         sl = self._box(mx, my + gap * 0.3, W * 1.3, gap * 0.7 + i.lip_lower * 2 + 0.06)
         x, y = HX[sl] - mx, HY[sl] - my

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from rtavatar.data.face import width_factor
+
 # Depth of each landmark for yaw / pitch parallax, in IOD (the jaw outline barely moves, the
 # nose tip most): a 2-D warp cannot turn a head, but parallax between features reads as a turn.
 _DEPTH = np.concatenate([
@@ -76,7 +78,7 @@ def target_landmarks(pts: np.ndarray, p: Pose) -> np.ndarray:
     c = (L[48] + L[54]) / 2
     w0 = max((L[54, 0] - L[48, 0]) / 2, 1e-3)
     # Width: relative change, rounding narrows, smiling widens (the renderer's formula).
-    k = 1 + p.mouth_width - 0.35 * p.mouth_round + 0.12 * max(p.smile, 0.0)
+    k = width_factor(p.mouth_width, p.mouth_round, p.smile)
     T[48:68, 0] = c[0] + (L[48:68, 0] - c[0]) * k
     t = np.clip((L[48:68, 0] - c[0]) / w0, -1.2, 1.2)
     T[48:68, 1] -= p.smile * 0.09 * t * t  # corners rise on a smile, fall on a frown

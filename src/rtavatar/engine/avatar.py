@@ -41,7 +41,7 @@ class Avatar:
         bundle.net.to(device)
         bundle.codec.to(device, memory_format=torch.channels_last)
         try:
-            apply_precision(bundle, precision)
+            self.precision = apply_precision(bundle, precision, device)
         except ValueError as e:
             raise RTAvatarError(str(e)) from e
 

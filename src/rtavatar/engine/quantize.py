@@ -9,7 +9,8 @@
   frame on a CPU with AMX / AVX-512 BF16, docs/BENCHMARKS.md); frames are returned as uint8 as always.
 
 Precision is `"<denoiser>"` or `"<denoiser>+<decoder>"`: "int8", "bf16" (both bf16),
-"int8+bf16", "fp32+bf16".
+"int8+bf16", "fp32+bf16"; or "auto" (auto_precision: by what the device is measured to run
+fastest).
 
 Frame-level tolerances against fp32 are tested (tests/test_engine.py) and their effect on
 the `rtavatar eval` columns is in docs/BENCHMARKS.md.
@@ -29,6 +30,27 @@ DENOISER = ("fp32", "int8", "bf16")
 DECODER = ("fp32", "bf16")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def auto_precision(device: str | torch.device = "cpu", flags: set[str] | None = None) -> str:
+    """The fastest measured precision for `device` (docs/BENCHMARKS.md): on a CPU the INT8
+    denoiser, plus the bf16 decoder only with AMX (2x faster there; without AMX, AVX-512 BF16
+    alone makes it slower than fp32); on a GPU bf16 autocast, the usual way, not measured here."""
+    if torch.device(device).type == "cuda":
+        return "bf16"
+    return "int8+bf16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "int8"
+
+
 def parse_precision(precision: str) -> tuple[str, str]:
     """'int8' -> ('int8', 'fp32'); 'bf16' -> ('bf16', 'bf16'); 'int8+bf16' -> ('int8', 'bf16')."""
     den, _, dec = precision.partition("+")
@@ -39,7 +61,10 @@ def parse_precision(precision: str) -> tuple[str, str]:
     return den, dec
 
 
-def apply_precision(bundle: Bundle, precision: str) -> None:
+def apply_precision(bundle: Bundle, precision: str, device: str | torch.device = "cpu") -> str:
+    """Set `bundle` up for `precision` ("auto" resolved for `device`); returns the precision used."""
+    if precision == "auto":
+        precision = auto_precision(device)
     den, dec = parse_precision(precision)
     if dec == "bf16":
         bundle.decoder_autocast = torch.bfloat16
@@ -51,3 +76,4 @@ def apply_precision(bundle: Bundle, precision: str) -> None:
             bundle.net.dit = quantize_dynamic(bundle.net.dit, {nn.Linear}, dtype=torch.qint8)
     elif den == "bf16":
         bundle.autocast = torch.bfloat16  # read by engine.core.ChunkSampler
+    return precision

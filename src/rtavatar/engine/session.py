@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -68,7 +69,10 @@ class _Chunk:
     states: np.ndarray | None = None
     controls: np.ndarray | None = None
     latents: torch.Tensor | None = None
-    t_plan: float = 0.0
+    t_plan: float = 0.0  # perf_counter() stamps of the chunk's way through the stages (Session.trace)
+    t_features: float = 0.0
+    t_denoise: float = 0.0
+    t_denoised: float = 0.0
 
     @property
     def new(self) -> int:
@@ -140,6 +144,8 @@ class Session:
         self.audio = StreamingAudio(sampler.net)
         self.live, self.pipeline, self.post, self.name = live, pipeline, post, name
         self.times = StageTimes()
+        # The last chunks' stage stamps (perf_counter seconds): where a frame's latency goes.
+        self.trace: deque[dict[str, float | int | str]] = deque(maxlen=64)
         self._gen = torch.Generator().manual_seed(seed)
         self._tracker = StateTracker(voiced=voice_detector(voice))  # 'auto': speak while the avatar's audio has voice
         self._lock = threading.Condition()
@@ -430,7 +436,8 @@ class Session:
             self.audio.forget_before(max(0, min(self._shown, chunk.start) - self.motion))
         t = time.perf_counter()
         chunk.tokens = self.audio.encode(*window)
-        self.times.features += time.perf_counter() - t
+        chunk.t_features = time.perf_counter()
+        self.times.features += chunk.t_features - t
         return chunk
 
     def _denoise(self, chunk: _Chunk) -> _Chunk | None:
@@ -442,7 +449,7 @@ class Session:
             ctx_states = [self._latents[i][1] for i in ctx_ids]
             ctx_controls = [self._latents[i][2] for i in ctx_ids]
             k_drop = len(chunk.context) - len(ctx_ids)
-        t = time.perf_counter()
+        t = chunk.t_denoise = time.perf_counter()
         dev = self.sampler.device
         tokens = chunk.tokens[:, k_drop:]  # type: ignore[index]
         k = len(ctx)
@@ -451,7 +458,8 @@ class Session:
         st = torch.from_numpy(states)[None].to(dev)
         ctl = torch.from_numpy(np.concatenate([np.array(ctx_controls, np.float32).reshape(k, chunk.controls.shape[1]), chunk.controls]))[None].to(dev)  # type: ignore[list-item]
         lat = self.sampler.sample(self.ref, context, tokens, st, ctl, self._gen)
-        self.times.denoise += time.perf_counter() - t
+        chunk.t_denoised = time.perf_counter()
+        self.times.denoise += chunk.t_denoised - t
         with self._lock:
             if chunk.epoch != self._epoch:
                 return None
@@ -463,11 +471,19 @@ class Session:
         return chunk
 
     def _decode(self, chunk: _Chunk) -> None:
+        if self._stale(chunk):  # cut while it waited: its frames would be dropped, and speech waits behind it
+            return
         t = time.perf_counter()
         images = self.sampler.decode(self.ref, chunk.latents)  # type: ignore[arg-type]
         if self.post is not None:
+            if self._stale(chunk):
+                return
             images = [self.post(im) for im in images]
-        self.times.decode += time.perf_counter() - t
+        t_decoded = time.perf_counter()
+        self.times.decode += t_decoded - t
+        self.trace.append({"start": chunk.start, "new": chunk.new, "state": STATES[int(chunk.states[0])], "epoch": chunk.epoch,  # type: ignore[index]
+                           "plan": chunk.t_plan, "features": chunk.t_features, "denoise": chunk.t_denoise,
+                           "denoised": chunk.t_denoised, "decoded": t_decoded})
         self.times.frames += chunk.new
         self.times.chunks.append(chunk.new)
         for j in range(chunk.new):
@@ -480,6 +496,10 @@ class Session:
                 if chunk.epoch != self._epoch:
                     return
             self._out.put((chunk.epoch, frame))
+
+    def _stale(self, chunk: _Chunk) -> bool:
+        with self._lock:
+            return chunk.epoch != self._epoch
 
     def _guard(self, fn: Callable, inq: queue.Queue | None, outq: queue.Queue | None) -> None:
         try:

@@ -30,6 +30,9 @@ class SyncNetConfig:
     n_mels: int = 80
     width: int = 24  # channels of the first stage of each tower (doubles per stage; each stage halves the size)
     dim: int = 128  # embedding size
+    # A fourth tower: the mouth's log width relative to the same face at rest, trained on width
+    # differences within a clip (so a face's own mouth size cancels). EFT's smile loss reads it.
+    width_head: bool = False
 
 
 def _tower(c_in: int, width: int, dim: int, stages: int) -> nn.Sequential:
@@ -55,19 +58,31 @@ class SyncNet(nn.Module):
         self.audio = _tower(1, cfg.width, cfg.dim, 4)
         self.log_temp = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
         self.aperture = _tower(3, max(8, cfg.width // 2), 1, 3)
+        self.width_tower = _tower(3, max(8, cfg.width // 2), 1, 3) if cfg.width_head else None
 
-    def forward(self, video: Tensor, audio: Tensor, negatives: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, video: Tensor, audio: Tensor, negatives: Tensor, pair: Tensor | None = None) -> tuple[Tensor | None, ...]:
         """Training pass (through forward, so DDP syncs gradients): embeddings of the video
-        windows, their audio, the (B, K, S) shifted audio, the logit scale, and the (B, T)
-        per-frame aperture estimates."""
+        windows, their audio, the (B, K, S) shifted audio, the logit scale, the (B, T)
+        per-frame aperture estimates, and with the width head the (B, T + 1) log widths of the
+        window's frames and of `pair` (B, 3, h, w), another frame of the same clip (else None)."""
         b, k = negatives.shape[:2]
         a = self.embed_audio(torch.cat([audio, negatives.reshape(b * k, -1)]))
+        widths = None
+        if self.width_tower is not None and pair is not None:
+            widths = self.mouth_width(torch.cat([video, pair[:, None]], 1))
         return (self.embed_video(video), a[:b], a[b:].reshape(b, k, -1), self.log_temp.exp().clamp(max=100.0),
-                self.mouth_open(video))
+                self.mouth_open(video), widths)
 
     def mouth_open(self, crops: Tensor) -> Tensor:
         """(..., 3, h, w) mouth crops -> (...) estimated inner-lip gap in IOD."""
         return self.aperture(crops.reshape(-1, *crops.shape[-3:])).reshape(crops.shape[:-3])
+
+    def mouth_width(self, crops: Tensor) -> Tensor:
+        """(..., 3, h, w) mouth crops -> (...) log mouth width, up to a per-face constant: only
+        differences between frames of one face mean anything."""
+        if self.width_tower is None:
+            raise ValueError("this sync expert has no width head (SyncNetConfig.width_head)")
+        return self.width_tower(crops.reshape(-1, *crops.shape[-3:])).reshape(crops.shape[:-3])
 
     def embed_video(self, crops: Tensor) -> Tensor:
         b, t = crops.shape[:2]

@@ -393,7 +393,7 @@ def warm_up(avatar: Avatar, seconds: float = 2.0) -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None, max_sessions: int = 4,
-          precision: str = "int8+bf16", log_json: bool = False) -> None:
+          precision: str = "auto", log_json: bool = False) -> None:
     import uvicorn
 
     if log_json:
@@ -405,5 +405,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
     avatar, model = load_avatar(checkpoint, precision)
     warm_up(avatar)
     cfg = ServerConfig(max_sessions=max_sessions, model=model)
-    log.info("serving %s on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, host, port)
+    log.info("serving %s (%s) on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, avatar.precision,
+             host, port)
     uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=cfg.max_message_bytes, log_level="info")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.models.conditioning import CONTROL_SCALE, CONTROLS
 from rtavatar.data.dataset import Clip, Dataset
+from rtavatar.data.face import width_factor
 from rtavatar.models.vae import LatentCodec
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,20 @@ CONTROL_COLUMNS = tuple(f"ctrl_{k}" for k in CONTROLS)
 def controls_of(columns: dict[str, np.ndarray]) -> np.ndarray:
     """(N, 7) model-scale expression controls of a clip's per-frame columns."""
     return np.stack([columns[c] for c in CONTROL_COLUMNS], axis=1).astype(np.float32) * CONTROL_SCALE
+
+
+def log_width_of(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(n,) log of the mouth's width relative to the face at rest, NaN where unknown. Synthetic
+    clips give the parts the renderer combines (width_factor); prepared video measures the
+    width itself (`mouth_width`, relative to the clip's median)."""
+    if "mouth_width" not in columns:
+        return np.full(n, np.nan)
+    mw = np.asarray(columns["mouth_width"], np.float64)[:n]
+    if "mouth_round" in columns and "smile" in columns:
+        k = width_factor(mw, np.asarray(columns["mouth_round"], np.float64)[:n], np.asarray(columns["smile"], np.float64)[:n])
+    else:
+        k = 1 + mw
+    return np.log(np.clip(k, 0.2, None))
 
 
 class ClipCache:
@@ -90,6 +105,8 @@ class LatentClips:
         self.audio: list[Tensor] = []
         self.state: list[Tensor] = []
         self.controls: list[Tensor] = []
+        self.partner: list[Tensor | None] = []  # the other speaker's track, where a clip has one
+        self.width_parts: list[Tensor] = []  # (N, 3) mouth_width, mouth_round, smile; NaN unless synthetic
         cache_dir.mkdir(parents=True, exist_ok=True)
         codec.eval()
         fingerprint = getattr(codec, "fingerprint", None)
@@ -110,6 +127,14 @@ class LatentClips:
             self.audio.append(torch.from_numpy(clip.audio[: clip.meta["n_frames"] * SAMPLES_PER_FRAME].astype(np.float32)))
             self.state.append(torch.from_numpy(np.asarray(clip.columns["state"], np.int64)))
             self.controls.append(torch.from_numpy(controls_of(clip.columns)))
+            n = clip.meta["n_frames"]
+            pa = clip.partner_audio
+            self.partner.append(None if pa is None else torch.from_numpy(pa[: n * SAMPLES_PER_FRAME].astype(np.float32)))
+            parts = [np.asarray(clip.columns[c], np.float32)[:n] if c in clip.columns else np.full(n, np.nan, np.float32)
+                     for c in ("mouth_width", "mouth_round", "smile")]
+            if "mouth_round" not in clip.columns:  # measured widths already include the smile: no parts to vary
+                parts = [np.full(n, np.nan, np.float32)] * 3
+            self.width_parts.append(torch.from_numpy(np.stack(parts, 1)))
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -127,10 +152,14 @@ class LatentClips:
             diffs.append((z[i] - z[j]).flatten())
         return float(torch.cat(diffs).std())
 
-    def sample(self, gen: torch.Generator, batch: int, frames: int, audio_margin: int) -> dict[str, Tensor]:
+    def sample(self, gen: torch.Generator, batch: int, frames: int, audio_margin: int,
+               partner_p: float = 0.0) -> dict[str, Tensor]:
         """A global batch of `frames`-long windows: latents, audio (with margin frames each side,
-        zero-padded at clip edges), state, controls, and a reference latent from the same clip."""
-        lat, wav, st, ctl, ref = [], [], [], [], []
+        zero-padded at clip edges), state, controls, a reference latent from the same clip, and
+        the per-frame width parts (`width_parts`, (B, F, 3)). With probability `partner_p` a
+        clip's audio is what the room hears, its own track plus the other speaker's: the face
+        must then stay shut while it listens, whatever the audio holds."""
+        lat, wav, st, ctl, ref, wp = [], [], [], [], [], []
         for _ in range(batch):
             ci = int(torch.randint(len(self), (1,), generator=gen))
             z = self.latents[ci]
@@ -141,7 +170,12 @@ class LatentClips:
             st.append(self.state[ci][idx])
             ctl.append(self.controls[ci][idx])
             ref.append(z[int(torch.randint(n, (1,), generator=gen))])
+            wp.append(self.width_parts[ci][idx])
             a = self.audio[ci]
+            if partner_p > 0 and float(torch.rand(1, generator=gen)) < partner_p and self.partner[ci] is not None:
+                p = self.partner[ci]
+                a = a.clone()
+                a[: len(p)] += p[: len(a)]
             lo, hi = (s - audio_margin) * SAMPLES_PER_FRAME, (s + frames + audio_margin) * SAMPLES_PER_FRAME
             seg = torch.zeros(hi - lo)
             src_lo, src_hi = max(lo, 0), min(hi, len(a))
@@ -149,4 +183,4 @@ class LatentClips:
                 seg[src_lo - lo : src_hi - lo] = a[src_lo:src_hi]
             wav.append(seg)
         return {"latents": torch.stack(lat), "audio": torch.stack(wav), "state": torch.stack(st),
-                "controls": torch.stack(ctl), "ref": torch.stack(ref)}
+                "controls": torch.stack(ctl), "ref": torch.stack(ref), "width_parts": torch.stack(wp)}

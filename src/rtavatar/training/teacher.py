@@ -118,7 +118,7 @@ def region_weight(cfg: TeacherConfig, h: int, w: int) -> torch.Tensor:
 
 
 class MouthAperture(nn.Module):
-    """Frozen VAE decoder + the sync expert's aperture tower, on the mouth region of latents."""
+    """Frozen VAE decoder + the sync expert's aperture (and width) tower, on the mouth region of latents."""
 
     def __init__(self, codec: LatentCodec, expert: SyncNet, margin: int = 3) -> None:
         super().__init__()
@@ -128,6 +128,10 @@ class MouthAperture(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(..., C, h, w) raw VAE latents -> (...) mouth opening in IOD."""
         return self.expert.mouth_open(decode_mouth(self.codec, z, self.expert.cfg, self.margin))
+
+    def width(self, z: torch.Tensor) -> torch.Tensor:
+        """(..., C, h, w) raw VAE latents -> (...) log mouth width (up to a per-face constant)."""
+        return self.expert.mouth_width(decode_mouth(self.codec, z, self.expert.cfg, self.margin))
 
 
 def load_aperture(cfg: TeacherConfig, codec: LatentCodec) -> MouthAperture | None:
