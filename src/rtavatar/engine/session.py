@@ -492,9 +492,8 @@ class Session:
             frame = Frame(i, i / FPS, images[j], a, STATES[int(chunk.states[j])])  # type: ignore[index]
             if i == 0 and self.first_frame_at is None:
                 self.first_frame_at = time.perf_counter()
-            with self._lock:
-                if chunk.epoch != self._epoch:
-                    return
+            if self._stale(chunk):
+                return
             self._out.put((chunk.epoch, frame))
 
     def _stale(self, chunk: _Chunk) -> bool:

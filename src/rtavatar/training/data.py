@@ -32,17 +32,26 @@ def controls_of(columns: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([columns[c] for c in CONTROL_COLUMNS], axis=1).astype(np.float32) * CONTROL_SCALE
 
 
+WIDTH_PARTS = ("mouth_width", "mouth_round", "smile")
+
+
+def width_parts_of(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(n, 3) float32: the parts the renderer's width_factor combines (WIDTH_PARTS), from a
+    synthetic clip's columns; NaN for prepared video, whose measured `mouth_width` already
+    includes the smile (no parts to vary)."""
+    if not all(c in columns for c in WIDTH_PARTS):
+        return np.full((n, 3), np.nan, np.float32)
+    return np.stack([np.asarray(columns[c], np.float32)[:n] for c in WIDTH_PARTS], 1)
+
+
 def log_width_of(columns: dict[str, np.ndarray], n: int) -> np.ndarray:
     """(n,) log of the mouth's width relative to the face at rest, NaN where unknown. Synthetic
-    clips give the parts the renderer combines (width_factor); prepared video measures the
+    clips give the parts the renderer combines (width_parts_of); prepared video measures the
     width itself (`mouth_width`, relative to the clip's median)."""
     if "mouth_width" not in columns:
         return np.full(n, np.nan)
-    mw = np.asarray(columns["mouth_width"], np.float64)[:n]
-    if "mouth_round" in columns and "smile" in columns:
-        k = width_factor(mw, np.asarray(columns["mouth_round"], np.float64)[:n], np.asarray(columns["smile"], np.float64)[:n])
-    else:
-        k = 1 + mw
+    parts = width_parts_of(columns, n).astype(np.float64)
+    k = width_factor(*parts.T) if not np.isnan(parts).all() else 1 + np.asarray(columns["mouth_width"], np.float64)[:n]
     return np.log(np.clip(k, 0.2, None))
 
 
@@ -106,7 +115,7 @@ class LatentClips:
         self.state: list[Tensor] = []
         self.controls: list[Tensor] = []
         self.partner: list[Tensor | None] = []  # the other speaker's track, where a clip has one
-        self.width_parts: list[Tensor] = []  # (N, 3) mouth_width, mouth_round, smile; NaN unless synthetic
+        self.width_parts: list[Tensor] = []  # (N, 3) width_parts_of: NaN unless synthetic
         cache_dir.mkdir(parents=True, exist_ok=True)
         codec.eval()
         fingerprint = getattr(codec, "fingerprint", None)
@@ -130,11 +139,7 @@ class LatentClips:
             n = clip.meta["n_frames"]
             pa = clip.partner_audio
             self.partner.append(None if pa is None else torch.from_numpy(pa[: n * SAMPLES_PER_FRAME].astype(np.float32)))
-            parts = [np.asarray(clip.columns[c], np.float32)[:n] if c in clip.columns else np.full(n, np.nan, np.float32)
-                     for c in ("mouth_width", "mouth_round", "smile")]
-            if "mouth_round" not in clip.columns:  # measured widths already include the smile: no parts to vary
-                parts = [np.full(n, np.nan, np.float32)] * 3
-            self.width_parts.append(torch.from_numpy(np.stack(parts, 1)))
+            self.width_parts.append(torch.from_numpy(width_parts_of(clip.columns, n)))
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -172,15 +177,19 @@ class LatentClips:
             ref.append(z[int(torch.randint(n, (1,), generator=gen))])
             wp.append(self.width_parts[ci][idx])
             a = self.audio[ci]
-            if partner_p > 0 and float(torch.rand(1, generator=gen)) < partner_p and self.partner[ci] is not None:
-                p = self.partner[ci]
-                a = a.clone()
-                a[: len(p)] += p[: len(a)]
             lo, hi = (s - audio_margin) * SAMPLES_PER_FRAME, (s + frames + audio_margin) * SAMPLES_PER_FRAME
-            seg = torch.zeros(hi - lo)
-            src_lo, src_hi = max(lo, 0), min(hi, len(a))
-            if src_hi > src_lo:
-                seg[src_lo - lo : src_hi - lo] = a[src_lo:src_hi]
+            seg = _window(a, lo, hi, len(a))
+            if partner_p > 0 and float(torch.rand(1, generator=gen)) < partner_p and self.partner[ci] is not None:
+                seg += _window(self.partner[ci], lo, hi, len(a))  # only where the own track has audio
             wav.append(seg)
         return {"latents": torch.stack(lat), "audio": torch.stack(wav), "state": torch.stack(st),
                 "controls": torch.stack(ctl), "ref": torch.stack(ref), "width_parts": torch.stack(wp)}
+
+
+def _window(track: Tensor, lo: int, hi: int, end: int) -> Tensor:
+    """track[lo:hi], zero outside [0, min(len(track), end))."""
+    seg = torch.zeros(hi - lo)
+    src_lo, src_hi = max(lo, 0), min(hi, len(track), end)
+    if src_hi > src_lo:
+        seg[src_lo - lo : src_hi - lo] = track[src_lo:src_hi]
+    return seg
