@@ -483,3 +483,24 @@ def test_live_session_does_not_cut_speech_streamed_in_real_time(avatar: Avatar) 
     played = np.concatenate([f.audio for f in frames])
     start = int(np.flatnonzero(played)[0])
     assert np.array_equal(played[start : start + len(audio)], audio), "the speech plays whole, no silence cut into it"
+
+
+def test_listening_frames_do_not_follow_the_audio(avatar: Avatar) -> None:
+    """`state="listen"`: speech or silence on the track gives the same frames (the lips hear
+    silence); with `mute_listen=False` (the learned state alone) the audio changes them."""
+    talk, quiet = speech(1.0), np.zeros(16000, np.float32)
+    listen = [avatar.generate(face(), a, align="center", state="listen") for a in (talk, quiet)]
+    assert listen[0].shape == (25, 64, 64, 3) and np.array_equal(listen[0], listen[1])
+    speak = [avatar.generate(face(), a, align="center", state="speak") for a in (talk, quiet)]
+    assert not np.array_equal(speak[0], speak[1])
+    cs = avatar.sampler(mute_listen=False)
+    ref = cs.reference(face())
+    out = []
+    for a in (talk, quiet):
+        m = avatar.bundle.cfg.net.audio_margin * SAMPLES_PER_FRAME
+        wav = torch.from_numpy(np.pad(a[: 6 * SAMPLES_PER_FRAME], (m, m)))[None]
+        tokens = avatar.bundle.net.audio_tokens(wav, 6)
+        st = torch.full((1, 6), STATE_ID["listen"])
+        ctl = torch.zeros(1, 6, avatar.bundle.cfg.net.dit.n_controls)
+        out.append(cs.sample(ref, torch.zeros(1, 0, *cs.latent_shape), tokens, st, ctl, torch.Generator().manual_seed(0)))
+    assert not torch.equal(out[0], out[1])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rtavatar.data.landmarks import raw_features, shared_analyzer
@@ -176,3 +177,101 @@ def test_photo_paste_blinks_the_photos_own_eyes() -> None:
     k = int(np.argmax(brightness))
     below = int(pts[30, 1])  # nothing else changes: the mouth region is the photo's (the face did not move)
     assert (frames[k][below:] == photo[below:]).all()
+
+
+def test_expression_controls_move_the_photo_itself() -> None:
+    """On a photo, smile widens the mouth as dlib reads it, brows rise, eye openness shuts
+    the lids; the neutral controls leave every pixel alone, and nothing far from the face moves."""
+    from rtavatar.models.conditioning import control_vector
+
+    photo = read_image(LISA)
+    p = register(photo, 128)
+    paste = PhotoPaste(p, p.face, blinks_per_minute=0)
+    still = paste(p.face, control_vector())
+    assert (still == photo).all()
+    fa = shared_analyzer()
+
+    def read(img: np.ndarray) -> np.ndarray:
+        return fa.landmarks(img, fa.detect(img)[0].box)
+
+    base = read(photo)
+    iod = np.linalg.norm(base[42:48].mean(0) - base[36:42].mean(0))
+    width = lambda q: np.linalg.norm(q[54] - q[48])  # noqa: E731
+    smile = paste(p.face, control_vector({"smile": 1.0}))
+    assert width(read(smile)) > 1.05 * width(base)
+    frown = read(paste(p.face, control_vector({"smile": 0.0, "brow_raise": 1.0})))
+    assert (base[17:27, 1] - frown[17:27, 1]).mean() > 0.03 * iod  # brows up (y grows downward)
+    changed = np.abs(smile.astype(int) - photo).max(-1) > 8
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 100 and ys.min() > base[27, 1] and ys.max() < base[8, 1] + 0.5 * iod  # nose bridge to chin
+    shut = paste(p.face, control_vector({"eye_open_l": 0.0, "eye_open_r": 0.0}))
+    eye = lambda f: f[int(base[37:39, 1].min()) : int(base[40:42, 1].max()) + 1, int(base[36, 0]) : int(base[39, 0]) + 1]  # noqa: E731
+    assert eye(shut).mean() > eye(photo).mean() + 1.5  # the lid's skin covers the eye (a dark webcam photo)
+    assert (shut[int(base[30, 1]) :] == photo[int(base[30, 1]) :]).all()
+
+
+def test_photo_paste_keeps_skin_texture_under_a_shading_shift() -> None:
+    """A one-step model shifts the lower face's shading a little: that alone must not trade the
+    photo's texture for the model's soft skin (the composite reads only the change's fine part)."""
+    from rtavatar.engine.portrait import _blur
+
+    photo = read_image(LISA)
+    p = register(photo, 128)
+    x0, y0, side = p.box
+    paste = PhotoPaste(p, p.face, blinks_per_minute=0)
+    shifted = np.clip(p.face.astype(int) + 25, 0, 255).astype(np.uint8)  # brighter everywhere, no shape change
+    out = paste(shifted)
+
+    def texture(img: np.ndarray) -> float:
+        y, x = int(p.landmarks[57, 1]), int(p.landmarks[57, 0])  # the chin, below the lower lip
+        r = int(0.08 * side)
+        patch = torch.from_numpy(img[y : y + 2 * r, x - r : x + r].astype(np.float32)).permute(2, 0, 1)
+        return float((patch - _blur(patch, 2.0)).std())
+
+    assert texture(out) > 0.8 * texture(photo)
+    assert out[int(p.landmarks[57, 1]) + 5, int(p.landmarks[57, 0])].mean() > photo[int(p.landmarks[57, 1]) + 5, int(p.landmarks[57, 0])].mean() + 10
+
+
+def test_mouth_reader_reads_the_drawn_opening() -> None:
+    """MouthReader on photo-mode renders of known openings: monotonic, near the truth's scale,
+    and a shading shift alone reads as a closed mouth."""
+    from rtavatar.engine.portrait import MouthReader
+
+    p = register(read_image(LISA), 128)
+    x0, y0, side = p.box
+    pts = (p.landmarks - [x0, y0]) * (128 / side)
+    an = PhotoAnimator(p.face, pts)
+    recon = an.render(Pose())
+    reader = MouthReader(recon, pts)
+    truth = np.array([0.0, 0.08, 0.16, 0.24, 0.32])
+    got = np.array([reader(an.render(Pose(mouth_open=t))) for t in truth])
+    assert (np.diff(got) > 0).all() and got[0] < 0.02
+    assert np.corrcoef(got, truth)[0, 1] > 0.95 and 0.5 < got[-1] / truth[-1] < 2.0
+    assert abs(reader(np.clip(recon.astype(int) + 20, 0, 255).astype(np.uint8))) < 0.03
+
+
+def test_warp_paste_opens_the_photos_own_mouth() -> None:
+    """Paste mode `warp`: the photo's lips part as far as the generated face's mouth (dlib reads
+    the gap at the photo's resolution), nothing outside the mouth square changes, and a face that
+    did not move gives back the photo itself."""
+    from rtavatar.engine.portrait import LipWarpPaste, make_paste
+
+    photo = read_image(LISA)
+    p = register(photo, 128)
+    x0, y0, side = p.box
+    pts = (p.landmarks - [x0, y0]) * (128 / side)
+    an = PhotoAnimator(p.face, pts)
+    recon = an.render(Pose())
+    paste = make_paste(p, "warp", recon)
+    assert isinstance(paste, LipWarpPaste)
+    paste.per_minute = 0  # no blinks
+    assert (paste(recon) == photo).all()
+    out = paste(an.render(Pose(mouth_open=0.3)))
+    fa = shared_analyzer()
+    q = fa.landmarks(out, fa.detect(out)[0].box)
+    iod = np.linalg.norm(q[42:48].mean(0) - q[36:42].mean(0))
+    assert (q[66, 1] - q[62, 1]) / iod > 0.1 < paste.opening
+    sy0, sy1, sx0, sx1 = paste.sq_dst
+    keep = np.ones(photo.shape[:2], bool)
+    keep[sy0:sy1, sx0:sx1] = False
+    assert (out[keep] == photo[keep]).all()

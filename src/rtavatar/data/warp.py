@@ -70,8 +70,9 @@ def _frame(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return (le + re_) / 2, e, np.array([-e[1], e[0]]), iod
 
 
-def target_landmarks(pts: np.ndarray, p: Pose) -> np.ndarray:
-    """Where `p` moves the photo's (68, 2) landmarks (pixels)."""
+def target_landmarks(pts: np.ndarray, p: Pose, open_mouth: bool = True) -> np.ndarray:
+    """Where `p` moves the photo's (68, 2) landmarks (pixels); `open_mouth=False` leaves the
+    lips' opening (and the jaw) as they are and moves only width, smile, brows and pose."""
     m, e, n, iod = _frame(pts)
     L = np.stack([(pts - m) @ e, (pts - m) @ n], 1) / iod  # face frame, IOD units, y down
     T = L.copy()
@@ -82,7 +83,19 @@ def target_landmarks(pts: np.ndarray, p: Pose) -> np.ndarray:
     T[48:68, 0] = c[0] + (L[48:68, 0] - c[0]) * k
     t = np.clip((L[48:68, 0] - c[0]) / w0, -1.2, 1.2)
     T[48:68, 1] -= p.smile * 0.09 * t * t  # corners rise on a smile, fall on a frown
-    # Opening: per inner column, the gap the lens-shaped profile asks for minus the photo's.
+    if open_mouth:
+        _open(L, T, p, c, w0)
+    T[17:27, 1] -= 0.08 * p.brow_raise
+    if p.brow_raise < 0:  # a frown draws the inner brows down and together
+        for i, s in ((20, 1), (21, 1), (22, -1), (23, -1)):
+            T[i] += np.array([0.03 * s, 0.04]) * -p.brow_raise
+    T = _pose(T, p, _DEPTH)
+    return m + iod * (T[:, :1] * e + T[:, 1:] * n)
+
+
+def _open(L: np.ndarray, T: np.ndarray, p: Pose, c: np.ndarray, w0: float) -> None:
+    """Opening (in place on T): per inner column, the gap the lens-shaped profile asks for minus
+    the photo's; the outer lips and the jaw follow."""
     cols, deltas = [-1.0], [0.0]
     for u, lo in _INNER_PAIRS:
         tc = float(np.clip((L[u, 0] - c[0]) / w0, -1, 1))
@@ -103,12 +116,6 @@ def target_landmarks(pts: np.ndarray, p: Pose) -> np.ndarray:
     drop = 0.6 * deltas[2]  # the centre column's lower-lip drop
     for i, f in _JAW_FOLLOW.items():
         T[i, 1] += f * drop
-    T[17:27, 1] -= 0.08 * p.brow_raise
-    if p.brow_raise < 0:  # a frown draws the inner brows down and together
-        for i, s in ((20, 1), (21, 1), (22, -1), (23, -1)):
-            T[i] += np.array([0.03 * s, 0.04]) * -p.brow_raise
-    T = _pose(T, p, _DEPTH)
-    return m + iod * (T[:, :1] * e + T[:, 1:] * n)
 
 
 def eye_closure(p: Pose) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from rtavatar.engine.portrait import Portrait, make_paste, register
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.session import Session, as_pcm
 from rtavatar.errors import RTAvatarError
-from rtavatar.models.conditioning import check_expression
+from rtavatar.models.conditioning import check_expression, control_vector
 from rtavatar.media import read_image, validate_image
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,10 @@ class Avatar:
             name, img = "portrait", validate_image(image, name="portrait")
         return register(img, self.resolution, align, name)
 
-    def sampler(self, steps: int | None = None, guidance: float | None = None, sampler: str | None = None) -> ChunkSampler:
-        return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler))
+    def sampler(self, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                mute_listen: bool = True) -> ChunkSampler:
+        """A ChunkSampler; `mute_listen=False` lets listening frames hear the audio (the model's learned state only)."""
+        return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler), mute_listen)
 
     def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
                 paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, state: str = "auto",
@@ -97,7 +99,7 @@ class Avatar:
 
     @staticmethod
     def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str):  # noqa: ANN205 - frame -> picture
-        return make_paste(p, mode, cs.reconstruction(ref) if mode == "photo" else None)
+        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
@@ -109,12 +111,14 @@ class Avatar:
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance, sampler)
         ref = cs.reference(p.face)
-        lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=check_expression(expression or {}), seed=seed,
+        expression = check_expression(expression or {})
+        lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=expression, seed=seed,
                                progress=progress, **chunking)
         paste = self._paste(cs, ref, p, paste_mode) if paste_back else None
+        controls = control_vector(expression)
         for i in range(0, lat.shape[1], decode_batch):
             for f in cs.decode(ref, lat[:, i : i + decode_batch], batch=decode_batch):
-                yield paste(f) if paste is not None else f
+                yield paste(f, controls) if paste is not None else f
 
     def generate(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Offline: frames (N, H, W, 3) uint8 for `audio` (see iter_frames)."""

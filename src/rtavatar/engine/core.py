@@ -5,6 +5,11 @@ A chunk is k clean context (motion) latents followed by `new` frames to generate
 each frame's audio tokens, state and controls. Sampling follows the bundle's SamplingConfig
 (overridable per call): teacher DDIM/Euler with CFG on audio, or the consistency sampler of
 a distilled student (its guidance scale an input), from pure noise or from the EFT prior.
+
+Listening frames hear silence (`mute_listen`, on by default). The model's audio input is the
+avatar's own voice, and in training a listening face's own track is silent; audio that plays
+while the state is forced to `listen` (someone else's voice, or a TTS clip under
+`--state listen`) is not the avatar's speech, so its lips must not follow it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import Bundle
 from rtavatar.diffusion import SAMPLERS, SamplingConfig, cfg_denoiser, start_latents, v_denoiser
 from rtavatar.errors import RTAvatarError
-from rtavatar.models.conditioning import Conditioning
+from rtavatar.models.conditioning import STATE_ID, Conditioning
 from rtavatar.models.dit import ReferenceCache
 from rtavatar.models.vae import LatentCodec
 
@@ -47,11 +53,12 @@ def sampling_for(bundle: Bundle, steps: int | None = None, guidance: float | Non
 class ChunkSampler:
     """Samples chunks for one portrait with one SamplingConfig."""
 
-    def __init__(self, bundle: Bundle, sampling: SamplingConfig) -> None:
-        self.bundle, self.sampling = bundle, sampling
+    def __init__(self, bundle: Bundle, sampling: SamplingConfig, mute_listen: bool = True) -> None:
+        self.bundle, self.sampling, self.mute_listen = bundle, sampling, mute_listen
         self.net = bundle.net
         d = bundle.cfg.net.dit
         self.latent_shape = (d.latent_channels, d.latent_size, d.latent_size)
+        self._silence: Tensor | None = None
 
     def _autocast(self, dtype: torch.dtype | None):  # noqa: ANN202
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
@@ -80,6 +87,8 @@ class ChunkSampler:
         tokens; state: (1, k + new) long; controls: (1, k + new, n_controls)."""
         s, dev = self.sampling, self.device
         k, f = context.shape[1], audio.shape[1]
+        if self.mute_listen:
+            audio = torch.where((state == STATE_ID["listen"])[..., None, None], self.silence().to(audio.dtype), audio)
         eps = torch.randn(1, f - k, *self.latent_shape, generator=generator).to(dev)
         x, active, t_start = start_latents(s, context, ref.model, torch.cat([context, eps], 1))
         cond = Conditioning(audio=audio, state=state, controls=controls, ref_cache=ref.cache)
@@ -92,6 +101,15 @@ class ChunkSampler:
         with self._autocast(self.bundle.autocast):
             x = SAMPLERS[s.sampler](denoise, x, active, cond, steps=s.steps, t_start=t_start, generator=generator)
         return x[:, k:].float()
+
+    @torch.no_grad()
+    def silence(self) -> Tensor:
+        """(2W+1, D) audio tokens of one frame inside a long silence (computed once)."""
+        if self._silence is None:
+            n, m = 9, self.bundle.cfg.net.audio_margin
+            wav = torch.zeros(1, (n + 2 * m) * SAMPLES_PER_FRAME, device=self.device)
+            self._silence = self.net.audio_tokens(wav, n)[0, n // 2]
+        return self._silence
 
     @torch.no_grad()
     def reconstruction(self, ref: Reference) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,11 @@ from rtavatar.errors import RTAvatarError
 
 log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
-PASTE_MODES = ("photo", "face")
+PASTE_MODES = ("warp", "photo", "face")
+# MouthReader's gain for the shipped model (docs/RESULTS.md: its readings on held-out photo
+# clips against their true openings).
+WARP_GAIN = 1.34
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass
@@ -106,8 +111,8 @@ class PasteBack:
         dy0, dy1, dx0, dx1 = self.dst
         self.under = self.base[dy0:dy1, dx0:dx1].astype(np.float32)
 
-    def __call__(self, face: np.ndarray) -> np.ndarray:
-        """(R, R, 3) generated face -> (H, W, 3) picture."""
+    def __call__(self, face: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """(R, R, 3) generated face -> (H, W, 3) picture (the controls are the model's own here)."""
         big = np.asarray(Image.fromarray(face).resize((self.side, self.side), Image.BICUBIC), np.float32)
         sy0, sy1, sx0, sx1 = self.src
         dy0, dy1, dx0, dx1 = self.dst
@@ -168,6 +173,70 @@ def lower_face_mask(side: int, pts: np.ndarray | None, drop: float = 0.45, feath
     return _blur(m, feather * iod / 2)[0].clamp(0, 1).numpy()
 
 
+class ExpressionWarp:
+    """Smile, brows and eye openness on the photo itself, from the controls of each frame.
+
+    The model learned these controls on drawn faces, but not on photos (docs/RESULTS.md:
+    `smile=1` changed a photo's mouth width by < 1 %). So on a photo they are applied the way
+    the photo training clips were made: the photo's landmarks move as data/warp.py's
+    `target_landmarks` puts them (mouth corners out and up, brows up or down; the opening is
+    the model's), and a thin-plate spline resamples the composite in a square from above the
+    brows to below the chin, its border fixed. Eye openness below 1 paints the lids partly
+    shut (`paint_blink`). Values are relative to the neutral face (NEUTRAL), which is taken to
+    be the photo's own; a neutral frame costs nothing, and grids are cached per value.
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], pts: np.ndarray, cache: int = 8) -> None:
+        from rtavatar.data.warp import _frame, border_points
+        from rtavatar.models.conditioning import CONTROLS, NEUTRAL
+
+        self.pts = np.asarray(pts, np.float64)
+        m, _, n, iod = _frame(self.pts)
+        centre = m + 0.45 * iod * n
+        self.side = max(int(round(2.8 * iod)), 16)
+        self.x0, self.y0 = int(round(centre[0] - self.side / 2)), int(round(centre[1] - self.side / 2))
+        h, w = image_shape[:2]
+        # The square's part inside the picture, in picture and in square coordinates.
+        self.dst = (max(0, self.y0), min(h, self.y0 + self.side), max(0, self.x0), min(w, self.x0 + self.side))
+        self.local = self.pts - np.array([self.x0, self.y0], np.float64)
+        self.border = border_points(self.side, 7)
+        self.index = {k: CONTROLS.index(k) for k in ("smile", "brow_raise", "eye_open_l", "eye_open_r")}
+        self.neutral = NEUTRAL
+        self.cache, self._grids = cache, {}  # type: ignore[var-annotated]
+
+    def _grid(self, smile: float, brow: float) -> torch.Tensor:
+        from rtavatar.data.warp import Pose, target_landmarks, tps_backward_map
+
+        key = (smile, brow)
+        if key not in self._grids:
+            if len(self._grids) >= self.cache:
+                self._grids.pop(next(iter(self._grids)))
+            pose = Pose(smile=smile - self.neutral["smile"], brow_raise=brow - self.neutral["brow_raise"])
+            T = target_landmarks(self.local, pose, open_mouth=False)
+            self._grids[key] = tps_backward_map(np.concatenate([T, self.border]), np.concatenate([self.local, self.border]),
+                                                self.side)
+        return self._grids[key]
+
+    def closure(self, controls: np.ndarray) -> tuple[float, float]:
+        """Lid closure of the image-left and image-right eye (the subject's right, left) from eye openness."""
+        return (float(np.clip(1 - controls[self.index["eye_open_r"]], 0, 1)),
+                float(np.clip(1 - controls[self.index["eye_open_l"]], 0, 1)))
+
+    def __call__(self, out: np.ndarray, controls: np.ndarray) -> None:
+        """Warp picture `out` (H, W, 3) uint8 in place for a frame's (n_controls,) model-scale controls."""
+        smile = round(float(controls[self.index["smile"]]), 2)
+        brow = round(float(controls[self.index["brow_raise"]]), 2)
+        if abs(smile - self.neutral["smile"]) < 0.01 and abs(brow - self.neutral["brow_raise"]) < 0.01:
+            return
+        from rtavatar.data.warp import warp_image
+
+        square = box_pixels(out, (self.x0, self.y0, self.side))
+        warped = warp_image(square, self._grid(smile, brow))
+        dy0, dy1, dx0, dx1 = self.dst
+        sy, sx = dy0 - self.y0, dx0 - self.x0
+        out[dy0:dy1, dx0:dx1] = np.clip(warped[sy : sy + dy1 - dy0, sx : sx + dx1 - dx0] + 0.5, 0, 255).astype(np.uint8)
+
+
 class PhotoPaste:
     """Composites generated faces into a photo, keeping the photo's own pixels where nothing moved.
 
@@ -177,17 +246,21 @@ class PhotoPaste:
         out = P + M * (G - R - (1 - w) * D),   D = P - R - lowpass(P - R)
 
     where w -> 1 where G equals R (nothing moved: out is the photo itself, sharp) and w -> 0
-    where the face changed (an open mouth: out is G plus the photo's low-frequency colour, so
-    the generated mouth matches the photo's lighting). Outside M the photo is untouched but for
+    where the face changed shape (an open mouth: out is G plus the photo's low-frequency
+    colour, so the generated mouth matches the photo's lighting). w reads only the change's
+    fine part, G - R minus its blur over `shade_sigma` face pixels: a one-step model also
+    shifts the shading of the whole lower face a little, and judged by the full change that
+    shift traded the photo's skin texture for the model's soft 128 px skin. Outside M the photo is untouched but for
     blinks: with landmarks, the photo's own eyelids close by a warp (data/warp.py) about
-    `blinks_per_minute` times a minute (seeded), so a photo avatar never stares.
+    `blinks_per_minute` times a minute (seeded), so a photo avatar never stares. With a frame's
+    controls, smile, brows and eye openness then move the photo by `ExpressionWarp`.
     """
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, tau: float = 18.0, blinks_per_minute: float = 15.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, shade_sigma: float = 3.0) -> None:
         self.base = portrait.image
         x0, y0, side = portrait.box
-        self.side, self.tau = side, tau
+        self.side, self.tau, self.shade_sigma = side, tau, shade_sigma
         pts = None if portrait.landmarks is None else portrait.landmarks - np.array([x0, y0], np.float64)
         mask = lower_face_mask(side, pts)
         ys, xs = np.nonzero(mask > 1e-3)
@@ -210,7 +283,8 @@ class PhotoPaste:
         self.Rb = Rb[:, by0:by1, bx0:bx1]
         self.detail = detail[:, by0:by1, bx0:bx1]
         self.under = self.base[self.dst[0] : self.dst[1], self.dst[2] : self.dst[3]].astype(np.float32)
-        self.eyes = None if portrait.landmarks is None or blinks_per_minute <= 0 else self._eye_band(portrait.landmarks)
+        self.eyes = None if portrait.landmarks is None else self._eye_band(portrait.landmarks)
+        self.expression = None if portrait.landmarks is None else ExpressionWarp(self.base.shape, portrait.landmarks)
         self.rng = np.random.default_rng(seed)
         self.per_minute, self.frame = blinks_per_minute, 0
         self.next_blink = self._gap() * 0.5
@@ -228,6 +302,8 @@ class PhotoPaste:
 
     def _blink(self) -> float:
         """This frame's lid closure (0..1): 80 ms closing, 40 ms shut, 160 ms opening."""
+        if self.per_minute <= 0:
+            return 0.0
         t = (self.frame - self.next_blink) / 25.0
         if t > 0.28:
             self.next_blink = self.frame + self._gap()
@@ -246,25 +322,116 @@ class PhotoPaste:
         x = x.permute(2, 0, 1)[None] if x.shape[-1] == 3 else x[None]
         return F.grid_sample(x, self.grid, mode=mode, padding_mode="border", align_corners=False)[0]
 
-    def __call__(self, face: np.ndarray) -> np.ndarray:
-        """(R, R, 3) generated face -> (H, W, 3) picture."""
-        change = torch.from_numpy(np.abs(face.astype(np.float32) - self.recon).mean(-1))[None]
+    def _mouth(self, out: np.ndarray, face: np.ndarray) -> None:
+        """The generated lower face, composited into `out` (in place)."""
+        d = torch.from_numpy(face.astype(np.float32) - self.recon).permute(2, 0, 1)
+        change = (d - _blur(d, self.shade_sigma)).abs().mean(0, keepdim=True)
         w = (1 - _blur(change, 1.0) / self.tau).clamp(0, 1)
         w = self._up(w, "bilinear")
         delta = (self._up(face) - self.Rb - (1 - w) * self.detail).permute(1, 2, 0).numpy()
+        dy0, dy1, dx0, dx1 = self.dst
+        out[dy0:dy1, dx0:dx1] = np.clip(self.under + self.mask * delta + 0.5, 0, 255).astype(np.uint8)
+
+    def __call__(self, face: np.ndarray, controls: np.ndarray | None = None) -> np.ndarray:
+        """(R, R, 3) generated face (and its (n_controls,) model-scale controls) -> (H, W, 3) picture."""
         out = self.base.copy()
         if self.eyes is not None:
             c = self._blink()
             self.frame += 1
-            if c > 0:
+            held = (0.0, 0.0) if controls is None or self.expression is None else self.expression.closure(controls)
+            lids = (max(c, held[0]), max(c, held[1]))
+            if max(lids) > 0:
                 from rtavatar.data.warp import paint_blink
 
                 (ey0, ey1, ex0, ex1), pts = self.eyes
-                band = paint_blink(self.base[ey0:ey1, ex0:ex1], pts, (c, c))
+                band = paint_blink(self.base[ey0:ey1, ex0:ex1], pts, lids)
                 out[ey0:ey1, ex0:ex1] = np.clip(band + 0.5, 0, 255).astype(np.uint8)
-        dy0, dy1, dx0, dx1 = self.dst
-        out[dy0:dy1, dx0:dx1] = np.clip(self.under + self.mask * delta + 0.5, 0, 255).astype(np.uint8)
+        self._mouth(out, face)
+        if controls is not None and self.expression is not None:
+            self.expression(out, controls)
         return out
+
+
+class MouthReader:
+    """How far the generated face's mouth is open (inner-lip gap, IOD), read off its pixels.
+
+    The photo training clips draw an open mouth as a dark cavity inside the lips; the model
+    learned to draw it so. In a box between the photo's mouth corners (landmarks in the R px
+    crop) each pixel's darkening against the portrait's reconstruction is taken as a share of
+    the way to the cavity's colour; shares below `floor` count as none (the lips of a closed
+    generated mouth are a little darker than the photo's), and the rest sums per column to the
+    cavity's height. The widest third of the columns, in IOD and times `gain`, is the opening.
+    The box rim's median change is taken off first: a one-step model also shifts the shading
+    of the whole lower face, and that is not an opening. Brightening (teeth) is not counted:
+    on photos the model brightens lips and skin as often as it draws teeth. These choices were
+    made on training-set photos, not on the held-out ones docs/RESULTS.md reports.
+    """
+
+    def __init__(self, recon: np.ndarray, pts: np.ndarray, gain: float = 1.0, floor: float = 0.3) -> None:
+        from rtavatar.data.warp import CAVITY, _frame, face_light
+
+        r = recon.shape[0]
+        _, _, _, self.iod = _frame(pts)
+        cy = float(pts[[62, 66], 1].mean())
+        self.box = (int(max(cy - 0.4 * self.iod, 0)), int(min(cy + 0.5 * self.iod, r - 1)) + 1,
+                    int(max(pts[48, 0] + 0.1 * self.iod, 0)), int(min(pts[54, 0] - 0.1 * self.iod, r - 1)) + 1)
+        self.lum_r = self._lum(recon)
+        self.cavity = float(np.dot(CAVITY, _LUMA)) * face_light(recon, pts) * 255.0
+        self.gain, self.floor = gain, floor
+
+    def _lum(self, img: np.ndarray) -> np.ndarray:
+        y0, y1, x0, x1 = self.box
+        return img[y0:y1, x0:x1].astype(np.float32) @ _LUMA
+
+    def __call__(self, face: np.ndarray) -> float:
+        diff = self._lum(face) - self.lum_r
+        rim = np.concatenate([diff[0], diff[-1], diff[:, 0], diff[:, -1]])
+        dark = np.clip((float(np.median(rim)) - diff) / np.maximum(self.lum_r - self.cavity, 15.0), 0, 1)
+        dark = np.clip((dark - self.floor) / (1 - self.floor), 0, 1)
+        cols = np.sort(dark.sum(0))
+        return self.gain * float(cols[-max(len(cols) // 3, 1):].mean()) / self.iod
+
+
+class LipWarpPaste(PhotoPaste):
+    """The photo's own lips move to the opening the model drew (paste mode `warp`).
+
+    Each generated frame's opening is read off its pixels (`MouthReader`), and the photo's
+    mouth is re-rendered at the photo's resolution by the landmark warp the photo training clips
+    were made with (data/warp.py's PhotoAnimator: lips and jaw move, the cavity, teeth and tongue
+    are drawn inside). The model decides when and how far the mouth opens; the pixels are the
+    photo's. Blinks and the expression controls are PhotoPaste's.
+    """
+
+    def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, **kwargs: Any) -> None:
+        if portrait.landmarks is None:
+            raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
+        super().__init__(portrait, recon, **kwargs)
+        from rtavatar.data.warp import PhotoAnimator, _frame
+
+        x0, y0, side = portrait.box
+        res = recon.shape[0]
+        self.reader = MouthReader(recon, (portrait.landmarks - np.array([x0, y0], np.float64)) * (res / side), gain)
+        pts = portrait.landmarks
+        _, _, _, iod = _frame(pts)
+        c = pts[[48, 54, 51, 57]].mean(0)
+        self.sq = max(int(round(2.4 * iod)), 16)
+        self.sx, self.sy = int(round(c[0] - self.sq / 2)), int(round(c[1] - self.sq / 2 + 0.2 * iod))
+        h, w = self.base.shape[:2]
+        self.sq_dst = (max(0, self.sy), min(h, self.sy + self.sq), max(0, self.sx), min(w, self.sx + self.sq))
+        square = box_pixels(self.base, (self.sx, self.sy, self.sq))
+        self.animator = PhotoAnimator(square, pts - np.array([self.sx, self.sy], np.float64))
+        self.opening = 0.0  # the last frame's reading
+
+    def _mouth(self, out: np.ndarray, face: np.ndarray) -> None:
+        from rtavatar.data.warp import Pose
+
+        self.opening = max(self.reader(face), 0.0)
+        if self.opening < 0.01:
+            return
+        rendered = self.animator.render(Pose(mouth_open=self.opening))
+        dy0, dy1, dx0, dx1 = self.sq_dst
+        sy, sx = dy0 - self.sy, dx0 - self.sx
+        out[dy0:dy1, dx0:dx1] = rendered[sy : sy + dy1 - dy0, sx : sx + dx1 - dx0]
 
 
 def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None):  # noqa: ANN201 - a frame -> picture callable
@@ -273,4 +440,6 @@ def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None): 
         raise RTAvatarError(f"unknown paste mode {mode!r}; use {' or '.join(PASTE_MODES)}")
     if mode == "face" or recon is None:
         return PasteBack(portrait)
+    if mode == "warp" and portrait.landmarks is not None:
+        return LipWarpPaste(portrait, recon, gain=WARP_GAIN)
     return PhotoPaste(portrait, recon)

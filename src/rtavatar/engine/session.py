@@ -134,7 +134,7 @@ class Session:
     def __init__(self, sampler: ChunkSampler, ref: Reference, *, state: str = "auto",
                  expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                  pipeline: bool = True, live: bool = False, buffer: int = 32,
-                 post: Callable[[np.ndarray], np.ndarray] | None = None, name: str = "session", voice: str = "energy") -> None:
+                 post: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, name: str = "session", voice: str = "energy") -> None:
         self.sampler, self.ref = sampler, ref
         icfg = sampler.bundle.cfg
         self.schedule = schedule or ChunkSchedule()
@@ -478,7 +478,7 @@ class Session:
         if self.post is not None:
             if self._stale(chunk):
                 return
-            images = [self.post(im) for im in images]
+            images = [self.post(im, chunk.controls[j]) for j, im in enumerate(images)]  # type: ignore[index]
         t_decoded = time.perf_counter()
         self.times.decode += t_decoded - t
         self.trace.append({"start": chunk.start, "new": chunk.new, "state": STATES[int(chunk.states[0])], "epoch": chunk.epoch,  # type: ignore[index]
