@@ -1,11 +1,12 @@
 """Portrait registration: find the face in a loose photo, crop it the way the training data is
 framed, and composite generated faces back into the original picture.
 
-Two composites (`PASTE_MODES`). `face` pastes the whole generated face (for pictures that
+Three composites (`PASTE_MODES`). `face` pastes the whole generated face (for pictures that
 are the model's own kind: synthetic or prepared crops). `photo`, the default for photos,
 keeps the photo's own pixels wherever the face did not move (see `PhotoPaste`): the model's
 128 px face is far softer than a photo, and a pasted 128 px face is what makes other
-systems' photos look like blurred cartoons.
+systems' photos look like blurred cartoons. `warp` (experimental, `LipWarpPaste`) moves the
+photo's own lips to the opening the model drew instead of showing the model's mouth.
 
 Alignment (`align="face"`, the default) uses dlib's detector and 68 landmarks, the same
 framing as `rtavatar prepare` (data/landmarks.py: eye line, inter-ocular and eye-mouth
