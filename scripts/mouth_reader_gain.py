@@ -1,7 +1,9 @@
 """The gain of paste mode `warp`'s MouthReader for a model: its readings of the openings the
-model draws on held-out photo clips, against the clips' true openings (docs/RESULTS.md).
+model draws on photo clips, against the clips' true openings (docs/RESULTS.md). Calibrate on
+training-split clips (`synth-data --test-fraction 0 --photo-fraction 1`): the held-out people
+are for reporting.
 
-    python scripts/mouth_reader_gain.py --data data/heldout8 [--checkpoint RUN] [--out F.json]
+    python scripts/mouth_reader_gain.py --data data/devclips [--clips 6] [--checkpoint RUN] [--out F.json]
 
 Each photo clip's first frame is the portrait (upscaled 4x so dlib finds its landmarks); the
 model animates it with the clip's own audio, and the reader (gain 1) reads each generated face.

@@ -275,3 +275,40 @@ def test_warp_paste_opens_the_photos_own_mouth() -> None:
     keep = np.ones(photo.shape[:2], bool)
     keep[sy0:sy1, sx0:sx1] = False
     assert (out[keep] == photo[keep]).all()
+
+
+def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
+    """The reader measures change from the portrait, so on a photo whose lips are parted a small
+    reading opens them further (an absolute opening would first shut them), the same opening is
+    rendered once, and a face that did not move gives back the parted-lips photo."""
+    from rtavatar.engine.portrait import LipWarpPaste
+
+    fa = shared_analyzer()
+    gap = lambda img: raw_features(fa.landmarks(img, fa.detect(img)[0].box))[2]  # noqa: E731
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))  # dlib reads wide gaps at this size
+    base = register(big, 128)
+    opener = LipWarpPaste(base, base.face)
+    photo = base.image.copy()
+    sy0, sy1, sx0, sx1 = opener.sq_dst
+    sq = opener.animator.render(Pose(mouth_open=0.15))
+    photo[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
+    p = register(photo, 128)
+    x0, y0, side = p.box
+    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
+    recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
+    paste = LipWarpPaste(p, recon)
+    paste.per_minute = 0
+    assert paste.rest > 0.08 and (paste(recon) == photo).all()
+    wider = an.render(Pose(mouth_open=paste.rest + 0.1))
+    out = paste(wider)
+    assert 0.03 < paste.opening and gap(out) > paste.rest + 0.02
+    n = len(paste._renders)
+    assert (paste(wider) == out).all() and len(paste._renders) == n
+
+
+def test_cli_paste_modes_are_the_engines() -> None:
+    """The CLI spells the paste modes out (it starts without torch); they must be the engine's."""
+    from rtavatar import cli
+    from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, PASTE_MODES
+
+    assert tuple(cli.PASTE_CHOICES) == PASTE_MODES and cli.PASTE_DEFAULT == DEFAULT_PASTE_MODE

@@ -15,6 +15,8 @@ from rtavatar.utils import setup_logging
 _PASTE_HELP = ("photo: keep the photo's own pixels where the face did not move (default); warp: the photo's own lips "
                "moved to the opening the model drew (experimental); face: paste the whole generated face")
 log = logging.getLogger("rtavatar.cli")
+# engine/portrait.PASTE_MODES and DEFAULT_PASTE_MODE (not imported: the CLI starts without torch).
+PASTE_CHOICES, PASTE_DEFAULT = ["warp", "photo", "face"], "photo"
 PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16", "auto"]
 
 
@@ -359,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
     ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
-    ev.add_argument("--paste-mode", default="photo", choices=["warp", "photo", "face"], help="with --photos: " + _PASTE_HELP)
+    ev.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photos: " + _PASTE_HELP)
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
@@ -385,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--align", default="face", choices=["face", "center"],
                    help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
     g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
-    g.add_argument("--paste-mode", default="photo", choices=["warp", "photo", "face"], help=_PASTE_HELP)
+    g.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help=_PASTE_HELP)
     g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)

@@ -12,6 +12,7 @@ from typing import Any
 
 from rtavatar import FPS
 from rtavatar.engine import Avatar
+from rtavatar.engine.portrait import DEFAULT_PASTE_MODE
 from rtavatar.media import VideoWriter, read_audio, validate_audio
 from rtavatar.models.conditioning import parse_expression
 
@@ -28,7 +29,7 @@ def write_generated(out: str | Path, avatar: Avatar, portrait: Any, audio: Any, 
 
 def generate_file(checkpoint: str | Path | None, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,
                   state: str = "auto", expression: str | None = None, guidance: float | None = None, seed: int = 0,
-                  align: str = "face", paste_back: bool = True, paste_mode: str = "photo", precision: str = "fp32") -> dict[str, Any]:
+                  align: str = "face", paste_back: bool = True, paste_mode: str = DEFAULT_PASTE_MODE, precision: str = "fp32") -> dict[str, Any]:
     t0 = time.perf_counter()
     expr = parse_expression(expression)
     avatar = Avatar.load(checkpoint, precision=precision) if checkpoint else Avatar.from_pretrained(precision=precision)

@@ -21,7 +21,7 @@ import torch
 from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
 from rtavatar.engine.core import ChunkSampler, sampling_for
 from rtavatar.engine.offline import generate_latents
-from rtavatar.engine.portrait import Portrait, make_paste, register
+from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, Portrait, make_paste, register
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.session import Session, as_pcm
 from rtavatar.errors import RTAvatarError
@@ -82,7 +82,7 @@ class Avatar:
         return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler), mute_listen)
 
     def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
-                paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, state: str = "auto",
+                paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, state: str = "auto",
                 expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                 pipeline: bool = True, live: bool = False, buffer: int = 32, voice: str = "energy") -> Session:
         """A streaming Session for one portrait (registered once: encoded, reference K/V cached).
@@ -103,7 +103,7 @@ class Avatar:
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
-                    paste_back: bool = False, paste_mode: str = "photo", steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
+                    paste_back: bool = False, paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
                     state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
                     decode_batch: int = 16, **chunking: Any) -> Iterator[np.ndarray]:
         """Offline: the frames for `audio` (16 kHz mono), ceil(len / 640) of them, decoded

@@ -34,9 +34,10 @@ from rtavatar.errors import RTAvatarError
 log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
 PASTE_MODES = ("warp", "photo", "face")
-# MouthReader's gain for the shipped model (docs/RESULTS.md: its readings on held-out photo
-# clips against their true openings).
-WARP_GAIN = 1.34
+DEFAULT_PASTE_MODE = "photo"
+# MouthReader's gain for the shipped model: the true opening over its reading on training-split
+# photo clips (scripts/mouth_reader_gain.py, docs/mouth_reader_gain_cpu.json).
+WARP_GAIN = 4.15
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -357,25 +358,27 @@ class MouthReader:
     """How far the generated face's mouth is open (inner-lip gap, IOD), read off its pixels.
 
     The photo training clips draw an open mouth as a dark cavity inside the lips; the model
-    learned to draw it so. In a box between the photo's mouth corners (landmarks in the R px
-    crop) each pixel's darkening against the portrait's reconstruction is taken as a share of
-    the way to the cavity's colour; shares below `floor` count as none (the lips of a closed
-    generated mouth are a little darker than the photo's), and the rest sums per column to the
-    cavity's height. The widest third of the columns, in IOD and times `gain`, is the opening.
-    The box rim's median change is taken off first: a one-step model also shifts the shading
+    learned to draw it so. In a box between the photo's mouth corners, `inset` IOD in from each
+    (landmarks in the R px crop), each pixel's darkening against the portrait's reconstruction
+    is taken as a share of the way to the cavity's colour; shares below `floor` count as none
+    (the lips of a closed generated mouth are a little darker than the photo's), and the rest
+    sums per column to the cavity's height. The columns' mean, in IOD and times `gain`, is the
+    opening (it measures the change from the portrait, not the absolute gap).
+    The median change of the box's top and bottom rows is taken off first: a one-step model also shifts the shading
     of the whole lower face, and that is not an opening. Brightening (teeth) is not counted:
     on photos the model brightens lips and skin as often as it draws teeth. These choices were
     made on training-set photos, not on the held-out ones docs/RESULTS.md reports.
     """
 
-    def __init__(self, recon: np.ndarray, pts: np.ndarray, gain: float = 1.0, floor: float = 0.3) -> None:
+    def __init__(self, recon: np.ndarray, pts: np.ndarray, gain: float = 1.0, floor: float = 0.15,
+                 inset: float = 0.1) -> None:
         from rtavatar.data.warp import CAVITY, _frame, face_light
 
         r = recon.shape[0]
         _, _, _, self.iod = _frame(pts)
         cy = float(pts[[62, 66], 1].mean())
         self.box = (int(max(cy - 0.4 * self.iod, 0)), int(min(cy + 0.5 * self.iod, r - 1)) + 1,
-                    int(max(pts[48, 0] + 0.1 * self.iod, 0)), int(min(pts[54, 0] - 0.1 * self.iod, r - 1)) + 1)
+                    int(max(pts[48, 0] + inset * self.iod, 0)), int(min(pts[54, 0] - inset * self.iod, r - 1)) + 1)
         self.lum_r = self._lum(recon)
         self.cavity = float(np.dot(CAVITY, _LUMA)) * face_light(recon, pts) * 255.0
         self.gain, self.floor = gain, floor
@@ -386,11 +389,10 @@ class MouthReader:
 
     def __call__(self, face: np.ndarray) -> float:
         diff = self._lum(face) - self.lum_r
-        rim = np.concatenate([diff[0], diff[-1], diff[:, 0], diff[:, -1]])
+        rim = np.concatenate([diff[0], diff[-1]])  # rows above and below the lips (a wide cavity reaches the sides)
         dark = np.clip((float(np.median(rim)) - diff) / np.maximum(self.lum_r - self.cavity, 15.0), 0, 1)
         dark = np.clip((dark - self.floor) / (1 - self.floor), 0, 1)
-        cols = np.sort(dark.sum(0))
-        return self.gain * float(cols[-max(len(cols) // 3, 1):].mean()) / self.iod
+        return self.gain * float(dark.sum(0).mean()) / self.iod
 
 
 class LipWarpPaste(PhotoPaste):
@@ -403,10 +405,12 @@ class LipWarpPaste(PhotoPaste):
     photo's. Blinks and the expression controls are PhotoPaste's.
     """
 
-    def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, step: float = 0.005, cache: int = 128,
+                 **kwargs: Any) -> None:
         if portrait.landmarks is None:
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         super().__init__(portrait, recon, **kwargs)
+        from rtavatar.data.landmarks import raw_features
         from rtavatar.data.warp import PhotoAnimator, _frame
 
         x0, y0, side = portrait.box
@@ -421,15 +425,27 @@ class LipWarpPaste(PhotoPaste):
         self.sq_dst = (max(0, self.sy), min(h, self.sy + self.sq), max(0, self.sx), min(w, self.sx + self.sq))
         square = box_pixels(self.base, (self.sx, self.sy, self.sq))
         self.animator = PhotoAnimator(square, pts - np.array([self.sx, self.sy], np.float64))
+        # The reader measures the change from the portrait; the warp wants the absolute gap.
+        self.rest = float(raw_features(pts)[2])
         self.opening = 0.0  # the last frame's reading
+        # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
+        self.step, self.cache, self._renders = step, cache, {}  # type: ignore[var-annotated]
 
-    def _mouth(self, out: np.ndarray, face: np.ndarray) -> None:
+    def _render(self, opening: float) -> np.ndarray:
         from rtavatar.data.warp import Pose
 
+        key = int(round(opening / self.step))
+        if key not in self._renders:
+            if len(self._renders) >= self.cache:
+                self._renders.pop(next(iter(self._renders)))
+            self._renders[key] = self.animator.render(Pose(mouth_open=self.rest + key * self.step))
+        return self._renders[key]
+
+    def _mouth(self, out: np.ndarray, face: np.ndarray) -> None:
         self.opening = max(self.reader(face), 0.0)
         if self.opening < 0.01:
             return
-        rendered = self.animator.render(Pose(mouth_open=self.opening))
+        rendered = self._render(self.opening)
         dy0, dy1, dx0, dx1 = self.sq_dst
         sy, sx = dy0 - self.sy, dx0 - self.sx
         out[dy0:dy1, dx0:dx1] = rendered[sy : sy + dy1 - dy0, sx : sx + dx1 - dx0]

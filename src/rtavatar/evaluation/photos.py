@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.data.landmarks import FaceAnalyzer, _models_dir, raw_features, shared_analyzer
+from rtavatar.engine.portrait import DEFAULT_PASTE_MODE
 from rtavatar.errors import RTAvatarError
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def strip_row(photo: np.ndarray, talk: np.ndarray, audio: np.ndarray, height: in
 
 def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps: int | None = None,
                     controls: bool = True, strip: str | Path | None = None, progress: bool = True,
-                    paste_mode: str = "photo") -> list[dict[str, Any]]:
+                    paste_mode: str = DEFAULT_PASTE_MODE) -> list[dict[str, Any]]:
     """Animate and score each photo (see the module docstring); optionally write a frame strip."""
     from rtavatar.media import read_image
 
