@@ -368,8 +368,8 @@ def test_photo_is_aligned_and_pasted_back_at_its_own_size(avatar: Avatar) -> Non
     inside[max(y0, 0) : y0 + side, max(x0, 0) : x0 + side] = True
     assert np.array_equal(out[0][~inside], p.image[~inside]), "untouched outside the face box"
     assert np.abs(out[0][inside].astype(int) - p.image[inside]).mean() > 5, "the generated face is composited in"
-    # The photo composite (default): only the lower face is the model's; the eyes stay the photo's.
-    photo = avatar.generate(PHOTO, speech(0.3), paste_back=True)
+    # The photo composite: only the lower face is the model's; the eyes stay the photo's.
+    photo = avatar.generate(PHOTO, speech(0.3), paste_back=True, paste_mode="photo")
     assert photo.shape == (8, 400, 300, 3)
     nose = int(p.landmarks[30, 1])
     assert np.array_equal(photo[:, : nose - side // 20], np.broadcast_to(p.image[: nose - side // 20], photo[:, : nose - side // 20].shape))
@@ -377,8 +377,15 @@ def test_photo_is_aligned_and_pasted_back_at_its_own_size(avatar: Avatar) -> Non
 
     raw = avatar.generate(PHOTO, speech(0.3))
     cs = avatar.sampler()
-    paste = PhotoPaste(p, cs.reconstruction(cs.reference(p.face)))
+    recon = cs.reconstruction(cs.reference(p.face))
+    paste = PhotoPaste(p, recon)
     assert np.array_equal(photo, np.stack([paste(f) for f in raw]))
+    # The default (warp): the same frames through the lip warp.
+    from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, LipWarpPaste, make_paste
+
+    default, warp = avatar.generate(PHOTO, speech(0.3), paste_back=True), make_paste(p, DEFAULT_PASTE_MODE, recon)
+    assert DEFAULT_PASTE_MODE == "warp" and isinstance(warp, LipWarpPaste)
+    assert np.array_equal(default, np.stack([warp(f) for f in raw]))
 
 
 def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:
@@ -394,8 +401,8 @@ def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:
 def test_bench_prints_one_json_object_with_the_contract_keys() -> None:
     import json
 
-    out = subprocess.run([sys.executable, "-m", "rtavatar", "bench", "--steps", "1", "--seconds", "1.5", "--json"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "rtavatar", "bench", "--steps", "1", "--seconds", "1.5", "--photo",
+                          "--paste-mode", "warp", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("fps", "first_frame_ms", "rtf", "peak_rss_mb", "steps", "resolution", "device", "stage_ms_per_frame"):
@@ -403,6 +410,7 @@ def test_bench_prints_one_json_object_with_the_contract_keys() -> None:
     assert res["steps"] == 1 and res["resolution"] == 128 and res["frames"] == res["frames_live"] == 38
     assert res["fps"] > 0 and 0 < res["first_frame_ms"] < 5000 and res["peak_rss_mb"] > 100
     assert res["model"].startswith("shipped")  # no --checkpoint / --config: the model in the package
+    assert res["photo"]["paste_mode"] == "warp" and res["photo"]["size"] == [300, 400]  # the bundled sample photo
 
 
 def test_onnx_export_matches_torch_and_runs_a_session(student_run: Path, tmp_path: Path) -> None:

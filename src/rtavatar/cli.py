@@ -12,11 +12,11 @@ from pathlib import Path
 from rtavatar.errors import RTAvatarError
 from rtavatar.utils import setup_logging
 
-_PASTE_HELP = ("photo: keep the photo's own pixels where the face did not move (default); warp: the photo's own lips "
-               "moved to the opening the model drew (experimental); face: paste the whole generated face")
+_PASTE_HELP = ("warp: the photo's own lips move to the opening the model drew (default); photo: the model's lower face "
+               "where it moved, the photo's own pixels elsewhere; face: paste the whole generated face")
 log = logging.getLogger("rtavatar.cli")
 # engine/portrait.PASTE_MODES and DEFAULT_PASTE_MODE (not imported: the CLI starts without torch).
-PASTE_CHOICES, PASTE_DEFAULT = ["warp", "photo", "face"], "photo"
+PASTE_CHOICES, PASTE_DEFAULT = ["warp", "photo", "face"], "warp"
 PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16", "auto"]
 
 
@@ -262,7 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
     out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
                     pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
-                    schedule=schedule, photo=photo)
+                    schedule=schedule, photo=photo, paste_mode=args.paste_mode)
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
@@ -406,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     b.add_argument("--photo", nargs="?", const="sample", default=None,
                    help="register a photo (default: the bundled sample) and paste every frame back into it")
+    b.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photo: " + _PASTE_HELP)
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
 

@@ -5,8 +5,9 @@
     frames = avatar.generate("me.jpg", audio)          # offline: (N, H, W, 3) uint8
     session = avatar.session("me.jpg", paste_back=True)  # live: push_audio / frames()
 
-`paste_back=True` composites into the original picture; `paste_mode="photo"` (default) keeps
-the photo's own pixels wherever the face did not move, `"face"` pastes the whole generated face.
+`paste_back=True` composites into the original picture: `paste_mode="warp"` (default) moves the
+photo's own lips to the opening the model drew, `"photo"` keeps the photo's own pixels wherever
+the face did not move, `"face"` pastes the whole generated face (engine/portrait.py).
 """
 
 from __future__ import annotations

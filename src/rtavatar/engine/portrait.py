@@ -2,11 +2,12 @@
 framed, and composite generated faces back into the original picture.
 
 Three composites (`PASTE_MODES`). `face` pastes the whole generated face (for pictures that
-are the model's own kind: synthetic or prepared crops). `photo`, the default for photos,
-keeps the photo's own pixels wherever the face did not move (see `PhotoPaste`): the model's
-128 px face is far softer than a photo, and a pasted 128 px face is what makes other
-systems' photos look like blurred cartoons. `warp` (experimental, `LipWarpPaste`) moves the
-photo's own lips to the opening the model drew instead of showing the model's mouth.
+are the model's own kind: synthetic or prepared crops). `photo` keeps the photo's own pixels
+wherever the face did not move (see `PhotoPaste`): the model's 128 px face is far softer than
+a photo, and a pasted 128 px face is what makes other systems' photos look like blurred
+cartoons; but its open mouth is the model's painted one. `warp`, the default
+(`LipWarpPaste`), keeps even the mouth the photo's own: its lips move to the opening the model
+drew. Without landmarks (`align="center"`) `warp` falls back to `photo`.
 
 Alignment (`align="face"`, the default) uses dlib's detector and 68 landmarks, the same
 framing as `rtavatar prepare` (data/landmarks.py: eye line, inter-ocular and eye-mouth
@@ -34,7 +35,7 @@ from rtavatar.errors import RTAvatarError
 log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
 PASTE_MODES = ("warp", "photo", "face")
-DEFAULT_PASTE_MODE = "photo"
+DEFAULT_PASTE_MODE = "warp"
 # MouthReader's gain for the shipped model: the true opening over its reading on training-split
 # photo clips (scripts/mouth_reader_gain.py, docs/mouth_reader_gain_cpu.json).
 WARP_GAIN = 4.15
