@@ -3,7 +3,10 @@ model draws on photo clips, against the clips' true openings (docs/RESULTS.md). 
 training-split clips (`synth-data --test-fraction 0 --photo-fraction 1`): the held-out people
 are for reporting.
 
-    python scripts/mouth_reader_gain.py --data data/devclips [--clips 6] [--checkpoint RUN] [--out F.json]
+    python scripts/mouth_reader_gain.py --data data/devclips [--clips 6] [--checkpoint CK] [--out F.json] [--write]
+
+`--write` records the gain in the checkpoint's inference.json (`warp_gain`, what paste mode
+`warp` uses), by default the shipped model's.
 
 Each photo clip's first frame is the portrait (upscaled 4x so dlib finds its landmarks); the
 model animates it with the clip's own audio, and the reader (gain 1) reads each generated face.
@@ -30,6 +33,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--write", action="store_true", help="store the gain in the checkpoint (inference.json warp_gain)")
     args = ap.parse_args()
     av = Avatar.load(args.checkpoint) if args.checkpoint else Avatar.from_pretrained()
     root = Path(args.data)
@@ -62,6 +66,10 @@ def main() -> None:
     print(json.dumps({k: out[k] for k in ("gain", "r")}))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    if args.write:
+        from rtavatar.checkpoints import pretrained_path, set_warp_gain
+
+        set_warp_gain(args.checkpoint or pretrained_path(), round(out["gain"], 2))
 
 
 if __name__ == "__main__":

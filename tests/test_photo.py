@@ -312,3 +312,21 @@ def test_cli_paste_modes_are_the_engines() -> None:
     from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, PASTE_MODES
 
     assert tuple(cli.PASTE_CHOICES) == PASTE_MODES and cli.PASTE_DEFAULT == DEFAULT_PASTE_MODE
+
+
+
+def test_warp_gain_comes_with_the_model(student_run: Path, tmp_path: Path) -> None:
+    """Paste mode warp reads the opening with the model's own gain (inference.json warp_gain);
+    `set_warp_gain` records it so that the exported checkpoint still verifies and loads."""
+    from rtavatar.checkpoints import export_checkpoint, load_bundle, set_warp_gain
+    from rtavatar.engine import Avatar
+    from rtavatar.engine.portrait import LipWarpPaste
+
+    out = export_checkpoint(student_run, tmp_path / "ck")
+    assert load_bundle(out).cfg.warp_gain == 1.0  # uncalibrated
+    set_warp_gain(out, 2.5)
+    avatar = Avatar.load(out)  # the manifest was rewritten: the checkpoint verifies
+    p = avatar.portrait(read_image(LISA))
+    cs = avatar.sampler()
+    paste = avatar._paste(cs, cs.reference(p.face), p, "warp")
+    assert isinstance(paste, LipWarpPaste) and paste.reader.gain == 2.5

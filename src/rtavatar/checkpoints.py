@@ -254,6 +254,7 @@ class InferenceConfig:
     max_new: int = 8  # longest chunk of new frames trained on
     max_motion: int = 2  # motion (context) frames trained on
     weights_prefix: str = ""  # the denoiser's key prefix in model.safetensors ("student." for distill / EFT)
+    warp_gain: float = 1.0  # paste mode warp: true opening / MouthReader's reading (scripts/mouth_reader_gain.py)
 
     @property
     def resolution(self) -> int:
@@ -279,6 +280,16 @@ class Bundle:
     @property
     def is_student(self) -> bool:
         return self.cfg.sampling.guidance_input
+
+
+def set_warp_gain(ckdir: str | Path, gain: float) -> None:
+    """Record a calibrated warp gain in an exported checkpoint's inference.json (and its manifest)."""
+    ck = Path(ckdir)
+    cfg = from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text()))
+    cfg.warp_gain = float(gain)
+    (ck / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
+    if (ck / MANIFEST).is_file():
+        write_manifest(ck)
 
 
 def write_inference_files(ckdir: Path, cfg: InferenceConfig, codec: LatentCodec) -> None:

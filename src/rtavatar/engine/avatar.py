@@ -100,7 +100,7 @@ class Avatar:
 
     @staticmethod
     def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str):  # noqa: ANN205 - frame -> picture
-        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None)
+        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None, cs.bundle.cfg.warp_gain)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",

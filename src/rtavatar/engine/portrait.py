@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
 PASTE_MODES = ("warp", "photo", "face")
 DEFAULT_PASTE_MODE = "warp"
-# MouthReader's gain for the shipped model: the true opening over its reading on training-split
-# photo clips (scripts/mouth_reader_gain.py, docs/mouth_reader_gain_cpu.json).
-WARP_GAIN = 4.15
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -452,12 +449,14 @@ class LipWarpPaste(PhotoPaste):
         out[dy0:dy1, dx0:dx1] = rendered[sy : sy + dy1 - dy0, sx : sx + dx1 - dx0]
 
 
-def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None):  # noqa: ANN201 - a frame -> picture callable
-    """The compositor for `mode` (PASTE_MODES); `photo` needs the model's reconstruction of the portrait."""
+def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None,  # noqa: ANN201 - frame -> picture
+               warp_gain: float = 1.0):
+    """The compositor for `mode` (PASTE_MODES); `photo` and `warp` need the model's reconstruction of the
+    portrait, `warp` the model's MouthReader gain (its InferenceConfig.warp_gain)."""
     if mode not in PASTE_MODES:
         raise RTAvatarError(f"unknown paste mode {mode!r}; use {' or '.join(PASTE_MODES)}")
     if mode == "face" or recon is None:
         return PasteBack(portrait)
     if mode == "warp" and portrait.landmarks is not None:
-        return LipWarpPaste(portrait, recon, gain=WARP_GAIN)
+        return LipWarpPaste(portrait, recon, gain=warp_gain)
     return PhotoPaste(portrait, recon)
