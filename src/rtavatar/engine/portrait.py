@@ -362,10 +362,11 @@ class MouthReader:
     (the lips of a closed generated mouth are a little darker than the photo's), and the rest
     sums per column to the cavity's height. The columns' mean, in IOD and times `gain`, is the
     opening (it measures the change from the portrait, not the absolute gap).
-    The median change of the box's top and bottom rows is taken off first: a one-step model also shifts the shading
-    of the whole lower face, and that is not an opening. Brightening (teeth) is not counted:
-    on photos the model brightens lips and skin as often as it draws teeth. These choices were
-    made on training-set photos, not on the held-out ones docs/RESULTS.md reports.
+    The median change of the box's top and bottom rows is taken off first: a one-step model
+    also shifts the shading of the whole lower face, and that is not an opening. Brightening
+    (teeth) is not counted: on photos the model brightens lips and skin as often as it draws
+    teeth. These choices were made on training-set photos and the "dev" held-out photos of
+    docs/RESULTS.md, not on the ones it reports as fresh.
     """
 
     def __init__(self, recon: np.ndarray, pts: np.ndarray, gain: float = 1.0, floor: float = 0.15,
