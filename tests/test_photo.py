@@ -330,3 +330,70 @@ def test_warp_gain_comes_with_the_model(student_run: Path, tmp_path: Path) -> No
     cs = avatar.sampler()
     paste = avatar._paste(cs, cs.reference(p.face), p, "warp")
     assert isinstance(paste, LipWarpPaste) and paste.reader.gain == 2.5
+
+
+@pytest.fixture(scope="module")
+def drawn_head() -> tuple:
+    """An aperture head trained (as `train syncnet` trains its tower: the same crops and scaling)
+    on photo-mode renders of the bundled photo at known openings, with its renderer and rest face."""
+    from rtavatar.models.syncnet import ApertureHead, SyncNet, SyncNetConfig, mouth_crops
+    from rtavatar.models.vae import LatentCodec
+
+    torch.manual_seed(0)
+    p = register(read_image(LISA), 128)
+    x0, y0, side = p.box
+    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
+    rest = raw_features(an.pts)[2]
+    opens = np.linspace(0.0, 0.35, 15)
+    crops = mouth_crops(LatentCodec.to_tensor(np.stack([an.render(Pose(mouth_open=rest + o)) for o in opens])),
+                        SyncNetConfig())
+    net = SyncNet(SyncNetConfig())
+    opt = torch.optim.Adam(net.aperture.parameters(), lr=3e-3)
+    target = torch.tensor(opens, dtype=torch.float32)
+    for _ in range(150):
+        loss = ((net.mouth_open(crops) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return ApertureHead.of(net), an, an.render(Pose(mouth_open=rest)), rest
+
+
+def test_expert_reader_reads_the_drawn_opening(drawn_head: tuple) -> None:
+    """ExpertMouthReader: the head's reading of a face less its reading of the portrait's
+    reconstruction, times the gain: zero on the portrait, monotonic in the opening between the
+    training openings, near the truth."""
+    from rtavatar.engine.portrait import ExpertMouthReader
+
+    head, an, recon, rest = drawn_head
+    reader = ExpertMouthReader(recon, head, gain=2.0)
+    assert reader(recon) == 0.0
+    truth = np.array([0.05, 0.125, 0.2, 0.275])  # between the training openings
+    got = np.array([reader(an.render(Pose(mouth_open=rest + t))) for t in truth]) / 2.0
+    assert (np.diff(got) > 0).all()
+    assert np.abs(got - truth).max() < 0.06
+
+
+def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path) -> None:
+    """set_warp_gain(..., reader) ships an aperture head (reader.safetensors, warp_reader
+    'expert'); load_bundle loads it, paste mode warp reads with it, export carries it, and a
+    model whose reader file is gone is refused by name."""
+    from rtavatar.checkpoints import READER_FILE, export_checkpoint, load_bundle, pretrained_path, set_warp_gain
+    from rtavatar.engine.portrait import ExpertMouthReader, make_paste
+    from rtavatar.errors import RTAvatarError
+
+    head, an, recon, _ = drawn_head
+    ck = tmp_path / "model"
+    shutil.copytree(pretrained_path(), ck)
+    set_warp_gain(ck, 1.5, head)
+    b = load_bundle(ck)
+    assert b.cfg.warp_reader == "expert" and b.cfg.warp_gain == 1.5
+    x = torch.from_numpy(np.stack([recon, an.render(Pose(mouth_open=0.3))])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.allclose(b.reader(x), head(x), atol=0.01)
+    p = register(read_image(LISA), 128)
+    paste = make_paste(p, "warp", recon, b.cfg.warp_gain, b.reader)
+    assert isinstance(paste.reader, ExpertMouthReader) and paste.reader.gain == 1.5
+    out = export_checkpoint(ck, tmp_path / "export")
+    assert (out / READER_FILE).is_file() and load_bundle(out).cfg.warp_reader == "expert"
+    (ck / READER_FILE).unlink()
+    with pytest.raises(RTAvatarError, match=READER_FILE):
+        load_bundle(ck)

@@ -9,6 +9,8 @@ what inference needs, so they run on their own, without the other runs they came
     inference.json     an InferenceConfig: net, VAE config, latent space, sampling defaults,
                        chunk sizes, and where the denoiser's weights sit in model.safetensors
     vae.safetensors    the VAE's weights
+    reader.safetensors (optional) the sync expert's aperture head that reads the openings the
+                       model draws, for paste mode `warp` (InferenceConfig.warp_reader "expert")
 
 Older checkpoints without them load through their config.json (the VAE then comes from the
 teacher's `vae_checkpoint` path). Only safetensors and JSON are read, never pickles (state.pt
@@ -45,7 +47,8 @@ from rtavatar.models.vae import LatentCodec, VAEConfig
 
 log = logging.getLogger(__name__)
 
-INFERENCE_FILE, VAE_FILE = "inference.json", "vae.safetensors"
+INFERENCE_FILE, VAE_FILE, READER_FILE = "inference.json", "vae.safetensors", "reader.safetensors"
+WARP_READERS = ("dark", "expert")
 DENOISING_STAGES = ("teacher", "distill", "eft")
 
 
@@ -254,7 +257,10 @@ class InferenceConfig:
     max_new: int = 8  # longest chunk of new frames trained on
     max_motion: int = 2  # motion (context) frames trained on
     weights_prefix: str = ""  # the denoiser's key prefix in model.safetensors ("student." for distill / EFT)
-    warp_gain: float = 1.0  # paste mode warp: true opening / MouthReader's reading (scripts/mouth_reader_gain.py)
+    warp_gain: float = 1.0  # paste mode warp: true opening / the reader's reading (scripts/mouth_reader_gain.py)
+    # Paste mode warp's reader of the opening drawn: "dark" (MouthReader, pixel darkening) or
+    # "expert" (ExpertMouthReader: the aperture head in reader.safetensors).
+    warp_reader: str = "dark"
 
     @property
     def resolution(self) -> int:
@@ -272,6 +278,7 @@ class Bundle:
     autocast: Any = None  # a torch dtype to run the denoiser under (engine/quantize.py)
     decoder_autocast: Any = None  # ... and the VAE decoder
     runtime: Any = None  # another backend's dit(x, t, cond) and decode(z) (engine/onnx.py)
+    reader: Any = None  # an ApertureHead when cfg.warp_reader == "expert"
 
     @property
     def resolution(self) -> int:
@@ -282,14 +289,42 @@ class Bundle:
         return self.cfg.sampling.guidance_input
 
 
-def set_warp_gain(ckdir: str | Path, gain: float) -> None:
-    """Record a calibrated warp gain in an exported checkpoint's inference.json (and its manifest)."""
+def set_warp_gain(ckdir: str | Path, gain: float, reader: Any = None) -> None:
+    """Record a calibrated warp gain in an exported checkpoint's inference.json (and its
+    manifest); with `reader` (an ApertureHead) also ship it as the warp reader."""
     ck = Path(ckdir)
     cfg = from_dict(InferenceConfig, json.loads((ck / INFERENCE_FILE).read_text()))
     cfg.warp_gain = float(gain)
+    if reader is not None:
+        save_reader(ck, reader)
+        cfg.warp_reader = "expert"
     (ck / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
     if (ck / MANIFEST).is_file():
         write_manifest(ck)
+
+
+def save_reader(ckdir: Path, head: Any) -> None:
+    """An ApertureHead as reader.safetensors (float16; its SyncNetConfig in the metadata)."""
+    save_file({k: v.detach().half().contiguous() for k, v in head.tower.state_dict().items()}, str(ckdir / READER_FILE),
+              metadata={"syncnet": json.dumps(to_dict(head.cfg))})
+
+
+def load_reader(ckdir: Path) -> Any:
+    """reader.safetensors -> a frozen float32 ApertureHead."""
+    from safetensors import safe_open
+
+    from rtavatar.models.syncnet import ApertureHead, SyncNetConfig
+
+    path = ckdir / READER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (inference.json asks for warp_reader 'expert')")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "syncnet" not in meta:
+        raise CheckpointError(f"{path}: no 'syncnet' config in its metadata")
+    head = ApertureHead(from_dict(SyncNetConfig, json.loads(meta["syncnet"])))
+    head.tower.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return head.eval().requires_grad_(False)
 
 
 def write_inference_files(ckdir: Path, cfg: InferenceConfig, codec: LatentCodec) -> None:
@@ -358,11 +393,14 @@ def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
         cfg = _legacy_inference(ck, stage, raw)[0]
     codec = _codec_of(ck, stage, raw)  # ck is verified once, by read_run_config
     cfg.sampling.validate()
+    if cfg.warp_reader not in WARP_READERS:
+        raise CheckpointError(f"{ck}: unknown warp_reader {cfg.warp_reader!r} (known: {', '.join(WARP_READERS)})")
+    reader = load_reader(ck) if cfg.warp_reader == "expert" else None
     net = AvatarNet(cfg.net)
     sd = checkpoint_weights(ck, ema)
     p = cfg.weights_prefix
     net.load_state_dict({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p)} if p else sd)
-    return Bundle(cfg, net.eval().requires_grad_(False), codec, ck)
+    return Bundle(cfg, net.eval().requires_grad_(False), codec, ck, reader=reader)
 
 
 def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, seed: int = 0, max_new: int = 8) -> Bundle:
@@ -420,6 +458,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True
     cfg.weights_prefix = ""
     save_file({k: cast(v).contiguous() for k, v in bundle.net.state_dict().items()}, str(out / "model.safetensors"))
     save_file({k: cast(v).contiguous() for k, v in bundle.codec.state_dict().items()}, str(out / VAE_FILE))
+    if bundle.reader is not None:
+        save_reader(out, bundle.reader)
     (out / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
     cfg.weights_prefix = prefix
     stage = read_run_config(checkpoint)[1]

@@ -100,7 +100,8 @@ class Avatar:
 
     @staticmethod
     def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str):  # noqa: ANN205 - frame -> picture
-        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None, cs.bundle.cfg.warp_gain)
+        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None, cs.bundle.cfg.warp_gain,
+                          cs.bundle.reader)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",

@@ -394,6 +394,31 @@ class MouthReader:
         return self.gain * float(dark.sum(0).mean()) / self.iod
 
 
+class ExpertMouthReader:
+    """How far the generated face's mouth is open (inner-lip gap, IOD), read by a sync expert's
+    aperture head (models/syncnet.ApertureHead) that ships with the model.
+
+    The head was trained on the ground truth of the training clips, the photo clips' drawn
+    cavities among them, and it is the reader the model's aperture loss was trained against; so
+    it reads the openings the model draws as the training taught it to draw them, rather than
+    by one hand-set rule on darkness. The reading is the change from the model's
+    reconstruction of the portrait (a photo's own parted lips are not an opening), times `gain`.
+    """
+
+    def __init__(self, recon: np.ndarray, head: Any, gain: float = 1.0) -> None:
+        self.head, self.gain = head, gain
+        self.rest = self._read(recon)
+
+    def _read(self, face: np.ndarray) -> float:
+        from rtavatar.models.vae import LatentCodec
+
+        with torch.no_grad():  # the same scaling as the expert's training crops
+            return float(self.head(LatentCodec.to_tensor(face[None]))[0])
+
+    def __call__(self, face: np.ndarray) -> float:
+        return self.gain * (self._read(face) - self.rest)
+
+
 class LipWarpPaste(PhotoPaste):
     """The photo's own lips move to the opening the model drew (paste mode `warp`).
 
@@ -401,11 +426,13 @@ class LipWarpPaste(PhotoPaste):
     mouth is re-rendered at the photo's resolution by the landmark warp the photo training clips
     were made with (data/warp.py's PhotoAnimator: lips and jaw move, the cavity, teeth and tongue
     are drawn inside). The model decides when and how far the mouth opens; the pixels are the
-    photo's. Blinks and the expression controls are PhotoPaste's.
+    photo's. The reader is the model's aperture head (`ExpertMouthReader`) when `head` is given
+    (a model that ships one), else `MouthReader`. Blinks and the expression controls are
+    PhotoPaste's.
     """
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, step: float = 0.005, cache: int = 128,
-                 **kwargs: Any) -> None:
+                 head: Any = None, **kwargs: Any) -> None:
         if portrait.landmarks is None:
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         super().__init__(portrait, recon, **kwargs)
@@ -414,7 +441,11 @@ class LipWarpPaste(PhotoPaste):
 
         x0, y0, side = portrait.box
         res = recon.shape[0]
-        self.reader = MouthReader(recon, (portrait.landmarks - np.array([x0, y0], np.float64)) * (res / side), gain)
+        self.reader: MouthReader | ExpertMouthReader
+        if head is not None:
+            self.reader = ExpertMouthReader(recon, head, gain)
+        else:
+            self.reader = MouthReader(recon, (portrait.landmarks - np.array([x0, y0], np.float64)) * (res / side), gain)
         pts = portrait.landmarks
         _, _, _, iod = _frame(pts)
         c = pts[[48, 54, 51, 57]].mean(0)
@@ -451,13 +482,14 @@ class LipWarpPaste(PhotoPaste):
 
 
 def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None,  # noqa: ANN201 - frame -> picture
-               warp_gain: float = 1.0):
+               warp_gain: float = 1.0, reader: Any = None):
     """The compositor for `mode` (PASTE_MODES); `photo` and `warp` need the model's reconstruction of the
-    portrait, `warp` the model's MouthReader gain (its InferenceConfig.warp_gain)."""
+    portrait, `warp` the model's reader gain (its InferenceConfig.warp_gain) and aperture head if it has one
+    (Bundle.reader)."""
     if mode not in PASTE_MODES:
         raise RTAvatarError(f"unknown paste mode {mode!r}; use {' or '.join(PASTE_MODES)}")
     if mode == "face" or recon is None:
         return PasteBack(portrait)
     if mode == "warp" and portrait.landmarks is not None:
-        return LipWarpPaste(portrait, recon, gain=warp_gain)
+        return LipWarpPaste(portrait, recon, gain=warp_gain, head=reader)
     return PhotoPaste(portrait, recon)

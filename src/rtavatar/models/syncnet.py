@@ -46,6 +46,31 @@ def _tower(c_in: int, width: int, dim: int, stages: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, dim))
 
 
+def aperture_tower(cfg: SyncNetConfig) -> nn.Sequential:
+    """The per-frame mouth-opening regressor: (N, 3, h, w) mouth crop -> (N, 1) inner-lip gap in IOD."""
+    return _tower(3, max(8, cfg.width // 2), 1, 3)
+
+
+class ApertureHead(nn.Module):
+    """A sync expert's aperture tower on its own, reading whole face crops: what paste mode
+    `warp` ships with a model to read the openings it draws (engine/portrait.ExpertMouthReader)."""
+
+    def __init__(self, cfg: SyncNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tower = aperture_tower(cfg)
+
+    @classmethod
+    def of(cls, expert: "SyncNet") -> "ApertureHead":
+        head = cls(expert.cfg)
+        head.tower.load_state_dict(expert.aperture.state_dict())
+        return head.eval().requires_grad_(False)
+
+    def forward(self, faces: Tensor) -> Tensor:
+        """(N, 3, H, W) face crops in [-1, 1], in the training framing -> (N,) mouth opening in IOD."""
+        return self.tower(mouth_crops(faces, self.cfg))[:, 0]
+
+
 class SyncNet(nn.Module):
     """embed_video: (B, T, 3, h, w) mouth crops in [-1, 1]; embed_audio: (B, T * 640) samples.
     Both return L2-normalised (B, dim) embeddings; distance = Euclidean in [0, 2]."""
@@ -57,7 +82,7 @@ class SyncNet(nn.Module):
         self.video = _tower(3 * cfg.window, cfg.width, cfg.dim, 4)
         self.audio = _tower(1, cfg.width, cfg.dim, 4)
         self.log_temp = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
-        self.aperture = _tower(3, max(8, cfg.width // 2), 1, 3)
+        self.aperture = aperture_tower(cfg)
         self.width_tower = _tower(3, max(8, cfg.width // 2), 1, 3) if cfg.width_head else None
 
     def forward(self, video: Tensor, audio: Tensor, negatives: Tensor, pair: Tensor | None = None) -> tuple[Tensor | None, ...]:
