@@ -277,15 +277,17 @@ def test_warp_paste_opens_the_photos_own_mouth() -> None:
     assert (out[keep] == photo[keep]).all()
 
 
-def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
-    """The reader measures change from the portrait, so on a photo whose lips are parted a small
-    reading opens them further (an absolute opening would first shut them), the same opening is
-    rendered once, and a face that did not move gives back the parted-lips photo."""
+def _gap(img: np.ndarray) -> float:
+    fa = shared_analyzer()
+    return float(raw_features(fa.landmarks(img, fa.detect(img)[0].box))[2])
+
+
+def _parted_lips_photo() -> tuple:
+    """The bundled photo at 600x800 (dlib reads wide gaps at this size) with its lips parted
+    0.15 IOD by the warp, registered; and a PhotoAnimator of its 128 px face."""
     from rtavatar.engine.portrait import LipWarpPaste
 
-    fa = shared_analyzer()
-    gap = lambda img: raw_features(fa.landmarks(img, fa.detect(img)[0].box))[2]  # noqa: E731
-    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))  # dlib reads wide gaps at this size
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
     base = register(big, 128)
     opener = LipWarpPaste(base, base.face)
     photo = base.image.copy()
@@ -294,7 +296,17 @@ def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
     photo[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
     p = register(photo, 128)
     x0, y0, side = p.box
-    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
+    return photo, p, PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
+
+
+def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
+    """MouthReader measures change from the portrait, so on a photo whose lips are parted a small
+    reading opens them further (an absolute opening would first shut them), the same opening is
+    rendered once, and a face that did not move gives back the parted-lips photo."""
+    from rtavatar.engine.portrait import LipWarpPaste
+
+    gap = _gap
+    photo, p, an = _parted_lips_photo()
     recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
     paste = LipWarpPaste(p, recon)
     paste.per_minute = 0
@@ -365,12 +377,15 @@ def test_expert_reader_reads_the_drawn_opening(drawn_head: tuple) -> None:
     from rtavatar.engine.portrait import ExpertMouthReader
 
     head, an, recon, rest = drawn_head
-    reader = ExpertMouthReader(recon, head, gain=2.0)
+    reader = ExpertMouthReader(recon, head, gain=2.0)  # the photo's own gap: 0
     assert reader(recon) == 0.0
     truth = np.array([0.05, 0.125, 0.2, 0.275])  # between the training openings
     got = np.array([reader(an.render(Pose(mouth_open=rest + t))) for t in truth]) / 2.0
     assert (np.diff(got) > 0).all()
     assert np.abs(got - truth).max() < 0.06
+    # A change from the portrait: a portrait with parted lips reads 0 as it is, and closing reads < 0.
+    parted = ExpertMouthReader(an.render(Pose(mouth_open=rest + 0.2)), head)
+    assert parted(an.render(Pose(mouth_open=rest + 0.2))) == 0.0 and parted(recon) < -0.1
 
 
 def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path) -> None:
@@ -397,3 +412,29 @@ def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path
     (ck / READER_FILE).unlink()
     with pytest.raises(RTAvatarError, match=READER_FILE):
         load_bundle(ck)
+
+
+
+def test_photo_interior_is_not_the_clips() -> None:
+    """The full-resolution paste's mouth interior: teeth that end before the corners, a tongue
+    lower than the training clips', and a cavity darker at its centre than at its rim."""
+    from rtavatar.data.warp import CLIP_INTERIOR, PHOTO_INTERIOR, draw_mouth_interior
+
+    p = register(read_image(LISA), 512)
+    x0, y0, side = p.box
+    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (512 / side))
+    T = an.landmarks(Pose(mouth_open=0.35))
+    inner_w = T[64, 0] - T[60, 0]
+    got = {}
+    for name, style in (("clip", CLIP_INTERIOR), ("photo", PHOTO_INTERIOR)):
+        img = np.full((512, 512, 3), 128.0, np.float32)
+        draw_mouth_interior(img, T, 1.0, style=style)
+        lum = img.mean(-1)
+        teeth_cols = np.nonzero((lum > 160).any(0))[0]
+        pink = (img[..., 0] - img[..., 2] > 40) & (lum < 160)
+        got[name] = {"teeth_span": (teeth_cols.max() - teeth_cols.min()) / inner_w,
+                     "tongue_y": np.nonzero(pink)[0].mean(),
+                     "centre": lum[int(T[[62, 66], 1].mean()), int(T[[60, 64], 0].mean())]}
+    assert got["clip"]["teeth_span"] > 0.95 and got["photo"]["teeth_span"] < 0.85
+    assert got["photo"]["tongue_y"] > got["clip"]["tongue_y"] + 2
+    assert got["photo"]["centre"] < got["clip"]["centre"]

@@ -43,6 +43,37 @@ _UPPER_OUTER, _LOWER_OUTER = (49, 50, 51, 52, 53), (59, 58, 57, 56, 55)
 CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
 
 
+@dataclass(frozen=True)
+class Interior:
+    """How `draw_mouth_interior` paints an open mouth. Sizes are shares of the inner-lip gap
+    (teeth also capped in IOD); `teeth_span` is the share of the mouth's width the upper teeth
+    cover (1: corner to corner), `tongue_lift` how far above the lower lip the tongue's centre
+    sits, `shade` how much darker the cavity is at its centre than at its rim."""
+
+    cavity: tuple[float, float, float] = CAVITY
+    teeth: tuple[float, float, float] = TEETH
+    tongue: tuple[float, float, float] = TONGUE
+    teeth_height: float = 0.3
+    teeth_max_iod: float = 0.054
+    teeth_span: float = 1.0
+    tongue_lift: float = 0.1
+    tongue_height: float = 0.35
+    tongue_alpha: float = 0.8
+    shade: float = 0.0
+
+
+# The photo training clips' interior (the shipped models learned it; kept as it was made).
+CLIP_INTERIOR = Interior()
+# The full-resolution paste's (engine/portrait.LipWarpPaste): at a photo's own resolution the
+# clips' interior reads as drawn -- a white band corner to corner, and a lip-pink tongue high in
+# the mouth that dlib (and the eye) takes for the lower lip, so a wider opening read as a
+# narrower one. Here the teeth are shaded and end before the corners, the tongue is darker and
+# lies low, and the cavity darkens towards its centre.
+PHOTO_INTERIOR = Interior(cavity=(0.2, 0.06, 0.07), teeth=(0.8, 0.76, 0.7), tongue=(0.5, 0.2, 0.22), teeth_height=0.28,
+                          teeth_max_iod=0.06, teeth_span=0.7, tongue_lift=-0.15, tongue_height=0.3, tongue_alpha=0.7,
+                          shade=0.45)
+
+
 @dataclass
 class Pose:
     """What the warp animates; the units of docs/DATA.md (see `data.face.FaceState`)."""
@@ -303,7 +334,8 @@ def _smooth_contour(points: np.ndarray, per_seg: int = 8) -> np.ndarray:
     return np.array(out)
 
 
-def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                        style: Interior = CLIP_INTERIOR) -> None:
     """Paint cavity, upper teeth and tongue inside the inner-lip contour of landmarks T (in place)."""
     inner = T[60:68]
     gap = float(np.mean([T[lo, 1] - T[u, 1] for u, lo in _INNER_PAIRS]))
@@ -322,14 +354,26 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     inside = _coverage_box(h, w, [contour - off])
     _, _, _, iod = _frame(T)
     upper = _smooth_contour(inner)[: 4 * 8 + 1]  # 60 -> 64 along the upper edge
-    teeth_h = min(0.3 * gap, 0.054 * iod)
+    teeth_h = min(style.teeth_height * gap, style.teeth_max_iod * iod)
     teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, teeth_h])]) - off
     teeth = _coverage_box(h, w, [teeth_poly]) * inside
     iw = 0.45 * float(np.linalg.norm(T[64] - T[60]))
-    tongue = _coverage_box(h, w, [], [(float(T[66, 0] - x0), float(T[66, 1] - y0 - 0.1 * gap), 0.55 * iw, 0.35 * gap)]) * inside
+    cx = float(T[[60, 64], 0].mean() - x0)
+    if style.teeth_span < 1.0:  # fade out towards the corners (smoothstep over the outer share)
+        u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(iw / 0.45 / 2, 1e-6)
+        k = np.clip((1.0 - u) / max(1.0 - style.teeth_span, 1e-6), 0, 1)
+        teeth = teeth * (k * k * (3 - 2 * k))[None, :]
+    tongue = _coverage_box(h, w, [], [(float(T[66, 0] - x0), float(T[66, 1] - y0 - style.tongue_lift * gap), 0.55 * iw,
+                                       style.tongue_height * gap)]) * inside
     tint_ = np.array(tint, np.float32)
-    for cov, col in ((inside, CAVITY), (teeth, TEETH), (tongue * 0.8, TONGUE)):
-        colour = np.array(col, np.float32) * tint_ * light * 255.0
+    cavity: np.ndarray | tuple[float, float, float] = style.cavity
+    if style.shade > 0:  # darker towards the middle of the opening
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        cy = float(T[[62, 66], 1].mean() - y0)
+        d = np.sqrt(((xx + 0.5 - cx) / max(iw / 0.45 / 2, 1)) ** 2 + ((yy + 0.5 - cy) / max(gap / 2, 1)) ** 2)
+        cavity = np.array(style.cavity, np.float32) * (1 - style.shade * np.clip(1 - d, 0, 1))[..., None]
+    for cov, col in ((inside, cavity), (teeth, style.teeth), (tongue * style.tongue_alpha, style.tongue)):
+        colour = np.asarray(col, np.float32) * tint_ * light * 255.0
         box += cov[..., None] * (colour - box)
 
 
@@ -363,14 +407,14 @@ class PhotoAnimator:
     """
 
     def __init__(self, image: np.ndarray, pts: np.ndarray, out_res: int | None = None,
-                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0), interior: Interior = CLIP_INTERIOR) -> None:
         self.image = np.asarray(image)
         self.pts = np.asarray(pts, np.float64)
         self.side = self.image.shape[0]
         self.out_res = out_res or self.side
         self.border = border_points(self.side)
         self.light = face_light(self.image, self.pts)
-        self.tint = tint
+        self.tint, self.interior = tint, interior
 
     def landmarks(self, pose: Pose) -> np.ndarray:
         return target_landmarks(self.pts, pose)
@@ -384,7 +428,7 @@ class PhotoAnimator:
         rows = blink_map(self.pts, eye_closure(pose), self.side)
         image = self.image if rows is None else warp_rows(self.image, rows)
         out = warp_image(image, grid)
-        draw_mouth_interior(out, T, self.light, self.tint)
+        draw_mouth_interior(out, T, self.light, self.tint, self.interior)
         if self.out_res != self.side:
             x = torch.from_numpy(out).permute(2, 0, 1)[None]
             out = F.interpolate(x, size=(self.out_res, self.out_res), mode="area")[0].permute(1, 2, 0).numpy()

@@ -401,8 +401,12 @@ class ExpertMouthReader:
     The head was trained on the ground truth of the training clips, the photo clips' drawn
     cavities among them, and it is the reader the model's aperture loss was trained against; so
     it reads the openings the model draws as the training taught it to draw them, rather than
-    by one hand-set rule on darkness. The reading is the change from the model's
-    reconstruction of the portrait (a photo's own parted lips are not an opening), times `gain`.
+    by one hand-set rule on darkness. Like MouthReader's, the reading is the change from the
+    model's reconstruction of the portrait, times `gain`: a constant bias of the head on one
+    face cancels, and the photo's own parted lips are not an opening. (Read as absolute, the
+    head puts a smile over teeth at 0, and the warp then shuts such a photo's lips whenever
+    the model's mouth is shut; but the teeth are squeezed into a white seam between the lips:
+    docs/RESULTS.md.)
     """
 
     def __init__(self, recon: np.ndarray, head: Any, gain: float = 1.0) -> None:
@@ -437,10 +441,12 @@ class LipWarpPaste(PhotoPaste):
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         super().__init__(portrait, recon, **kwargs)
         from rtavatar.data.landmarks import raw_features
-        from rtavatar.data.warp import PhotoAnimator, _frame
+        from rtavatar.data.warp import PHOTO_INTERIOR, PhotoAnimator, _frame
 
         x0, y0, side = portrait.box
         res = recon.shape[0]
+        # The photo's own lip gap (MouthReader's change from the portrait is added to it).
+        self.rest = float(raw_features(portrait.landmarks)[2])
         self.reader: MouthReader | ExpertMouthReader
         if head is not None:
             self.reader = ExpertMouthReader(recon, head, gain)
@@ -454,10 +460,8 @@ class LipWarpPaste(PhotoPaste):
         h, w = self.base.shape[:2]
         self.sq_dst = (max(0, self.sy), min(h, self.sy + self.sq), max(0, self.sx), min(w, self.sx + self.sq))
         square = box_pixels(self.base, (self.sx, self.sy, self.sq))
-        self.animator = PhotoAnimator(square, pts - np.array([self.sx, self.sy], np.float64))
-        # The reader measures the change from the portrait; the warp wants the absolute gap.
-        self.rest = float(raw_features(pts)[2])
-        self.opening = 0.0  # the last frame's reading
+        self.animator = PhotoAnimator(square, pts - np.array([self.sx, self.sy], np.float64), interior=PHOTO_INTERIOR)
+        self.opening = 0.0  # the last frame's opening, relative to the photo's own gap
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
         self.step, self.cache, self._renders = step, cache, {}  # type: ignore[var-annotated]
 
