@@ -445,7 +445,7 @@ class LipWarpPaste(PhotoPaste):
 
         x0, y0, side = portrait.box
         res = recon.shape[0]
-        # The photo's own lip gap (MouthReader's change from the portrait is added to it).
+        # The photo's own lip gap: the reader's change from the portrait is added to it.
         self.rest = float(raw_features(portrait.landmarks)[2])
         self.reader: MouthReader | ExpertMouthReader
         if head is not None:
