@@ -88,7 +88,7 @@ def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
     x0, y0, side = p.box
     an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
     recon = an.render(Pose())
-    paste = PhotoPaste(p, recon, blinks_per_minute=0)
+    paste = PhotoPaste(p, recon, blinks_per_minute=0, head_motion=0)
     assert (paste(recon) == photo).all()  # nothing moved: the photo itself, every pixel
     talking = paste(an.render(Pose(mouth_open=0.35)))
     assert talking.shape == photo.shape
@@ -164,7 +164,7 @@ def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkey
 def test_photo_paste_blinks_the_photos_own_eyes() -> None:
     photo = read_image(LISA)
     p = register(photo, 128)
-    paste = PhotoPaste(p, p.face, blinks_per_minute=60, seed=1)
+    paste = PhotoPaste(p, p.face, blinks_per_minute=60, seed=1, head_motion=0)
     frames = [paste(p.face) for _ in range(250)]  # 10 s
     pts = p.landmarks
     eye = lambda f: f[int(pts[37:39, 1].min()) : int(pts[40:42, 1].max()) + 1, int(pts[36, 0]) : int(pts[39, 0]) + 1]  # noqa: E731
@@ -186,7 +186,7 @@ def test_expression_controls_move_the_photo_itself() -> None:
 
     photo = read_image(LISA)
     p = register(photo, 128)
-    paste = PhotoPaste(p, p.face, blinks_per_minute=0)
+    paste = PhotoPaste(p, p.face, blinks_per_minute=0, head_motion=0)
     still = paste(p.face, control_vector())
     assert (still == photo).all()
     fa = shared_analyzer()
@@ -218,7 +218,7 @@ def test_photo_paste_keeps_skin_texture_under_a_shading_shift() -> None:
     photo = read_image(LISA)
     p = register(photo, 128)
     x0, y0, side = p.box
-    paste = PhotoPaste(p, p.face, blinks_per_minute=0)
+    paste = PhotoPaste(p, p.face, blinks_per_minute=0, head_motion=0)
     shifted = np.clip(p.face.astype(int) + 25, 0, 255).astype(np.uint8)  # brighter everywhere, no shape change
     out = paste(shifted)
 
@@ -262,7 +262,7 @@ def test_warp_paste_opens_the_photos_own_mouth() -> None:
     pts = (p.landmarks - [x0, y0]) * (128 / side)
     an = PhotoAnimator(p.face, pts)
     recon = an.render(Pose())
-    paste = make_paste(p, "warp", recon)
+    paste = make_paste(p, "warp", recon, head_motion=0)
     assert isinstance(paste, LipWarpPaste)
     paste.per_minute = 0  # no blinks
     assert (paste(recon) == photo).all()
@@ -308,7 +308,7 @@ def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
     gap = _gap
     photo, p, an = _parted_lips_photo()
     recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
-    paste = LipWarpPaste(p, recon)
+    paste = LipWarpPaste(p, recon, head_motion=0)
     paste.per_minute = 0
     assert paste.rest > 0.08 and (paste(recon) == photo).all()
     wider = an.render(Pose(mouth_open=paste.rest + 0.1))
@@ -438,3 +438,37 @@ def test_photo_interior_is_not_the_clips() -> None:
     assert got["clip"]["teeth_span"] > 0.95 and got["photo"]["teeth_span"] < 0.85
     assert got["photo"]["tongue_y"] > got["clip"]["tongue_y"] + 2
     assert got["photo"]["centre"] < got["clip"]["centre"]
+
+
+def test_head_motion_moves_the_head_not_the_picture() -> None:
+    """HeadMotion: the head sways (dlib's nose and eye line move between frames, more while
+    speaking), the picture's far corners stay exactly the photo's, a yaw control shifts the head
+    the way it says, and head_motion=0 keeps a still head."""
+    from rtavatar.engine.portrait import HeadMotion, make_paste
+
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
+    p = register(big, 128)
+    fa = shared_analyzer()
+    nose = lambda img: fa.landmarks(img, fa.detect(img)[0].box)[30]  # noqa: E731
+    hm = HeadMotion(big.shape, p.landmarks, seed=3)
+    quiet = np.array([hm.angles(f, False)["yaw"] for f in range(250)])
+    hm.level = 1.0
+    loud = np.array([hm.angles(f, True)["yaw"] for f in range(250)])
+    assert 0.5 < quiet.std() < 2.0 and loud.std() > 1.4 * quiet.std()
+    moved = []
+    for f in (int(np.argmin(loud)), int(np.argmax(loud))):
+        out = big.copy()
+        hm.level = 1.0
+        hm(out, f, True)
+        assert (out[:40, :40] == big[:40, :40]).all() and (out[-40:, -40:] == big[-40:, -40:]).all()
+        moved.append(nose(out))
+    assert moved[1][0] - moved[0][0] > 3  # image-right at positive yaw
+    from rtavatar.models.conditioning import CONTROLS
+
+    controls = np.zeros(len(CONTROLS), np.float32)
+    controls[CONTROLS.index("yaw")] = 10.0 / 20.0  # 10 degrees, model scale
+    still = HeadMotion(big.shape, p.landmarks, amplitude=1e-6)
+    out = big.copy()
+    still(out, 0, False, controls)
+    assert nose(out)[0] - nose(big)[0] > 0.1 * np.linalg.norm(p.landmarks[42:48].mean(0) - p.landmarks[36:42].mean(0))
+    assert make_paste(p, "warp", p.face, head_motion=0).motion is None

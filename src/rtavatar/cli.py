@@ -217,7 +217,8 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     check_output(args.out)
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
                          expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
-                         paste_back=not args.no_paste_back, paste_mode=args.paste_mode, precision=args.precision)
+                         paste_back=not args.no_paste_back, paste_mode=args.paste_mode, precision=args.precision,
+                         head_motion=args.head_motion)
 
 
 def _int(lo: int, hi: int | None = None):  # noqa: ANN202 - an argparse type
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
     g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
     g.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help=_PASTE_HELP)
+    g.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0,
+                   help="photo paste modes: scale of the head's sway, tilt and nod (default 1; 0 keeps the head still)")
     g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
