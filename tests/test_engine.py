@@ -512,3 +512,20 @@ def test_listening_frames_do_not_follow_the_audio(avatar: Avatar) -> None:
         ctl = torch.zeros(1, 6, avatar.bundle.cfg.net.dit.n_controls)
         out.append(cs.sample(ref, torch.zeros(1, 0, *cs.latent_shape), tokens, st, ctl, torch.Generator().manual_seed(0)))
     assert not torch.equal(out[0], out[1])
+
+
+def test_live_sessions_move_the_head_only_on_small_pictures(avatar: Avatar) -> None:
+    """Head motion costs a resample of the head a frame, so a live session turns it on by default
+    only up to LIVE_MOTION_PIXELS; asked for, it is on at any size, and 0 is always off."""
+    pytest.importorskip("dlib")
+    from PIL import Image
+
+    from rtavatar.engine.avatar import LIVE_MOTION_PIXELS
+    from rtavatar.media import read_image
+
+    small = read_image(PHOTO)
+    assert small.shape[0] * small.shape[1] <= LIVE_MOTION_PIXELS
+    big = np.asarray(Image.fromarray(small).resize((900, 1200), Image.BICUBIC))
+    motion = lambda img, **kw: avatar.session(img, paste_back=True, **kw).post.motion  # noqa: E731
+    assert motion(small) is not None and motion(big) is None
+    assert motion(big, head_motion=1.0) is not None and motion(small, head_motion=0.0) is None

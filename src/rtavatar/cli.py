@@ -263,7 +263,7 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
     out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
                     pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
-                    schedule=schedule, photo=photo, paste_mode=args.paste_mode)
+                    schedule=schedule, photo=photo, paste_mode=args.paste_mode, head_motion=args.head_motion)
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
@@ -410,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--photo", nargs="?", const="sample", default=None,
                    help="register a photo (default: the bundled sample) and paste every frame back into it")
     b.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photo: " + _PASTE_HELP)
+    b.add_argument("--head-motion", type=_float(0.0, 5.0), default=None,
+                   help="with --photo: head motion scale (0: still; default: a live session's, 1 up to 640x480 px, else 0)")
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
 

@@ -248,7 +248,7 @@ class HeadMotion:
     moves) and shifted sideways (yaw: 0.015 IOD a degree) and up or down (pitch: 0.012). The
     angles are a seeded sum of slow sinusoids (0.05-0.4 Hz; std `roll`, `yaw`, `pitch` degrees,
     `amplitude` times), 1.6x larger while the avatar speaks, plus the `yaw`, `pitch` and `roll`
-    controls. Kept small: a 2-D warp bends what is behind the head (a door frame next to it
+    controls; the picture's edges stay put. Kept small: a 2-D warp bends what is behind the head (a door frame next to it
     curves by a few pixels at the extremes). One bilinear resample of the head's box a frame,
     the displacement computed on an 8 px grid (10-20 ms on a 1,024 px photo, 1-2 ms on the
     bundled 300x400 one).
@@ -277,6 +277,9 @@ class HeadMotion:
         d = xy - centre
         q = np.sqrt((d @ e / ax) ** 2 + (d @ n / ay) ** 2)
         k = np.clip((reach - q) / falloff, 0, 1)
+        # ... and to 0 at the picture's edges, which stay put (a tight crop's chin may touch one).
+        edge = np.minimum(np.minimum(xx, w - 1 - xx), np.minimum(yy, h - 1 - yy))
+        k = k * np.clip(edge / (0.5 * iod), 0, 1)
         self.weight = torch.from_numpy(k * k * (3 - 2 * k)).float()[..., None]
         self.rel = torch.from_numpy(xy - self.pivot).float()
         self.size = (x1 - x0, y1 - y0)
