@@ -137,7 +137,8 @@ def test_eval_photos_scores_each_photo(student_run: Path, tmp_path: Path) -> Non
     shutil.copy(LISA, photos / "a.jpg")
     Image.new("RGB", (200, 200), (120, 170, 230)).save(photos / "sky.png")
     out = subprocess.run([sys.executable, "-m", "rtavatar", "eval", "--photos", str(photos), "--audio", str(SAMPLE_SPEECH),
-                          "--checkpoint", str(student_run), "--out", str(tmp_path / "rows.json"), "--strip", str(tmp_path / "strip.png")],
+                          "--checkpoint", str(student_run), "--head-motion", "0.5", "--out", str(tmp_path / "rows.json"),
+                          "--strip", str(tmp_path / "strip.png")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {r["photo"]: r for r in json.loads((tmp_path / "rows.json").read_text())}

@@ -106,7 +106,8 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
     audio = read_audio(args.audio)
     avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
     rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
-                           controls=not args.no_controls, strip=args.strip or None, paste_mode=args.paste_mode)
+                           controls=not args.no_controls, strip=args.strip or None, paste_mode=args.paste_mode,
+                           head_motion=args.head_motion)
     print(format_photo_table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
@@ -363,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
     ev.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photos: " + _PASTE_HELP)
+    ev.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0, help="with --photos: head motion scale (0: still)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")

@@ -202,7 +202,7 @@ def strip_row(photo: np.ndarray, talk: np.ndarray, audio: np.ndarray, height: in
 
 def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps: int | None = None,
                     controls: bool = True, strip: str | Path | None = None, progress: bool = True,
-                    paste_mode: str = DEFAULT_PASTE_MODE) -> list[dict[str, Any]]:
+                    paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float = 1.0) -> list[dict[str, Any]]:
     """Animate and score each photo (see the module docstring); optionally write a frame strip."""
     from rtavatar.media import read_image
 
@@ -215,7 +215,8 @@ def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps
         except RTAvatarError as e:
             rows.append({"photo": path.name, "error": str(e)})
             continue
-        gen = lambda **kw: avatar.generate(portrait, audio, paste_back=True, paste_mode=paste_mode, steps=steps, **kw)  # noqa: E731
+        gen = lambda **kw: avatar.generate(portrait, audio, paste_back=True, paste_mode=paste_mode, steps=steps,  # noqa: E731
+                                           head_motion=head_motion, **kw)
         talk = gen()
         listen = gen(state="listen") if controls else None
         smile = (gen(expression={"smile": 0.0}), gen(expression={"smile": 1.0})) if controls else None
