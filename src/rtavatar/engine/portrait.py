@@ -248,10 +248,10 @@ class HeadMotion:
     moves) and shifted sideways (yaw: 0.015 IOD a degree) and up or down (pitch: 0.012). The
     angles are a seeded sum of slow sinusoids (0.05-0.4 Hz; std `roll`, `yaw`, `pitch` degrees,
     `amplitude` times), 1.6x larger while the avatar speaks, plus the `yaw`, `pitch` and `roll`
-    controls; the picture's edges stay put. Kept small: a 2-D warp bends what is behind the head (a door frame next to it
-    curves by a few pixels at the extremes). One bilinear resample of the head's box a frame,
-    the displacement computed on an 8 px grid (10-20 ms on a 1,024 px photo, 1-2 ms on the
-    bundled 300x400 one).
+    controls; the picture's edges stay put. Kept small: a 2-D warp bends what is behind the
+    head (a door frame next to it curves by a few pixels at the extremes). One bilinear
+    resample of the head's box a frame, the displacement computed on an 8 px grid (10-25 ms
+    on a 1,024 px photo, 1-2 ms on the bundled 300x400 one).
     """
 
     def __init__(self, image_shape: tuple[int, ...], pts: np.ndarray, seed: int = 0, amplitude: float = 1.0,
@@ -269,9 +269,8 @@ class HeadMotion:
         r = reach * max(ax, ay)
         self.box = (int(max(centre[1] - r, 0)), int(min(centre[1] + r, h)), int(max(centre[0] - r, 0)), int(min(centre[0] + r, w)))
         y0, y1, x0, x1 = self.box
-        # The displacement is smooth: it is computed on a grid of `coarse` px and upsampled.
-        self.coarse = coarse = 8
-        gh, gw = max((y1 - y0) // coarse, 2), max((x1 - x0) // coarse, 2)
+        # The displacement is smooth: it is computed on an 8 px grid and upsampled.
+        gh, gw = max((y1 - y0) // 8, 2), max((x1 - x0) // 8, 2)
         yy, xx = np.meshgrid(np.linspace(y0, y1, gh), np.linspace(x0, x1, gw), indexing="ij")
         xy = np.stack([xx, yy], -1)
         d = xy - centre
@@ -283,8 +282,8 @@ class HeadMotion:
         self.weight = torch.from_numpy(k * k * (3 - 2 * k)).float()[..., None]
         self.rel = torch.from_numpy(xy - self.pivot).float()
         self.size = (x1 - x0, y1 - y0)
-        u = lambda a, b, m: (torch.arange(a, b, dtype=torch.float32) - a + 0.5) / m * 2 - 1  # noqa: E731
-        gy, gx = torch.meshgrid(u(y0, y1, y1 - y0), u(x0, x1, x1 - x0), indexing="ij")
+        u = lambda size: (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # noqa: E731
+        gy, gx = torch.meshgrid(u(y1 - y0), u(x1 - x0), indexing="ij")
         self.grid = torch.stack([gx, gy], -1)[None]
         rng = np.random.default_rng(seed)
         self.waves = {axis: (rng.uniform(0.05, 0.4, 3), rng.uniform(0, 2 * np.pi, 3), std)
