@@ -357,10 +357,11 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     teeth_h = min(style.teeth_height * gap, style.teeth_max_iod * iod)
     teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, teeth_h])]) - off
     teeth = _coverage_box(h, w, [teeth_poly]) * inside
-    iw = 0.45 * float(np.linalg.norm(T[64] - T[60]))
+    half_w = 0.5 * float(np.linalg.norm(T[64] - T[60]))  # half the inner mouth's width
+    iw = 0.9 * half_w
     cx = float(T[[60, 64], 0].mean() - x0)
     if style.teeth_span < 1.0:  # fade out towards the corners (smoothstep over the outer share)
-        u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(iw / 0.45 / 2, 1e-6)
+        u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(half_w, 1e-6)
         k = np.clip((1.0 - u) / max(1.0 - style.teeth_span, 1e-6), 0, 1)
         teeth = teeth * (k * k * (3 - 2 * k))[None, :]
     tongue = _coverage_box(h, w, [], [(float(T[66, 0] - x0), float(T[66, 1] - y0 - style.tongue_lift * gap), 0.55 * iw,
@@ -370,7 +371,7 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     if style.shade > 0:  # darker towards the middle of the opening
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         cy = float(T[[62, 66], 1].mean() - y0)
-        d = np.sqrt(((xx + 0.5 - cx) / max(iw / 0.45 / 2, 1)) ** 2 + ((yy + 0.5 - cy) / max(gap / 2, 1)) ** 2)
+        d = np.sqrt(((xx + 0.5 - cx) / max(half_w, 1)) ** 2 + ((yy + 0.5 - cy) / max(gap / 2, 1)) ** 2)
         cavity = np.array(style.cavity, np.float32) * (1 - style.shade * np.clip(1 - d, 0, 1))[..., None]
     for cov, col in ((inside, cavity), (teeth, style.teeth), (tongue * style.tongue_alpha, style.tongue)):
         colour = np.asarray(col, np.float32) * tint_ * light * 255.0

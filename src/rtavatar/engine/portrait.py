@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rtavatar.errors import RTAvatarError
+from rtavatar.models.vae import LatentCodec
 
 log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
@@ -279,9 +280,10 @@ class HeadMotion:
         # ... and to 0 at the picture's edges, which stay put (a tight crop's chin may touch one).
         edge = np.minimum(np.minimum(xx, w - 1 - xx), np.minimum(yy, h - 1 - yy))
         k = k * np.clip(edge / (0.5 * iod), 0, 1)
-        self.weight = torch.from_numpy(k * k * (3 - 2 * k)).float()[..., None]
-        self.rel = torch.from_numpy(xy - self.pivot).float()
         self.size = (x1 - x0, y1 - y0)
+        # The weight, times the pixel -> grid_sample coordinate scale of each axis.
+        self.weight = torch.from_numpy((k * k * (3 - 2 * k))[..., None] * (2.0 / np.array(self.size))).float()
+        self.rel = torch.from_numpy(xy - self.pivot).float()
         u = lambda size: (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # noqa: E731
         gy, gx = torch.meshgrid(u(y1 - y0), u(x1 - x0), indexing="ij")
         self.grid = torch.stack([gx, gy], -1)[None]
@@ -316,7 +318,7 @@ class HeadMotion:
         rx, ry = self.rel[..., 0], self.rel[..., 1]
         move = torch.stack([(c - 1) * rx - s_ * ry, s_ * rx + (c - 1) * ry], -1) + shift
         wdt, hgt = self.size
-        disp = (self.weight * move) * torch.tensor([2.0 / wdt, 2.0 / hgt])
+        disp = self.weight * move
         disp = F.interpolate(disp.permute(2, 0, 1)[None], size=(hgt, wdt), mode="bilinear", align_corners=True)
         y0, y1, x0, x1 = self.box
         region = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1])).permute(2, 0, 1)[None].float()
@@ -511,8 +513,6 @@ class ExpertMouthReader:
         self.rest = self._read(recon)
 
     def _read(self, face: np.ndarray) -> float:
-        from rtavatar.models.vae import LatentCodec
-
         with torch.no_grad():  # the same scaling as the expert's training crops
             return float(self.head(LatentCodec.to_tensor(face[None]))[0])
 
