@@ -301,22 +301,79 @@ def _parted_lips_photo() -> tuple:
 
 
 def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
-    """MouthReader measures change from the portrait, so on a photo whose lips are parted a small
-    reading opens them further (an absolute opening would first shut them), the same opening is
-    rendered once, and a face that did not move gives back the parted-lips photo."""
-    from rtavatar.engine.portrait import LipWarpPaste
+    """The reader measures change from the portrait, so on a photo whose lips are parted a
+    reading opens them further from the photo's own gap, the same opening is rendered once; and
+    such lips close when the model's mouth is closed (the portrait's own reading), unless
+    `parted=False`, which gives back the parted-lips photo."""
+    from rtavatar.engine.portrait import PARTED_REST, LipWarpPaste
 
     gap = _gap
     photo, p, an = _parted_lips_photo()
     recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
+    kept = LipWarpPaste(p, recon, head_motion=0, parted=False)
+    kept.per_minute = 0
+    assert kept.rest > max(0.08, PARTED_REST) and kept.parted is None and (kept(recon) == photo).all()
     paste = LipWarpPaste(p, recon, head_motion=0)
     paste.per_minute = 0
-    assert paste.rest > 0.08 and (paste(recon) == photo).all()
-    wider = an.render(Pose(mouth_open=paste.rest + 0.1))
+    assert paste.parted is not None
+    shut = paste(recon)
+    assert paste.opening < 0.01 and gap(shut) < 0.4 * paste.rest
+    sy0, sy1, sx0, sx1 = paste.sq_dst
+    keep = np.ones(photo.shape[:2], bool)
+    keep[sy0:sy1, sx0:sx1] = False
+    assert (shut[keep] == photo[keep]).all()
+    wider = an.render(Pose(mouth_open=paste.rest + 0.15))
     out = paste(wider)
     assert 0.03 < paste.opening and gap(out) > paste.rest + 0.02
     n = len(paste._renders)
     assert (paste(wider) == out).all() and len(paste._renders) == n
+
+
+def _teeth_smile() -> tuple[np.ndarray, np.ndarray, float]:
+    """A smile over teeth, drawn: the bundled photo (600x800) with its lips parted 0.18 IOD over
+    the warp's teeth and cavity; its dlib landmarks and IOD."""
+    from rtavatar.engine.portrait import LipWarpPaste
+
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
+    base = register(big, 128)
+    opener = LipWarpPaste(base, base.face, parted=False)
+    photo = base.image.copy()
+    sy0, sy1, sx0, sx1 = opener.sq_dst
+    sq = opener.animator.render(Pose(mouth_open=0.18))
+    photo[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
+    fa = shared_analyzer()
+    pts = fa.landmarks(photo, fa.detect(photo)[0].box).astype(np.float64)
+    return photo, pts, float(np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0)))
+
+
+def test_parted_lips_close_over_the_teeth_and_open_below_them() -> None:
+    """PartedLips on a smile over teeth. Closing: the lips meet (dlib's gap falls from the
+    photo's to near 0 as closure goes 0 -> 1) and the teeth are covered, not squeezed into a
+    bright seam (no bright pixels left between the lips). Opening: the jaw drops (gap grows by
+    about what is asked), the upper teeth stay where they were, a dark cavity opens under them;
+    and nothing outside the mouth's columns changes."""
+    from rtavatar.data.warp import PartedLips
+
+    photo, pts, iod = _teeth_smile()
+    lips = PartedLips(photo, pts)
+    assert lips.gap.max() > 0.1 * iod
+    shown = [_gap(np.clip(lips.close(c) + 0.5, 0, 255).astype(np.uint8)) for c in (0.0, 0.5, 1.0)]
+    assert shown[0] > 0.12 and shown[0] > shown[1] > shown[2] and shown[2] < 0.04
+    lum = lambda img: np.asarray(img, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # noqa: E731
+    x = np.arange(int(pts[61, 0]), int(pts[63, 0]))
+    y0, y1 = int(pts[[61, 62, 63], 1].min()), int(pts[[65, 66, 67], 1].max()) + 1
+    bright = lum(photo)[int(pts[51, 1]) + 2, x].mean() + 25  # well above the lips' own brightness
+    teeth = lum(photo)[y0:y1, x] > bright
+    assert teeth.mean() > 0.15 and (lum(lips.close(1.0))[y0:y1, x] > bright).mean() < 0.02
+    opened = np.clip(lips.open(0.15) + 0.5, 0, 255).astype(np.uint8)
+    assert 0.08 < _gap(opened) - shown[0] < 0.25
+    up = slice(int(pts[62, 1]) + 1, int(pts[62, 1] + 0.03 * iod) + 1)
+    assert np.abs(opened[up, x].astype(int) - photo[up, x].astype(int)).mean() < 3  # the upper teeth stay
+    cx = int(pts[[62, 66], 0].mean())
+    below = lum(opened)[int(pts[66, 1]) : int(pts[66, 1] + 0.1 * iod), cx]
+    assert below.min() < 0.6 * lum(photo)[int(pts[57, 1]) - 2, x].mean()  # a dark cavity where the lower lip was
+    for img in (lips.close(1.0), lips.open(0.15)):
+        assert (img[:, : lips.x0] == photo[:, : lips.x0]).all() and (img[:, lips.x1 :] == photo[:, lips.x1 :]).all()
 
 
 def test_cli_paste_modes_are_the_engines() -> None:

@@ -41,6 +41,7 @@ _INNER_PAIRS = ((61, 67), (62, 66), (63, 65))  # (upper, lower) inner-lip points
 _UPPER_OUTER, _LOWER_OUTER = (49, 50, 51, 52, 53), (59, 58, 57, 56, 55)
 # Colours of the drawn mouth interior (0..1 RGB before lighting).
 CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,198 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         region = out[:, x0:x1]
         region += cov[..., None] * (lid - region)
     return out
+
+
+def _median(v: np.ndarray, k: int) -> np.ndarray:
+    """A running median over `k` samples (edges repeated): one stray column does not move a contour."""
+    if k < 3:
+        return v
+    pad = np.pad(v, k // 2, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(pad, k), axis=1)[: len(v)]
+
+
+def _curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray, k: int) -> np.ndarray:
+    """A lip contour through landmarks `idx` at columns `x`, box-smoothed over `k` columns."""
+    y = _lid_curve(pts, idx, x)
+    if k > 1:
+        y = np.convolve(np.pad(y, k // 2, mode="edge"), np.ones(k) / k, mode="valid")[: len(x)]
+    return y
+
+
+class PartedLips:
+    """Moves a photo's parted lips (a smile over teeth): `close(closure)` and `open(extra)`,
+    each -> a float (H, W, 3) copy; `pts` are the photo's 68 landmarks in `image` pixels.
+
+    `close`: closure 0 leaves the photo as it is, 1 shuts the lips. A spline cannot close
+    them: the teeth between the lips would be squeezed into a white seam. Here, per column,
+    the lips slide over what is between them, as lips do over teeth: the upper lip's inner edge
+    comes down 40 % of the gap and the lower lip's up 60 %, each lip stretched over the way
+    (its outer edge moves half as far), the skin above and the chin below follow; the teeth
+    stay where they are and the lips cover them. Where they meet, a soft dark line (`seam`
+    deep) is the lips' parting line.
+
+    `open`: the jaw drops by `extra` IOD at the middle (a lens-shaped profile, 0 at the
+    corners). The upper lip and the upper part of what the photo shows between the lips (the
+    upper teeth) stay; the lower part (lower teeth) and the lower lip move down with the jaw,
+    the chin follows, and a dark cavity opens between them. So the photo's own teeth stay in
+    its mouth, where a spline would stretch them and a drawn interior paint over them.
+
+    dlib's inner-lip points are a straight line from the inner corner to the next point, and a
+    wide smile shows teeth outside it; so the gap is also read off the pixels: between the
+    lips, per column, the rows that are less red than the lips (teeth) or much darker (the
+    cavity), with the thresholds set halfway between this photo's own lip and interior colours.
+    """
+
+    def __init__(self, image: np.ndarray, pts: np.ndarray, seam: float = 0.3) -> None:
+        self.image = np.asarray(image)
+        self.pts = np.asarray(pts, np.float64)
+        h, w = self.image.shape[:2]
+        _, _, _, self.iod = _frame(self.pts)
+        self.x0, self.x1 = max(int(np.floor(self.pts[48, 0])), 0), min(int(np.ceil(self.pts[54, 0])) + 1, w)
+        self.seam = seam
+        self.gap = np.zeros(max(self.x1 - self.x0, 0))
+        self.cavity = self.tongue = np.asarray(PHOTO_INTERIOR.cavity, np.float32) * 255.0
+        self.split = np.zeros(max(self.x1 - self.x0, 0))
+        if self.x1 - self.x0 < 3:
+            return
+        xs = np.arange(self.x0, self.x1, dtype=np.float64)
+        k = max(int(0.04 * self.iod), 1) | 1
+        P = self.pts
+        self.uo = _curve(P, (48, 49, 50, 51, 52, 53, 54), xs, k)
+        ui = _curve(P, (48, 60, 61, 62, 63, 64, 54), xs, k)
+        li = _curve(P, (48, 60, 67, 66, 65, 64, 54), xs, k)
+        self.lo = _curve(P, (48, 59, 58, 57, 56, 55, 54), xs, k)
+        inside = (xs >= P[60, 0]) & (xs <= P[64, 0])
+        ui, li = self._from_pixels(xs, ui, li, inside, k)
+        self.ui, self.li = ui, li
+        self.gap = np.maximum(li - ui, 0.0)
+        self.gap[self.gap < 1.0] = 0.0
+        self.top = (P[33, 1] + self.uo) / 2
+        self.bottom = self.lo + 0.8 * max(P[8, 1] - self.lo.max(), 1.0)
+        light = face_light(self.image, P) * 255.0
+        self.cavity = np.asarray(PHOTO_INTERIOR.cavity, np.float32) * light
+        self.tongue = np.asarray(PHOTO_INTERIOR.tongue, np.float32) * light
+        self.split = self._occlusal_line(k)
+
+    def _from_pixels(self, xs: np.ndarray, ui: np.ndarray, li: np.ndarray, inside: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+        img = self.image.astype(np.float32)
+        h = img.shape[0]
+        y0, y1 = max(int(self.uo.min()) - 1, 0), min(int(np.ceil(self.lo.max())) + 2, h)
+        band = img[y0:y1, self.x0 : self.x1]
+        red = (band[..., 0] - band[..., 1]) / (band.sum(-1) + 1.0)
+        lum = band @ _LUMA
+        y = np.arange(y0, y1, dtype=np.float64)[:, None]
+        lips = ((y >= self.uo) & (y < ui)) | ((y > li) & (y <= self.lo))
+        between = (y >= ui) & (y <= li) & inside[None]
+        if lips.sum() < 20 or between.sum() < 20:
+            return ui, li
+        lip_red, lip_lum = float(np.median(red[lips])), float(np.median(lum[lips]))
+        int_red = float(np.median(red[between]))
+        if lip_red - int_red < 0.03:  # lips no redder than the gap: trust the landmarks
+            return ui, li
+        interior = (red < (lip_red + int_red) / 2) | (lum < 0.6 * lip_lum)
+        # Only the lips' inner parts may be gap: not their outer edges, nor the skin beyond.
+        window = (y >= self.uo + 0.3 * np.maximum(ui - self.uo, 0)) & (y <= self.lo - 0.3 * np.maximum(self.lo - li, 0))
+        interior &= window
+        top, bot = ui.copy(), li.copy()
+        n = interior.shape[0]
+        for j in range(len(xs)):
+            # The run of gap rows through the middle of the lips (a lip's highlight further out is not gap).
+            mid = int(np.clip(round((ui[j] + li[j]) / 2 - y0), 0, n - 1))
+            reach = int(max(li[j] - ui[j], 0) / 2) + 2
+            near = [r for r in range(max(mid - reach, 0), min(mid + reach + 1, n)) if interior[r, j]]
+            if not near:
+                continue
+            r0 = r1 = min(near, key=lambda r: abs(r - mid))
+            while r0 > 0 and (interior[r0 - 1, j] or (r0 > 1 and interior[r0 - 2, j])):
+                r0 -= 1
+            while r1 < n - 1 and (interior[r1 + 1, j] or (r1 < n - 2 and interior[r1 + 2, j])):
+                r1 += 1
+            a, b = y0 + r0, y0 + r1 + 1.0
+            if inside[j]:
+                top[j], bot[j] = min(top[j], a), max(bot[j], b)
+            elif b - a >= 2:
+                top[j], bot[j] = a, b
+        top, bot = _median(top, k), _median(bot, k)
+        smooth = lambda v: np.convolve(np.pad(v, k // 2, mode="edge"), np.ones(k) / k, mode="valid")[: len(v)]  # noqa: E731
+        return np.maximum(smooth(top), self.uo + 1.0), np.minimum(smooth(bot), self.lo - 1.0)
+
+    def _occlusal_line(self, k: int) -> np.ndarray:
+        """Per column, where the upper teeth end: the darkest row of the lower two thirds of the
+        gap (the line between upper and lower teeth, or the lower lip's shadow when only the
+        upper teeth show); what is above it stays with the skull when the jaw drops."""
+        lum = self.image.astype(np.float32) @ _LUMA
+        h = lum.shape[0]
+        split = self.ui + 0.55 * self.gap
+        found = np.zeros(len(split), bool)
+        for j in np.flatnonzero(self.gap >= 3):
+            a, b = int(np.ceil(self.ui[j] + 0.35 * self.gap[j])), min(int(np.floor(self.li[j])) + 1, h)
+            if b - a < 2:
+                continue
+            col = np.convolve(lum[a:b, self.x0 + j], np.ones(3) / 3, mode="same")
+            split[j], found[j] = a + float(np.argmin(col)), True
+        if found.sum() >= 3:
+            split[found] = _median(split[found], k)
+        k3 = 3 * k
+        split = np.convolve(np.pad(split, k3 // 2, mode="edge"), np.ones(k3) / k3, mode="valid")[: len(split)]
+        return np.clip(split, self.ui + 0.3 * self.gap, self.li)
+
+    def close(self, closure: float) -> np.ndarray:
+        out = self.image.astype(np.float32).copy()
+        c = float(np.clip(closure, 0.0, 1.0))
+        if c <= 1e-3 or not self.gap.any():
+            return out
+        h = out.shape[0]
+        d = c * self.gap
+        uo2, ui2, li2, lo2 = self.uo + 0.2 * d, self.ui + 0.4 * d, self.li - 0.6 * d, self.lo - 0.3 * d
+        top, bottom, uo, ui, li, lo = self.top, self.bottom, self.uo, self.ui, self.li, self.lo
+        y = np.arange(h, dtype=np.float64)[:, None]
+        lin = lambda a0, a1, b0, b1: b0 + (y - a0) * (b1 - b0) / np.maximum(a1 - a0, 1e-6)  # noqa: E731
+        src = np.where(y < top, y,
+              np.where(y < uo2, lin(top, uo2, top, uo),
+              np.where(y < ui2, lin(uo2, ui2, uo, ui),
+              np.where(y < li2, y,
+              np.where(y < lo2, lin(li2, lo2, li, lo),
+              np.where(y < bottom, lin(lo2, bottom, lo, bottom), y))))))
+        src = np.where(self.gap[None] > 0, src, y)
+        rows = warp_rows(np.ascontiguousarray(self.image[:, self.x0 : self.x1]), src)
+        # The parting line: darker where the lips meet, fading in as they close and out at the corners.
+        meet = ui2 + 0.4 * (li2 - ui2)
+        width = max(0.012 * self.iod, 0.7)
+        depth = self.seam * c * c * np.clip(self.gap / max(0.03 * self.iod, 1e-6), 0, 1)
+        line = 1 - depth[None] * np.exp(-0.5 * ((y - meet[None]) / width) ** 2)
+        out[:, self.x0 : self.x1] = rows * line[..., None]
+        return out
+
+
+    def open(self, extra: float) -> np.ndarray:
+        out = self.image.astype(np.float32).copy()
+        if extra <= 1e-4 or self.x1 - self.x0 < 3:
+            return out
+        h = out.shape[0]
+        xs = np.arange(self.x0, self.x1, dtype=np.float64)
+        c, half = (self.pts[48, 0] + self.pts[54, 0]) / 2, max((self.pts[54, 0] - self.pts[48, 0]) / 2, 1.0)
+        t = np.clip((xs - c) / half, -1, 1)
+        D = extra * self.iod * (1 - t * t) ** 0.6
+        split = self.split
+        y = np.arange(h, dtype=np.float64)[:, None]
+        lo2 = self.lo + D
+        bottom = np.maximum(self.bottom, lo2 + 2.0)
+        lin = lambda a0, a1, b0, b1: b0 + (y - a0) * (b1 - b0) / np.maximum(a1 - a0, 1e-6)  # noqa: E731
+        src = np.where(y < split, y, np.where(y < lo2, y - D, np.where(y < bottom, lin(lo2, bottom, self.lo, bottom), y)))
+        rows = warp_rows(np.ascontiguousarray(self.image[:, self.x0 : self.x1]), src)
+        # The cavity between split and split + D: soft-edged, darkest under the teeth, a tongue's
+        # dark pink low in it.
+        soft = max(0.008 * self.iod, 0.5)
+        a = np.clip((y - split[None]) / soft + 0.5, 0, 1) * np.clip((split[None] + D[None] - y) / soft + 0.5, 0, 1)
+        u = np.clip((y - split[None]) / np.maximum(D[None], 1.0), 0, 1)  # 0 under the teeth, 1 at the lower lip
+        tongue = np.clip((u - 0.55) / 0.45, 0, 1)[..., None]
+        colour = self.cavity[None, None] * (0.75 + 0.25 * u[..., None])
+        colour = colour + 0.5 * tongue * (self.tongue[None, None] - colour)
+        rows = rows + a[..., None] * (colour - rows)
+        out[:, self.x0 : self.x1] = rows
+        return out
 
 
 def _pose(T: np.ndarray, p: Pose, depth: np.ndarray | float) -> np.ndarray:

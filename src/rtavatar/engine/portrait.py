@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
 PASTE_MODES = ("warp", "photo", "face")
 DEFAULT_PASTE_MODE = "warp"
+# A photo whose own lips are parted more than this (inner-lip gap, IOD) closes them in silence.
+PARTED_REST = 0.04
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -533,12 +535,12 @@ class LipWarpPaste(PhotoPaste):
     """
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, step: float = 0.005, cache: int = 128,
-                 head: Any = None, **kwargs: Any) -> None:
+                 head: Any = None, parted: bool = True, close_ramp: float = 0.1, **kwargs: Any) -> None:
         if portrait.landmarks is None:
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         super().__init__(portrait, recon, **kwargs)
         from rtavatar.data.landmarks import raw_features
-        from rtavatar.data.warp import PHOTO_INTERIOR, PhotoAnimator, _frame
+        from rtavatar.data.warp import PHOTO_INTERIOR, PartedLips, PhotoAnimator, _frame
 
         x0, y0, side = portrait.box
         res = recon.shape[0]
@@ -557,29 +559,50 @@ class LipWarpPaste(PhotoPaste):
         h, w = self.base.shape[:2]
         self.sq_dst = (max(0, self.sy), min(h, self.sy + self.sq), max(0, self.sx), min(w, self.sx + self.sq))
         square = box_pixels(self.base, (self.sx, self.sy, self.sq))
-        self.animator = PhotoAnimator(square, pts - np.array([self.sx, self.sy], np.float64), interior=PHOTO_INTERIOR)
+        local = pts - np.array([self.sx, self.sy], np.float64)
+        self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR)
+        # Lips parted in the photo (a smile over teeth) close when the model's mouth is closed.
+        self.parted = PartedLips(square, local) if self.rest >= PARTED_REST and parted else None
+        self.ramp = close_ramp
         self.opening = 0.0  # the last frame's opening, relative to the photo's own gap
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
         self.step, self.cache, self._renders = step, cache, {}  # type: ignore[var-annotated]
 
-    def _render(self, opening: float) -> np.ndarray:
+    def _render(self, gap: float) -> np.ndarray:
+        """The mouth square with the photo's lips at inner-lip gap `gap` (IOD)."""
         from rtavatar.data.warp import Pose
 
-        key = int(round(opening / self.step))
+        key = int(round((gap - self.rest) / self.step))  # steps from the photo's own gap
         if key not in self._renders:
             if len(self._renders) >= self.cache:
                 self._renders.pop(next(iter(self._renders)))
-            self._renders[key] = self.animator.render(Pose(mouth_open=self.rest + key * self.step))
+            if self.parted is not None:
+                moved = (self.parted.close(min(-key * self.step / self.rest, 1.0)) if key < 0 else
+                         self.parted.open(key * self.step))
+                self._renders[key] = np.clip(moved + 0.5, 0, 255).astype(np.uint8)
+            else:
+                self._renders[key] = self.animator.render(Pose(mouth_open=self.rest + key * self.step))
         return self._renders[key]
+
+    def gap(self, opening: float) -> float | None:
+        """The inner-lip gap (IOD) shown for a reading `opening` (None: the photo as it is).
+
+        The reading is a change from the portrait, so it adds to the photo's own gap; but lips
+        the photo shows parted (`seal`) close as the reading falls to 0, over `ramp` IOD.
+        """
+        if self.parted is None:
+            return None if opening < 0.01 else self.rest + opening
+        return opening + self.rest * min(opening / self.ramp, 1.0)
 
     def _speaking(self) -> bool:
         return self.opening > 0.03
 
     def _mouth(self, out: np.ndarray, face: np.ndarray) -> None:
         self.opening = max(self.reader(face), 0.0)
-        if self.opening < 0.01:
+        gap = self.gap(self.opening)
+        if gap is None:
             return
-        rendered = self._render(self.opening)
+        rendered = self._render(gap)
         dy0, dy1, dx0, dx1 = self.sq_dst
         sy, sx = dy0 - self.sy, dx0 - self.sx
         out[dy0:dy1, dx0:dx1] = rendered[sy : sy + dy1 - dy0, sx : sx + dx1 - dx0]
