@@ -12,7 +12,9 @@ and the head rolls about the neck. The photo is then resampled through a thin-pl
 fitted to those moves (a backward map: output pixel -> photo pixel), with fixed anchors on
 the crop border and a ring around the head that follows only the head pose. The mouth
 interior a closed-mouth photo does not have is drawn inside the moved inner-lip contour: a
-dark cavity, upper teeth and a tongue, lit like the face around it.
+dark cavity, upper teeth and a tongue, lit like the face around it. Lips a photo shows
+parted (a smile over teeth) are closed and opened by `PartedLips` in the engine's paste,
+which keeps the photo's own teeth.
 """
 
 from __future__ import annotations

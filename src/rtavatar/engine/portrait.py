@@ -530,8 +530,11 @@ class LipWarpPaste(PhotoPaste):
     were made with (data/warp.py's PhotoAnimator: lips and jaw move, the cavity, teeth and tongue
     are drawn inside). The model decides when and how far the mouth opens; the pixels are the
     photo's. The reader is the model's aperture head (`ExpertMouthReader`) when `head` is given
-    (a model that ships one), else `MouthReader`. Blinks and the expression controls are
-    PhotoPaste's.
+    (a model that ships one), else `MouthReader`. A photo whose own lips are parted by at least
+    PARTED_REST (a smile over teeth) is moved by data/warp.py's `PartedLips` instead (`gap`):
+    its lips close when the model's mouth is closed, and in speech its jaw drops under its own
+    upper teeth (`parted=False`: the photo's parted lips stay its rest). Blinks and the
+    expression controls are PhotoPaste's.
     """
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, step: float = 0.005, cache: int = 128,
