@@ -256,12 +256,21 @@ def _median(v: np.ndarray, k: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(pad, k), axis=1)[: len(v)]
 
 
+def _box(v: np.ndarray, k: int) -> np.ndarray:
+    """A running mean over `k` samples (edges repeated)."""
+    if k < 2:
+        return v
+    return np.convolve(np.pad(v, k // 2, mode="edge"), np.ones(k) / k, mode="valid")[: len(v)]
+
+
+def _ramp(y: np.ndarray, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """Rows y in [a0, a1) mapped linearly onto [b0, b1) (per column)."""
+    return b0 + (y - a0) * (b1 - b0) / np.maximum(a1 - a0, 1e-6)
+
+
 def _curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray, k: int) -> np.ndarray:
     """A lip contour through landmarks `idx` at columns `x`, box-smoothed over `k` columns."""
-    y = _lid_curve(pts, idx, x)
-    if k > 1:
-        y = np.convolve(np.pad(y, k // 2, mode="edge"), np.ones(k) / k, mode="valid")[: len(x)]
-    return y
+    return _box(_lid_curve(pts, idx, x), k)
 
 
 class PartedLips:
@@ -359,9 +368,7 @@ class PartedLips:
                 top[j], bot[j] = min(top[j], a), max(bot[j], b)
             elif b - a >= 2:
                 top[j], bot[j] = a, b
-        top, bot = _median(top, k), _median(bot, k)
-        smooth = lambda v: np.convolve(np.pad(v, k // 2, mode="edge"), np.ones(k) / k, mode="valid")[: len(v)]  # noqa: E731
-        return np.maximum(smooth(top), self.uo + 1.0), np.minimum(smooth(bot), self.lo - 1.0)
+        return np.maximum(_box(_median(top, k), k), self.uo + 1.0), np.minimum(_box(_median(bot, k), k), self.lo - 1.0)
 
     def _occlusal_line(self, k: int) -> np.ndarray:
         """Per column, where the upper teeth end: the darkest row of the lower two thirds of the
@@ -379,9 +386,7 @@ class PartedLips:
             split[j], found[j] = a + float(np.argmin(col)), True
         if found.sum() >= 3:
             split[found] = _median(split[found], k)
-        k3 = 3 * k
-        split = np.convolve(np.pad(split, k3 // 2, mode="edge"), np.ones(k3) / k3, mode="valid")[: len(split)]
-        return np.clip(split, self.ui + 0.3 * self.gap, self.li)
+        return np.clip(_box(split, 3 * k), self.ui + 0.3 * self.gap, self.li)
 
     def close(self, closure: float) -> np.ndarray:
         out = self.image.astype(np.float32).copy()
@@ -393,13 +398,12 @@ class PartedLips:
         uo2, ui2, li2, lo2 = self.uo + 0.2 * d, self.ui + 0.4 * d, self.li - 0.6 * d, self.lo - 0.3 * d
         top, bottom, uo, ui, li, lo = self.top, self.bottom, self.uo, self.ui, self.li, self.lo
         y = np.arange(h, dtype=np.float64)[:, None]
-        lin = lambda a0, a1, b0, b1: b0 + (y - a0) * (b1 - b0) / np.maximum(a1 - a0, 1e-6)  # noqa: E731
         src = np.where(y < top, y,
-              np.where(y < uo2, lin(top, uo2, top, uo),
-              np.where(y < ui2, lin(uo2, ui2, uo, ui),
+              np.where(y < uo2, _ramp(y, top, uo2, top, uo),
+              np.where(y < ui2, _ramp(y, uo2, ui2, uo, ui),
               np.where(y < li2, y,
-              np.where(y < lo2, lin(li2, lo2, li, lo),
-              np.where(y < bottom, lin(lo2, bottom, lo, bottom), y))))))
+              np.where(y < lo2, _ramp(y, li2, lo2, li, lo),
+              np.where(y < bottom, _ramp(y, lo2, bottom, lo, bottom), y))))))
         src = np.where(self.gap[None] > 0, src, y)
         rows = warp_rows(np.ascontiguousarray(self.image[:, self.x0 : self.x1]), src)
         # The parting line: darker where the lips meet, fading in as they close and out at the corners.
@@ -409,7 +413,6 @@ class PartedLips:
         line = 1 - depth[None] * np.exp(-0.5 * ((y - meet[None]) / width) ** 2)
         out[:, self.x0 : self.x1] = rows * line[..., None]
         return out
-
 
     def open(self, extra: float) -> np.ndarray:
         out = self.image.astype(np.float32).copy()
@@ -424,8 +427,7 @@ class PartedLips:
         y = np.arange(h, dtype=np.float64)[:, None]
         lo2 = self.lo + D
         bottom = np.maximum(self.bottom, lo2 + 2.0)
-        lin = lambda a0, a1, b0, b1: b0 + (y - a0) * (b1 - b0) / np.maximum(a1 - a0, 1e-6)  # noqa: E731
-        src = np.where(y < split, y, np.where(y < lo2, y - D, np.where(y < bottom, lin(lo2, bottom, self.lo, bottom), y)))
+        src = np.where(y < split, y, np.where(y < lo2, y - D, np.where(y < bottom, _ramp(y, lo2, bottom, self.lo, bottom), y)))
         rows = warp_rows(np.ascontiguousarray(self.image[:, self.x0 : self.x1]), src)
         # The cavity between split and split + D: soft-edged, darkest under the teeth, a tongue's
         # dark pink low in it.

@@ -591,7 +591,7 @@ class LipWarpPaste(PhotoPaste):
         """The inner-lip gap (IOD) shown for a reading `opening` (None: the photo as it is).
 
         The reading is a change from the portrait, so it adds to the photo's own gap; but lips
-        the photo shows parted (`seal`) close as the reading falls to 0, over `ramp` IOD.
+        the photo shows parted (`parted`) close as the reading falls to 0, over `ramp` IOD.
         """
         if self.parted is None:
             return None if opening < 0.01 else self.rest + opening
