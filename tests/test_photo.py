@@ -304,15 +304,17 @@ def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
     """The reader measures change from the portrait, so on a photo whose lips are parted a
     reading opens them further from the photo's own gap, the same opening is rendered once; and
     such lips close when the model's mouth is closed (the portrait's own reading), unless
-    `parted=False`, which gives back the parted-lips photo."""
-    from rtavatar.engine.portrait import PARTED_REST, LipWarpPaste
+    `close_lips=False`, which gives back the parted-lips photo (and still opens it further)."""
+    from rtavatar.engine.portrait import PARTED_REST, LipWarpPaste, make_paste
 
     gap = _gap
     photo, p, an = _parted_lips_photo()
     recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
-    kept = LipWarpPaste(p, recon, head_motion=0, parted=False)
+    kept = make_paste(p, "warp", recon, head_motion=0, close_lips=False)
     kept.per_minute = 0
-    assert kept.rest > max(0.08, PARTED_REST) and kept.parted is None and (kept(recon) == photo).all()
+    assert kept.rest > max(0.08, PARTED_REST) and kept.parted is not None and (kept(recon) == photo).all()
+    wide = an.render(Pose(mouth_open=kept.rest + 0.15))
+    assert gap(kept(wide)) > kept.rest + 0.02
     paste = LipWarpPaste(p, recon, head_motion=0)
     paste.per_minute = 0
     assert paste.parted is not None
@@ -336,7 +338,7 @@ def _teeth_smile() -> tuple[np.ndarray, np.ndarray, float]:
 
     big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
     base = register(big, 128)
-    opener = LipWarpPaste(base, base.face, parted=False)
+    opener = LipWarpPaste(base, base.face)
     photo = base.image.copy()
     sy0, sy1, sx0, sx1 = opener.sq_dst
     sq = opener.animator.render(Pose(mouth_open=0.18))

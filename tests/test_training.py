@@ -225,7 +225,8 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
     sf.write(tmp_path / "speech.wav", audio, 16000)
     out = tmp_path / "out.mp4"
     assert main(["generate", "--image", str(tmp_path / "face.png"), "--audio", str(tmp_path / "speech.wav"), "--out", str(out),
-                 "--checkpoint", str(tmp_path / "teacher"), "--steps", "2", "--expression", "smile=0.5", "--align", "center"]) == 0
+                 "--checkpoint", str(tmp_path / "teacher"), "--steps", "2", "--expression", "smile=0.5", "--align", "center",
+                 "--keep-parted-lips"]) == 0
     video = read_video(out)
     assert len(video.frames) == int(np.ceil(len(audio) / 640)) == 30
     assert video.frames.shape[1:] == (80, 100, 3), "pasted back into the picture at its own size"

@@ -219,7 +219,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
                          expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
                          paste_back=not args.no_paste_back, paste_mode=args.paste_mode, precision=args.precision,
-                         head_motion=args.head_motion)
+                         head_motion=args.head_motion, close_lips=not args.keep_parted_lips)
 
 
 def _int(lo: int, hi: int | None = None):  # noqa: ANN202 - an argparse type
@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help=_PASTE_HELP)
     g.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0,
                    help="photo paste modes: scale of the head's sway, tilt and nod (default 1; 0 keeps the head still)")
+    g.add_argument("--keep-parted-lips", action="store_true",
+                   help="warp: a photo whose lips are parted (a smile over teeth) keeps them so while the mouth is "
+                        "closed (default: they close)")
     g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)

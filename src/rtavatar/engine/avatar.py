@@ -88,11 +88,12 @@ class Avatar:
                 paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, state: str = "auto",
                 expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                 pipeline: bool = True, live: bool = False, buffer: int = 32, voice: str = "energy",
-                head_motion: float | None = None) -> Session:
+                head_motion: float | None = None, close_lips: bool = True) -> Session:
         """A streaming Session for one portrait (registered once: encoded, reference K/V cached).
         `voice` is what the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad);
         `head_motion` scales the photo's head motion when pasting back (0: a still head; None: 1 for
-        pictures of at most LIVE_MOTION_PIXELS, else 0, since it costs 10-25 ms a frame on a 1,024 px photo)."""
+        pictures of at most LIVE_MOTION_PIXELS, else 0, since it costs 10-25 ms a frame on a 1,024 px photo);
+        `close_lips=False` keeps a photo's parted lips (a smile over teeth) while the mouth is closed."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance)
         ref = cs.reference(p.face)
@@ -101,7 +102,7 @@ class Avatar:
             if paste_back and not head_motion:
                 log.info("live session on a %dx%d picture: head motion off (pass head_motion=1 to force it)",
                          p.image.shape[1], p.image.shape[0])
-        post = self._paste(cs, ref, p, paste_mode, head_motion) if paste_back else None
+        post = self._paste(cs, ref, p, paste_mode, head_motion, close_lips) if paste_back else None
         try:
             return Session(cs, ref, state=state, expression=expression, seed=seed, schedule=schedule,
                            pipeline=pipeline, live=live, buffer=buffer, post=post, voice=voice)
@@ -109,15 +110,17 @@ class Avatar:
             raise RTAvatarError(str(e)) from e
 
     @staticmethod
-    def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str, head_motion: float = 1.0):  # noqa: ANN205 - frame -> picture
+    def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str, head_motion: float = 1.0,  # noqa: ANN205 - frame -> picture
+               close_lips: bool = True):
         return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None, cs.bundle.cfg.warp_gain,
-                          cs.bundle.reader, head_motion)
+                          cs.bundle.reader, head_motion, close_lips)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
                     paste_back: bool = False, paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
                     state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
-                    decode_batch: int = 16, head_motion: float = 1.0, **chunking: Any) -> Iterator[np.ndarray]:
+                    decode_batch: int = 16, head_motion: float = 1.0, close_lips: bool = True,
+                    **chunking: Any) -> Iterator[np.ndarray]:
         """Offline: the frames for `audio` (16 kHz mono), ceil(len / 640) of them, decoded
         `decode_batch` at a time (latents for the whole file are small; frames are not)."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
@@ -126,7 +129,7 @@ class Avatar:
         expression = check_expression(expression or {})
         lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=expression, seed=seed,
                                progress=progress, **chunking)
-        paste = self._paste(cs, ref, p, paste_mode, head_motion) if paste_back else None
+        paste = self._paste(cs, ref, p, paste_mode, head_motion, close_lips) if paste_back else None
         controls = control_vector(expression)
         for i in range(0, lat.shape[1], decode_batch):
             for f in cs.decode(ref, lat[:, i : i + decode_batch], batch=decode_batch):

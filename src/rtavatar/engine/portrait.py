@@ -533,12 +533,12 @@ class LipWarpPaste(PhotoPaste):
     (a model that ships one), else `MouthReader`. A photo whose own lips are parted by at least
     PARTED_REST (a smile over teeth) is moved by data/warp.py's `PartedLips` instead (`gap`):
     its lips close when the model's mouth is closed, and in speech its jaw drops under its own
-    upper teeth (`parted=False`: the photo's parted lips stay its rest). Blinks and the
-    expression controls are PhotoPaste's.
+    upper teeth (`close_lips=False`: the photo's parted lips stay its rest, e.g. a smile kept
+    while listening). Blinks and the expression controls are PhotoPaste's.
     """
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, gain: float = 1.0, step: float = 0.005, cache: int = 128,
-                 head: Any = None, parted: bool = True, close_ramp: float = 0.1, **kwargs: Any) -> None:
+                 head: Any = None, close_lips: bool = True, close_ramp: float = 0.1, **kwargs: Any) -> None:
         if portrait.landmarks is None:
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         super().__init__(portrait, recon, **kwargs)
@@ -565,8 +565,8 @@ class LipWarpPaste(PhotoPaste):
         local = pts - np.array([self.sx, self.sy], np.float64)
         self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR)
         # Lips parted in the photo (a smile over teeth) close when the model's mouth is closed.
-        self.parted = PartedLips(square, local) if self.rest >= PARTED_REST and parted else None
-        self.ramp = close_ramp
+        self.parted = PartedLips(square, local) if self.rest >= PARTED_REST else None
+        self.close_lips, self.ramp = close_lips, close_ramp
         self.opening = 0.0  # the last frame's opening, relative to the photo's own gap
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
         self.step, self.cache, self._renders = step, cache, {}  # type: ignore[var-annotated]
@@ -591,9 +591,10 @@ class LipWarpPaste(PhotoPaste):
         """The inner-lip gap (IOD) shown for a reading `opening` (None: the photo as it is).
 
         The reading is a change from the portrait, so it adds to the photo's own gap; but lips
-        the photo shows parted (`parted`) close as the reading falls to 0, over `ramp` IOD.
+        the photo shows parted (`parted`) close as the reading falls to 0, over `ramp` IOD
+        (unless `close_lips` is off).
         """
-        if self.parted is None:
+        if self.parted is None or not self.close_lips:
             return None if opening < 0.01 else self.rest + opening
         return opening + self.rest * min(opening / self.ramp, 1.0)
 
@@ -612,14 +613,15 @@ class LipWarpPaste(PhotoPaste):
 
 
 def make_paste(portrait: Portrait, mode: str, recon: np.ndarray | None = None,  # noqa: ANN201 - frame -> picture
-               warp_gain: float = 1.0, reader: Any = None, head_motion: float = 1.0):
+               warp_gain: float = 1.0, reader: Any = None, head_motion: float = 1.0, close_lips: bool = True):
     """The compositor for `mode` (PASTE_MODES); `photo` and `warp` need the model's reconstruction of the
     portrait, `warp` the model's reader gain (its InferenceConfig.warp_gain) and aperture head if it has one
-    (Bundle.reader). `head_motion` scales the photo modes' HeadMotion (0: a still head)."""
+    (Bundle.reader). `head_motion` scales the photo modes' HeadMotion (0: a still head); `close_lips=False`
+    keeps the rest of a photo whose lips are parted (LipWarpPaste)."""
     if mode not in PASTE_MODES:
         raise RTAvatarError(f"unknown paste mode {mode!r}; use {' or '.join(PASTE_MODES)}")
     if mode == "face" or recon is None:
         return PasteBack(portrait)
     if mode == "warp" and portrait.landmarks is not None:
-        return LipWarpPaste(portrait, recon, gain=warp_gain, head=reader, head_motion=head_motion)
+        return LipWarpPaste(portrait, recon, gain=warp_gain, head=reader, head_motion=head_motion, close_lips=close_lips)
     return PhotoPaste(portrait, recon, head_motion=head_motion)
