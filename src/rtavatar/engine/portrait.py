@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 ALIGNS = ("face", "center")
 PASTE_MODES = ("warp", "photo", "face")
 DEFAULT_PASTE_MODE = "warp"
-# A photo whose own lips are parted more than this (inner-lip gap, IOD) closes them in silence.
+# A photo whose own lips are parted at least this much (inner-lip gap, IOD) closes them in silence.
 PARTED_REST = 0.04
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
