@@ -82,6 +82,27 @@ def test_photo_clips_ground_truth_is_what_dlib_reads(portraits: Path, tmp_path: 
         assert max(abs(v) for v in meta["frames"]["yaw"]) <= 25 * cfg.photo_head_motion + 1e-6
 
 
+def test_webcam_degradation_is_darker_softer_and_opt_in(portraits: Path) -> None:
+    """`degrade` under-exposes, softens and adds noise; `synth-data --photo-degrade` marks the
+    identities it degraded, and at 0 it draws nothing, so datasets made before stay the same."""
+    from rtavatar.data.photos import degrade, sample_photo_identity
+
+    crop, _ = aligned(scan_portraits(portraits)[0], 256)
+    out = degrade(crop, np.random.default_rng(0))
+    assert out.shape == crop.shape and out.mean() < 0.8 * crop.mean()
+    smooth = lambda x: np.asarray(Image.fromarray(x).resize((32, 32), Image.BOX), np.float32)  # noqa: E731
+    assert np.abs(smooth(out) / out.mean() - smooth(crop) / crop.mean()).mean() < 0.15  # the same picture, darker
+    dimmed = crop.astype(np.float32) * (out.mean() / crop.mean())
+    assert np.abs(out.astype(np.float32) - dimmed).mean() > 2  # ... and not only darker: softened and noisy
+    entries = scan_portraits(portraits)
+    plain = [sample_photo_identity(entries, np.random.default_rng(s), "train", 64).name for s in range(6)]
+    off = [sample_photo_identity(entries, np.random.default_rng(s), "train", 64, p_degrade=0.0).name for s in range(6)]
+    on = [sample_photo_identity(entries, np.random.default_rng(s), "train", 64, p_degrade=1.0) for s in range(6)]
+    assert plain == off and all(p.name.endswith(":webcam") for p in on)
+    assert all(p.animator.image.mean() < 0.8 * sample_photo_identity(entries, np.random.default_rng(s), "train", 64)
+               .animator.image.mean() for s, p in enumerate(on))
+
+
 def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
     photo = read_image(LISA)
     p = register(photo, 128)

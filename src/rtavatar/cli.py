@@ -48,6 +48,7 @@ def cmd_synth_data(args: argparse.Namespace) -> dict:
         clips=args.clips, seed=args.seed, resolution=args.resolution, seconds=args.seconds,
         identities=args.identities, workers=args.workers, test_fraction=args.test_fraction,
         portraits=args.portraits, photo_fraction=args.photo_fraction, photo_head_motion=args.photo_head_motion,
+        photo_degrade=args.photo_degrade,
     )
     return synthesize_dataset(cfg, args.out, progress=not args.quiet)
 
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--photo-fraction", type=_fraction, default=0.5, help="with --portraits: share of clips that are photos (default 0.5)")
     s.add_argument("--photo-head-motion", type=_fraction, default=0.35,
                    help="with --portraits: share of the behaviour's head motion photo clips keep (default 0.35)")
+    s.add_argument("--photo-degrade", type=_fraction, default=0.0,
+                   help="with --portraits: share of photo identities given a webcam's look: darker, softer, noisy (default 0)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     s.set_defaults(func=cmd_synth_data)

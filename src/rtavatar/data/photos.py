@@ -131,6 +131,18 @@ def relight(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x * 255 + 0.5).astype(np.uint8)
 
 
+def degrade(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A webcam's look: under-exposed (x0.35-0.75), soft (resampled through 35-70 % of the
+    size) and noisy (sensor noise, std 1-4 % of white). The shared faces are studio portraits;
+    webcam photos are darker, softer and noisier than any of them."""
+    side = crop.shape[0]
+    small = max(8, int(round(side * float(rng.uniform(0.35, 0.7)))))
+    soft = Image.fromarray(crop).resize((small, small), Image.BILINEAR).resize((side, side), Image.BILINEAR)
+    x = np.asarray(soft, np.float32) / 255.0 * float(rng.uniform(0.35, 0.75))
+    x = x + rng.normal(0.0, float(rng.uniform(0.01, 0.04)), x.shape).astype(np.float32)
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 @dataclass
 class PhotoIdentity:
     """What one photo clip animates, and where it came from."""
@@ -142,7 +154,8 @@ class PhotoIdentity:
 
 
 def sample_photo_identity(entries: list[PhotoEntry], rng: np.random.Generator, split: str, resolution: int,
-                          p_mirror: float = 0.5, p_morph: float = 0.25, jitter: float = 0.04) -> PhotoIdentity:
+                          p_mirror: float = 0.5, p_morph: float = 0.25, jitter: float = 0.04,
+                          p_degrade: float = 0.0) -> PhotoIdentity:
     """A varied photo identity of `split` (see the module docstring)."""
     pool = [e for e in entries if e.split == split] or entries
     for _ in range(20):  # skip photos dlib finds no face in
@@ -166,6 +179,9 @@ def sample_photo_identity(entries: list[PhotoEntry], rng: np.random.Generator, s
         crop, pts = mirror(crop, pts)
         name += ":mirror"
     crop = relight(crop, rng)
+    if p_degrade > 0 and rng.random() < p_degrade:  # no draw at 0: older datasets stay reproducible
+        crop = degrade(crop, rng)
+        name += ":webcam"
     tint = tuple(float(v) for v in rng.uniform(0.85, 1.1, 3))
     return PhotoIdentity(name, [e.rel for e in picks], split, PhotoAnimator(crop, pts, resolution, tint))
 

@@ -61,6 +61,7 @@ class SynthConfig:
     portraits: str = ""
     photo_fraction: float = 0.5
     photo_head_motion: float = 0.35
+    photo_degrade: float = 0.0  # share of photo identities given a webcam's look (data/photos.degrade)
     holdout: tuple[str, ...] = ("cc0",)  # portrait sub-folders never trained on
     holdout_pct: float = 12.0  # ... and this share of the other people
 
@@ -77,6 +78,7 @@ class SynthConfig:
                   (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
                   (0.0 <= self.photo_fraction <= 1.0, f"photo_fraction must be in [0, 1], got {self.photo_fraction}"),
                   (0.0 <= self.photo_head_motion <= 1.0, f"photo_head_motion must be in [0, 1], got {self.photo_head_motion}"),
+                  (0.0 <= self.photo_degrade <= 1.0, f"photo_degrade must be in [0, 1], got {self.photo_degrade}"),
                   (0.0 <= self.holdout_pct <= 100.0, f"holdout_pct must be in [0, 100], got {self.holdout_pct}")]
         for ok, msg in checks:
             if not ok:
@@ -175,7 +177,7 @@ def generate_clip(cfg: SynthConfig, index: int, out_dir: Path) -> dict[str, Any]
     rng = np.random.default_rng(derive_seed(cfg.seed, "clip", index))
     if is_photo_clip(cfg, index):
         split = "test" if rng.random() < cfg.test_fraction else "train"
-        photo = sample_photo_identity(_portraits(cfg), rng, split, cfg.resolution)
+        photo = sample_photo_identity(_portraits(cfg), rng, split, cfg.resolution, p_degrade=cfg.photo_degrade)
         voice_seed = zlib.crc32(photo.name.split(":mirror")[0].encode())
         identity, source, sources = photo.name, "photo", photo.sources
     else:
