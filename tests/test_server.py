@@ -35,11 +35,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVED: dict[str, Avatar] = {}  # the fixture's model, for tests that watch what the server asks of it
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     import torch
 
-    avatar = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6))
+    avatar = SERVED["avatar"] = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6))
     with torch.no_grad():  # random weights barely move off the reference; louder, so frames visibly change over time
         avatar.bundle.net.dit.out.weight.mul_(40)
     cfg = ServerConfig(max_sessions=2, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights")
@@ -111,6 +114,32 @@ def test_batch_endpoint_returns_a_playable_mp4(server: str, tmp_path: Path) -> N
     truncated = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png()[:80], "image/png"),
                                                                   "audio": ("a.wav", wav.getvalue()[:30], "audio/wav")}, timeout=60)
     assert truncated.status_code == 400 and truncated.json()["error"]
+
+
+def test_close_lips_reaches_the_session_on_every_route(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`close_lips` (keep a photo's parted lips at rest) is an option of the WebSocket start and
+    of /v1/generate; it defaults to closing, as in the Python API."""
+    import soundfile as sf
+
+    avatar, seen = SERVED["avatar"], []
+
+    def spy(name: str):  # noqa: ANN202
+        real = getattr(avatar, name)
+        return lambda *a, **kw: (seen.append((name, kw.get("close_lips"))), real(*a, **kw))[1]
+
+    monkeypatch.setattr(avatar, "session", spy("session"))
+    monkeypatch.setattr(avatar, "iter_frames", spy("iter_frames"))
+    for close in (False, None):
+        with AvatarClient(f"ws://{server}/v1/stream") as c:
+            c.start(png(), align="center", live=False, paste_back=True, **({} if close is None else {"close_lips": close}))
+            c.end()
+            list(c.frames())
+    wav = io.BytesIO()
+    sf.write(wav, speech(0.2), 16000, format="WAV")
+    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png()), "audio": ("a.wav", wav.getvalue())},
+                   data={"align": "center", "close_lips": "false"}, timeout=120)
+    assert r.status_code == 200
+    assert seen == [("session", False), ("session", True), ("iter_frames", False)]
 
 
 def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> None:

@@ -176,7 +176,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             live.add(sid)
             try:
                 session = await asyncio.to_thread(avatar.session, image, align=align, paste_back=bool(body.get("paste_back", False)),
-                                                  live=True, voice=cfg.voice)
+                                                  close_lips=bool(body.get("close_lips", True)), live=True, voice=cfg.voice)
                 peer = WebRTCPeer(session)
                 answer = await peer.answer(body["sdp"], "offer")
             except BaseException:
@@ -219,7 +219,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"}})
     async def generate(portrait: UploadFile = File(...), audio: UploadFile = File(...), steps: int | None = Form(None),
                        state: str = Form("auto"), expression: str = Form(""), align: str = Form("face"),
-                       paste_back: bool = Form(True), seed: int = Form(0)) -> Any:
+                       paste_back: bool = Form(True), close_lips: bool = Form(True), seed: int = Form(0)) -> Any:
         tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
 
         def cleanup() -> None:  # after the response is sent
@@ -236,8 +236,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             image = read_image(files["portrait"])
             wav = validate_audio(read_audio(files["audio"]), 16_000, name="audio")
             out = tmp / "out.mp4"
-            work = partial(write_generated, out, avatar, image, wav, align=align, paste_back=paste_back, steps=steps, state=state,
-                           expression=expr, seed=seed)
+            work = partial(write_generated, out, avatar, image, wav, align=align, paste_back=paste_back, close_lips=close_lips, steps=steps,
+                           state=state, expression=expr, seed=seed)
             n = await asyncio.to_thread(work)
             log.info("generate: %d frames", n)
             return FileResponse(out, media_type="video/mp4", filename="rtavatar.mp4", background=BackgroundTask(cleanup))
@@ -323,8 +323,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         live.add(sid)
                         try:
                             session = await asyncio.to_thread(avatar.session, image, align=m.align, paste_back=m.paste_back,
-                                                              steps=m.steps, state=m.state, expression=expr, seed=m.seed, live=m.live,
-                                                              voice=cfg.voice)
+                                                              close_lips=m.close_lips, steps=m.steps, state=m.state, expression=expr,
+                                                              seed=m.seed, live=m.live, voice=cfg.voice)
                         except BaseException:
                             live.discard(sid)
                             raise

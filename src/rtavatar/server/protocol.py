@@ -49,6 +49,7 @@ class Start(_Msg):
     portrait: str = Field(description="base64 of a JPEG/PNG/WebP picture", max_length=MAX_PORTRAIT_BYTES * 4 // 3 + 4)
     align: Literal["face", "center"] = "face"
     paste_back: bool = False
+    close_lips: bool = Field(True, description="with paste_back: a photo's parted lips (a smile over teeth) close at rest")
     sample_rate: int = Field(16000, ge=8000, le=48000, description="rate of the int16 mono PCM you will send")
     state: Literal["auto", "speak", "listen", "idle"] = "auto"
     expression: Expression = Field(default_factory=Expression)
