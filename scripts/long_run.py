@@ -72,6 +72,10 @@ def main() -> int:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--out", required=True)
     p.add_argument("--plot", default=None)
+    p.add_argument("--paste-back", action="store_true",
+                   help="with --image: paste every frame back into the photo (the default warp) and score each minute's "
+                        "first 10 s as `rtavatar eval --photos` does (dlib gap vs speech energy r, speech/silence, identity)")
+    p.add_argument("--strip", default=None, help="PNG: eight of each minute's frames, a row a minute, to look at")
     a = p.parse_args()
     avatar = Avatar.load(a.checkpoint, precision=a.precision) if a.checkpoint else Avatar.random("tiny", precision=a.precision)
     r = avatar.resolution
@@ -89,11 +93,17 @@ def main() -> int:
     speech = bench_speech(20.0)
     total = int(a.minutes * 60 * FPS)
     per_min = 60 * FPS
-    s = avatar.session(portrait, buffer=16)
+    if a.paste_back and not a.image:
+        p.error("--paste-back needs --image")
+    s = avatar.session(portrait, buffer=16, paste_back=a.paste_back)
+    if a.paste_back:
+        from rtavatar.evaluation.photos import FaceReader, score_photo
+
+        reader, ref_emb = FaceReader(), None
     pushed = 0  # frames of audio pushed
     minute: list[np.ndarray] = []
     minute_audio: list[np.ndarray] = []
-    rows = []
+    rows, strip = [], []
     t0 = time.perf_counter()
     it = s.frames(timeout=60)
     n = 0
@@ -119,11 +129,17 @@ def main() -> int:
                 embs = [e for e in (ident.embed(im.astype(np.uint8)) for im in imgs[:: max(1, len(imgs) // 20)]) if e is not None]
                 row["identity_dist"] = round(float(np.mean([np.linalg.norm(e - ref_emb) for e in embs])), 4) if embs else None
                 row["faces_found"] = len(embs)
-            if scorer is not None:
+            if a.paste_back:
+                fr = np.stack([x for x, _ in minute_audio])
+                au = np.concatenate([y for _, y in minute_audio])
+                scores = score_photo(reader, portrait.image, fr, au)
+                row.update({k: round(float(scores[k]), 4) for k in ("gap_energy_r", "speech_silence", "identity", "detect")})
+            elif scorer is not None:
                 fr = np.stack([x for x, _ in minute_audio])
                 au = np.concatenate([y for _, y in minute_audio])
                 row["sync_c"] = round(float(sync_scores(scorer, fr, au)["sync_c"]), 4)
             rows.append(row)
+            strip.append(np.concatenate(list(imgs[:: max(1, len(imgs) // 8)][:8].astype(np.uint8)), 1))
             print(json.dumps(row), file=sys.stderr, flush=True)
             minute, minute_audio = [], []
     first = np.array(rows[0]["mean_rgb"])
@@ -132,6 +148,11 @@ def main() -> int:
     out = {"checkpoint": a.checkpoint or "random tiny weights", "precision": a.precision, "frames": n, "rows": rows,
            "fps": round(n / (time.perf_counter() - t0), 2), "rss_growth_mb": round(rows[-1]["rss_mb"] - rows[0]["rss_mb"], 1)}
     Path(a.out).write_text(json.dumps(out, indent=1))
+    if a.strip:
+        from PIL import Image
+
+        width = max(r.shape[1] for r in strip)
+        Image.fromarray(np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in strip])).save(a.strip)
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}))
     if a.plot:
         import matplotlib
