@@ -141,6 +141,17 @@ def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: t
     after = tuned.net.state_dict()
     worst = max(float((after[k] - v.float()).abs().max()) for k, v in before.items())
     assert worst < 1e-2, f"the run starts from the export's weights (max change {worst})"
+    # `export --prior`: the same weights shipped to start each chunk from the reference instead.
+    from rtavatar.engine import Avatar
+
+    ref, mot = export_checkpoint(tmp_path / "eft", tmp_path / "ref", prior="reference"), export_checkpoint(tmp_path / "eft", tmp_path / "mot")
+    assert load_bundle(ref).cfg.sampling.prior == "reference" and load_bundle(mot).cfg.sampling.prior == cfg.prior == "motion"
+    face = Dataset(data).load(0).frames[0]
+    speech = (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150)).astype(np.float32)
+    a, b = (Avatar.load(d).generate(face, speech, align="center").astype(int) for d in (ref, mot))
+    assert a.shape == b.shape and np.abs(a - b).max() > 0, "the prior changes what later chunks start from"
+    with pytest.raises(ValueError, match="unknown EFT prior"):
+        export_checkpoint(tmp_path / "eft", tmp_path / "bad", prior="noise")
 
 
 def test_smile_counterfactual_and_partner_audio(data_and_vae: tuple[Path, Path], student_run: Path, tmp_path: Path) -> None:

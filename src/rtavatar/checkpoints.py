@@ -31,7 +31,7 @@ import json
 import logging
 import struct
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -441,12 +441,15 @@ def pretrained_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
-                      note: dict[str, Any] | None = None) -> Path:
+                      note: dict[str, Any] | None = None, prior: str | None = None) -> Path:
     """A self-contained inference checkpoint of any teacher / distill / EFT run: inference.json,
     the denoiser's (EMA) weights as model.safetensors and vae.safetensors, in float16 when
     `half` (loading casts them back to float32), no optimizer state, and a manifest. What the
-    package ships (`Avatar.from_pretrained`)."""
+    package ships (`Avatar.from_pretrained`). `prior` replaces the EFT start's prior video
+    ("motion" or "reference", diffusion.SamplingConfig) the run was trained with."""
     bundle = load_bundle(checkpoint, ema=ema)
+    if prior is not None:
+        bundle.cfg.sampling = replace(bundle.cfg.sampling, prior=prior).validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():

@@ -294,7 +294,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> dict:
 def cmd_export(args: argparse.Namespace) -> dict:
     from rtavatar.checkpoints import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32)
+    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32, prior=args.prior)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     res = {"out": str(out), "files": files, "megabytes": round(sum(files.values()) / 1e6, 2)}
     if not args.json:
@@ -438,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="teacher, distill or eft run (or checkpoint directory)")
     ex.add_argument("--out", required=True, help="directory to write (its files are replaced)")
     ex.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
+    ex.add_argument("--prior", default=None, choices=["motion", "reference"],
+                    help="EFT student: the prior video its one step starts from (default: the run's own)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 
