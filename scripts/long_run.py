@@ -66,7 +66,7 @@ class Identity:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--expert", default=None, help="a `train syncnet` run: per-minute Sync-C")
+    p.add_argument("--expert", default=None, help="a `train syncnet` run: per-minute Sync-C (of the raw face: not with --paste-back)")
     p.add_argument("--image", default=None, help="portrait (default: a plain gradient, aligned as a crop)")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--precision", default="fp32")
@@ -77,14 +77,21 @@ def main() -> int:
                         "first 10 s as `rtavatar eval --photos` does (dlib gap vs speech energy r, speech/silence, identity)")
     p.add_argument("--strip", default=None, help="PNG: eight of each minute's frames, a row a minute, to look at")
     a = p.parse_args()
+    if a.paste_back and not a.image:
+        p.error("--paste-back needs --image")
     avatar = Avatar.load(a.checkpoint, precision=a.precision) if a.checkpoint else Avatar.random("tiny", precision=a.precision)
     r = avatar.resolution
     if a.image:
         portrait = avatar.portrait(a.image)
     else:
         portrait = avatar.portrait(plain_portrait(r), align="center")
-    ident = Identity()
-    ref_emb = ident.embed(portrait.face)
+    if a.paste_back:  # scored as a photo (score_photo's identity), not as the raw face
+        from rtavatar.evaluation.photos import FaceReader, score_photo
+
+        reader, ref_emb = FaceReader(), None
+    else:
+        ident = Identity()
+        ref_emb = ident.embed(portrait.face)
     scorer = None
     if a.expert:
         from rtavatar.evaluation.sync import load_expert, sync_scores
@@ -93,13 +100,7 @@ def main() -> int:
     speech = bench_speech(20.0)
     total = int(a.minutes * 60 * FPS)
     per_min = 60 * FPS
-    if a.paste_back and not a.image:
-        p.error("--paste-back needs --image")
     s = avatar.session(portrait, buffer=16, paste_back=a.paste_back)
-    if a.paste_back:
-        from rtavatar.evaluation.photos import FaceReader, score_photo
-
-        reader, ref_emb = FaceReader(), None
     pushed = 0  # frames of audio pushed
     minute: list[np.ndarray] = []
     minute_audio: list[np.ndarray] = []
@@ -129,14 +130,12 @@ def main() -> int:
                 embs = [e for e in (ident.embed(im.astype(np.uint8)) for im in imgs[:: max(1, len(imgs) // 20)]) if e is not None]
                 row["identity_dist"] = round(float(np.mean([np.linalg.norm(e - ref_emb) for e in embs])), 4) if embs else None
                 row["faces_found"] = len(embs)
+            fr = np.stack([x for x, _ in minute_audio])  # the minute's first 10 s and their audio
+            au = np.concatenate([y for _, y in minute_audio])
             if a.paste_back:
-                fr = np.stack([x for x, _ in minute_audio])
-                au = np.concatenate([y for _, y in minute_audio])
                 scores = score_photo(reader, portrait.image, fr, au)
                 row.update({k: round(float(scores[k]), 4) for k in ("gap_energy_r", "speech_silence", "identity", "detect")})
             elif scorer is not None:
-                fr = np.stack([x for x, _ in minute_audio])
-                au = np.concatenate([y for _, y in minute_audio])
                 row["sync_c"] = round(float(sync_scores(scorer, fr, au)["sync_c"]), 4)
             rows.append(row)
             strip.append(np.concatenate(list(imgs[:: max(1, len(imgs) // 8)][:8].astype(np.uint8)), 1))
