@@ -1,16 +1,16 @@
 """Long-duration stability of a Session: a 10-minute stream (15,000 frames) with per-minute
 memory, colour statistics, identity distance and (with an expert) sync score.
 
-    python scripts/long_run.py [--checkpoint RUN] [--expert SYNCNET_RUN] [--minutes 10] \\
+    python scripts/long_run.py [--checkpoint RUN] [--expert SYNCNET_RUN] [--minutes 10] [--window 60] \\
         [--image portrait.png] --out docs/long_run_cpu.json [--plot docs/long_run_cpu.png]
 
 Speech (espeak-ng, a sentence repeated with pauses) is pushed one second at a time whenever
-the reader has caught up, as a live client would. Every minute: the process RSS, the mean and
-std of each colour channel over that minute's frames and their distance to the first
-minute's, the dlib face-embedding distance of sampled frames to the portrait (when dlib finds
-the face: 0.6 is dlib's same-person threshold), and the sync expert's Sync-C on that
-minute's first 10 s. Without --checkpoint it runs random tiny weights: then only the memory
-curve means anything.
+the reader has caught up, as a live client would. Every row (`--window` seconds, a minute by
+default): the process RSS, the mean and std of each colour channel over the row's frames and
+their distance to the first row's, the dlib face-embedding distance of sampled frames to the
+portrait (when dlib finds the face: 0.6 is dlib's same-person threshold), and the sync
+expert's Sync-C on the row's first 10 s. Without --checkpoint it runs random tiny weights:
+then only the memory curve means anything.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> int:
     p.add_argument("--expert", default=None, help="a `train syncnet` run: per-minute Sync-C (of the raw face: not with --paste-back)")
     p.add_argument("--image", default=None, help="portrait (default: a plain gradient, aligned as a crop)")
     p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--window", type=float, default=60.0, help="seconds per row (default a minute; 5 shows a decay within seconds)")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--out", required=True)
     p.add_argument("--plot", default=None)
@@ -99,7 +100,7 @@ def main() -> int:
         scorer = load_expert(a.expert)
     speech = bench_speech(20.0)
     total = int(a.minutes * 60 * FPS)
-    per_min = 60 * FPS
+    per_min = max(1, int(round(a.window * FPS)))  # frames per row
     s = avatar.session(portrait, buffer=16, paste_back=a.paste_back)
     pushed = 0  # frames of audio pushed
     minute: list[np.ndarray] = []
@@ -123,7 +124,7 @@ def main() -> int:
             minute_audio.append((f.image, f.audio))
         if n % per_min == 0 or n == total:
             imgs = np.stack([m for m in minute if m is not None]).astype(np.float32)
-            row = {"minute": round(n / per_min, 2), "frames": n, "rss_mb": round(rss_mb(), 1),
+            row = {"minute": round(n / (60 * FPS), 3), "frames": n, "rss_mb": round(rss_mb(), 1),
                    "seconds": round(time.perf_counter() - t0, 1),
                    "mean_rgb": imgs.mean((0, 1, 2)).round(2).tolist(), "std_rgb": imgs.std((0, 1, 2)).round(2).tolist()}
             if ref_emb is not None:

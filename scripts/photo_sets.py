@@ -4,6 +4,11 @@
 
 Each set is a folder of copies named after their source folder (london_neutral_006_03.jpg),
 so `rtavatar eval --photos data/<set>` reports rows with the names the tables use.
+
+`--variants` also writes the set "mirror": every photo above flipped left-right and
+re-framed, alternately a tight crop (the central 80 % of the shorter side) and a loose one
+(the picture padded by 20 % of its shorter side with its own edge colours), so a model can be
+checked on pictures no choice was made on (the same people, so not new identities).
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 SETS: dict[str, list[str]] = {
     "report": ["canada/065f", "cc0/lisa/lisa1", "cc0/zoom/30cm", "london/neutral/042_03"],
@@ -29,10 +35,23 @@ SETS: dict[str, list[str]] = {
 CROPS = {"dev": [("london/neutral/039_03", "london_neutral_039_03_tight", (300, 290, 740, 730))]}
 
 
+def variant(img: Image.Image, tight: bool) -> Image.Image:
+    """Mirrored, then a tight crop or a loose frame (module docstring)."""
+    img = ImageOps.mirror(img.convert("RGB"))
+    w, h = img.size
+    side = min(w, h)
+    if tight:
+        c = int(0.8 * side)
+        return img.crop(((w - c) // 2, (h - c) // 2, (w - c) // 2 + c, (h - c) // 2 + c))
+    pad = int(0.2 * side)
+    return Image.fromarray(np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=Path, default=Path("../shared/faces"))
     ap.add_argument("--out", type=Path, default=Path("data"))
+    ap.add_argument("--variants", action="store_true", help="also write the mirrored, re-framed set \"mirror\"")
     args = ap.parse_args()
     for name, stems in SETS.items():
         folder = args.out / name
@@ -43,6 +62,15 @@ def main() -> None:
         for stem, out_name, box in CROPS.get(name, []):
             Image.open(args.faces / f"{stem}.jpg").crop(box).save(folder / f"{out_name}.jpg", quality=95)
         print(f"{folder}: {len(list(folder.glob('*.jpg')))} photos")
+    if args.variants:
+        folder = args.out / "mirror"
+        folder.mkdir(parents=True, exist_ok=True)
+        stems = [s for name in SETS for s in SETS[name]]
+        for i, stem in enumerate(stems):
+            tight = i % 2 == 0
+            out = folder / (stem.replace("/", "_") + ("_mirror_tight" if tight else "_mirror_loose") + ".jpg")
+            variant(Image.open(args.faces / f"{stem}.jpg"), tight).save(out, quality=95)
+        print(f"{folder}: {len(stems)} photos")
 
 
 if __name__ == "__main__":

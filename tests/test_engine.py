@@ -402,7 +402,7 @@ def test_bench_prints_one_json_object_with_the_contract_keys() -> None:
     import json
 
     out = subprocess.run([sys.executable, "-m", "rtavatar", "bench", "--steps", "1", "--seconds", "1.5", "--photo",
-                          "--paste-mode", "warp", "--json"], capture_output=True, text=True, timeout=300)
+                          "--paste-mode", "warp", "--keep-parted-lips", "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("fps", "first_frame_ms", "rtf", "peak_rss_mb", "steps", "resolution", "device", "stage_ms_per_frame"):
@@ -411,6 +411,7 @@ def test_bench_prints_one_json_object_with_the_contract_keys() -> None:
     assert res["fps"] > 0 and 0 < res["first_frame_ms"] < 5000 and res["peak_rss_mb"] > 100
     assert res["model"].startswith("shipped")  # no --checkpoint / --config: the model in the package
     assert res["photo"]["paste_mode"] == "warp" and res["photo"]["size"] == [300, 400]  # the bundled sample photo
+    assert res["photo"]["close_lips"] is False
 
 
 def test_onnx_export_matches_torch_and_runs_a_session(student_run: Path, tmp_path: Path) -> None:

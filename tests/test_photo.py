@@ -16,7 +16,7 @@ from rtavatar.data.landmarks import raw_features, shared_analyzer
 from rtavatar.data.photos import MIRROR, aligned, check_photo_clips, mirror, person_of, scan_portraits
 from rtavatar.data.warp import PhotoAnimator, Pose, target_landmarks
 from rtavatar.engine.portrait import PhotoPaste, lower_face_mask, register
-from rtavatar.media import read_image, read_video
+from rtavatar.media import read_audio, read_image, read_video
 
 LISA = Path(str(files("rtavatar") / "assets" / "portraits" / "lisa.jpg"))
 
@@ -165,12 +165,35 @@ def test_eval_photos_scores_each_photo(student_run: Path, tmp_path: Path) -> Non
     rows = {r["photo"]: r for r in json.loads((tmp_path / "rows.json").read_text())}
     assert "no face" in rows["sky.png"]["error"]  # a row that says why, not a crash
     r = rows["a.jpg"]
-    for k in ("detect", "gap_energy_r", "speech_silence", "identity", "sharpness", "out_px", "listen_gap", "smile_width"):
+    for k in ("detect", "gap_energy_r", "speech_silence", "identity", "sharpness", "out_px", "listen_open", "listen_gap",
+              "smile_width"):
         assert k in r
     # Whatever this barely trained model does to the mouth, the photo composite keeps the person.
     assert r["detect"] >= 0.9 and r["identity"] <= 0.45 and r["sharpness"] >= 0.4 and r["out_px"] == 300
     assert Image.open(tmp_path / "strip.png").size[1] == 192
     assert "| a.jpg |" in out.stdout
+
+
+def test_eval_photos_passes_close_lips_to_every_run() -> None:
+    """`eval --photos --keep-parted-lips` scores the output a user asking for it gets: every
+    generation (talk, listen, both smiles) runs with close_lips off; by default with it on."""
+    from rtavatar.demo import SAMPLE_SPEECH
+    from rtavatar.engine import Avatar
+    from rtavatar.evaluation.photos import evaluate_photos
+
+    avatar, seen = Avatar.random("tiny"), []
+    audio = read_audio(SAMPLE_SPEECH)[: 16000]
+    still = read_image(LISA)
+
+    def generate(portrait, audio, **kw):  # noqa: ANN001, ANN202 - records, returns the still photo
+        seen.append(kw["close_lips"])
+        return np.repeat(still[None], len(audio) // 640, 0)
+
+    avatar.generate = generate
+    for close in (False, True):
+        seen.clear()
+        rows = evaluate_photos(avatar, [LISA], audio, close_lips=close, progress=False)
+        assert seen == [close] * 4 and rows[0]["detect"] == 1.0
 
 
 def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -350,6 +373,37 @@ def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
     assert 0.03 < paste.opening and gap(out) > paste.rest + 0.02
     n = len(paste._renders)
     assert (paste(wider) == out).all() and len(paste._renders) == n
+
+
+def test_listen_open_measures_the_opening_past_the_photos_own_lips() -> None:
+    """A photo whose lips are parted at rest: a listening run that keeps them at rest scores
+    listen_open 0 (while the raw listen_gap ratio only reflects the photo's own gap), and one
+    that opens them with the other voice scores about 1 and fails."""
+    from rtavatar.engine.portrait import LipWarpPaste
+    from rtavatar.evaluation.photos import FaceReader, passes, score_photo
+
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
+    opener = LipWarpPaste(register(big, 128), register(big, 128).face)
+    sy0, sy1, sx0, sx1 = opener.sq_dst
+
+    def opened(x: float) -> np.ndarray:
+        img = big.copy()
+        sq = opener.animator.render(Pose(mouth_open=x))
+        img[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
+        return img
+
+    photo, wide = opened(0.12), opened(0.25)  # dlib reads about 0.12 and 0.25 IOD
+    loud = np.tile(np.repeat([True, False], 6), 3)  # 36 frames: 0.24 s on, 0.24 s off
+    t = np.arange(36 * 640) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 150 * t) * np.repeat(loud, 640)).astype(np.float32)
+    talk = np.stack([wide if on else photo for on in loud])
+    reader = FaceReader()
+    still = score_photo(reader, photo, talk, audio, listen=np.repeat(photo[None], 36, 0))
+    mouthing = score_photo(reader, photo, talk, audio, listen=talk)
+    assert still["photo_gap"] > 0.1 and still["gap_speech"] > still["photo_gap"] + 0.05, still
+    assert abs(still["listen_gap"] - still["photo_gap"] / still["gap_speech"]) < 0.05  # the rest, not motion
+    assert still["listen_open"] < 0.1 and passes(still)["listen_open"]
+    assert mouthing["listen_open"] > 0.8 and not passes(mouthing)["listen_open"]
 
 
 def _teeth_smile() -> tuple[np.ndarray, np.ndarray, float]:

@@ -427,7 +427,7 @@ def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, s
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "photo-v4"
+DEFAULT_MODEL = "photo-v5"
 
 
 def pretrained_path(name: str = DEFAULT_MODEL) -> Path:

@@ -108,7 +108,7 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
     avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
     rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
                            controls=not args.no_controls, strip=args.strip or None, paste_mode=args.paste_mode,
-                           head_motion=args.head_motion)
+                           head_motion=args.head_motion, close_lips=not args.keep_parted_lips)
     print(format_photo_table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
@@ -265,7 +265,8 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
     out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
                     pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
-                    schedule=schedule, photo=photo, paste_mode=args.paste_mode, head_motion=args.head_motion)
+                    schedule=schedule, photo=photo, paste_mode=args.paste_mode, head_motion=args.head_motion,
+                    close_lips=not args.keep_parted_lips)
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
@@ -368,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
     ev.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photos: " + _PASTE_HELP)
     ev.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0, help="with --photos: head motion scale (0: still)")
+    ev.add_argument("--keep-parted-lips", action="store_true",
+                    help="with --photos: parted lips in a photo stay parted while the mouth is closed (default: they close)")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
@@ -420,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photo: " + _PASTE_HELP)
     b.add_argument("--head-motion", type=_float(0.0, 5.0), default=None,
                    help="with --photo: head motion scale (0: still; default: a live session's, 1 up to 640x480 px, else 0)")
+    b.add_argument("--keep-parted-lips", action="store_true",
+                   help="with --photo: parted lips in the photo stay parted while the mouth is closed (default: they close)")
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
 
@@ -463,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
-    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v4) to fine-tune")
+    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v5) to fine-tune")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

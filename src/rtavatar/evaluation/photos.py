@@ -14,8 +14,12 @@ embedding — and scored per photo:
 - `sharpness`: median Laplacian variance of the face box in the frames / in the photo, both
   resized so the box is 256 px wide;
 - `out_px`: the output's shorter side;
-- `listen_gap`: mean gap with `state="listen"` forced while the same audio plays, relative to
-  the speaking run's speech-frame gap (small: the mouth stays closed);
+- `listen_open`: how far the mouth opens past the photo's own lips with `state="listen"` forced
+  while the same audio plays, relative to how far it opens in speech (speech frames of both
+  runs; 0: it stays at the photo's rest, 1: it moves as in speech);
+- `listen_gap`: the listening run's gap relative to the speaking run's speech-frame gap. Its
+  floor is the photo's own gap over the speech gap, so a photo whose lips are parted at rest
+  scores high with a still mouth; `listen_open` is the one with a target;
 - `smile_width`: mean mouth width (IOD) with `smile=1` / with `smile=0`.
 
 None of these is a published metric; they are what dlib can read off any photo a user has.
@@ -152,7 +156,10 @@ def score_photo(reader: FaceReader, photo: np.ndarray, talk: np.ndarray, audio: 
     row["speech_silence"] = row["gap_speech"] / max(row["gap_silence"], 0.01)  # a 0.01 IOD floor: closed lips
     if listen is not None:
         lr = read_frames(reader, listen, None)
-        row["listen_gap"] = float(np.nanmean(np.where(lr.detected, lr.gap, np.nan)[speech])) / max(row["gap_speech"], 1e-6)
+        heard = float(np.nanmean(np.where(lr.detected, lr.gap, np.nan)[speech]))
+        rest = row["photo_gap"] = float(p["features"][2])
+        row["listen_gap"] = heard / max(row["gap_speech"], 1e-6)
+        row["listen_open"] = listen_open(heard, row["gap_speech"], rest)
     if smile is not None:
         w0 = read_frames(reader, smile[0], None)
         w1 = read_frames(reader, smile[1], None)
@@ -160,13 +167,20 @@ def score_photo(reader: FaceReader, photo: np.ndarray, talk: np.ndarray, audio: 
     return row
 
 
+def listen_open(heard: float, speech: float, rest: float) -> float:
+    """The opening past the photo's own gap `rest` while listening (`heard`: the listening
+    run's mean gap on speech frames) over that in speech (`speech`); 0.01 IOD floor as in
+    speech_silence."""
+    return max(0.0, heard - rest) / max(speech - rest, 0.01)
+
+
 def passes(row: dict[str, Any]) -> dict[str, bool]:
     out = {}
     for k, (op, v) in TARGETS.items():
         x = row.get(k, float("nan"))
         out[k] = bool(np.isfinite(x) and (x >= v if op == ">=" else x <= v))
-    if "listen_gap" in row:
-        out["listen_gap"] = bool(row["listen_gap"] < 0.5)
+    if "listen_open" in row:
+        out["listen_open"] = bool(row["listen_open"] < 0.5)
     if "smile_width" in row:
         out["smile_width"] = bool(row["smile_width"] > 1.0)
     return out
@@ -202,7 +216,8 @@ def strip_row(photo: np.ndarray, talk: np.ndarray, audio: np.ndarray, height: in
 
 def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps: int | None = None,
                     controls: bool = True, strip: str | Path | None = None, progress: bool = True,
-                    paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float = 1.0) -> list[dict[str, Any]]:
+                    paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float = 1.0,
+                    close_lips: bool = True) -> list[dict[str, Any]]:
     """Animate and score each photo (see the module docstring); optionally write a frame strip."""
     from rtavatar.media import read_image
 
@@ -216,7 +231,7 @@ def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps
             rows.append({"photo": path.name, "error": str(e)})
             continue
         gen = lambda **kw: avatar.generate(portrait, audio, paste_back=True, paste_mode=paste_mode, steps=steps,  # noqa: E731
-                                           head_motion=head_motion, **kw)
+                                           head_motion=head_motion, close_lips=close_lips, **kw)
         talk = gen()
         listen = gen(state="listen") if controls else None
         smile = (gen(expression={"smile": 0.0}), gen(expression={"smile": 1.0})) if controls else None
@@ -232,7 +247,8 @@ def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps
     return rows
 
 
-COLUMNS = ("detect", "gap_energy_r", "speech_silence", "identity", "sharpness", "out_px", "listen_gap", "smile_width")
+COLUMNS = ("detect", "gap_energy_r", "speech_silence", "identity", "sharpness", "out_px", "listen_open", "listen_gap",
+           "smile_width")
 
 
 def format_photo_table(rows: list[dict[str, Any]]) -> str:
