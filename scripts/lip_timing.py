@@ -22,7 +22,7 @@ from PIL import Image
 
 from rtavatar.engine import Avatar
 from rtavatar.engine.portrait import ExpertMouthReader
-from rtavatar.evaluation.photos import _pearson, _smooth, frame_energy, list_photos
+from rtavatar.evaluation.photos import _pearson, _smooth, frame_energy, list_photos, speech_masks
 from rtavatar.media import read_audio, read_image
 
 
@@ -40,7 +40,7 @@ def score(avatar: Avatar, img: np.ndarray, audio: np.ndarray) -> dict[str, float
     frames = avatar.generate(p, audio)
     opening = _smooth(np.array([reader(f) for f in frames]))
     energy = frame_energy(audio, len(frames))
-    speech = energy > 0.25 * energy.max()
+    speech, _ = speech_masks(energy)  # the speech frames of `rtavatar eval --photos`
     return {"r": round(_pearson(opening, energy), 3), "opening_speech": round(float(opening[speech].mean()), 3),
             "opening_p90": round(float(np.percentile(opening, 90)), 3)}
 

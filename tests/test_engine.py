@@ -444,6 +444,20 @@ def test_cancel_stops_a_session_nobody_reads(avatar: Avatar) -> None:
     assert list(s.frames(timeout=5)) == []
 
 
+def test_exit_hook_stops_sessions_left_running(avatar: Avatar) -> None:
+    """A script that exits with a session still generating must not leave a daemon stage thread
+    inside a torch op while the interpreter finalizes (that aborts the process): the exit hook
+    ends and joins every live session."""
+    from rtavatar.engine import session as session_module
+
+    s = avatar.session(face(), align="center", buffer=4)
+    s.push_audio(speech(3.0))
+    next(s.frames(timeout=60))
+    assert s in session_module._LIVE and any(t.is_alive() for t in s._threads)
+    session_module._stop_live_sessions()
+    assert not any(t.is_alive() for t in s._threads), "every stage ended before the interpreter finalizes"
+
+
 def test_state_changes_apply_from_the_audio_pushed_after_them(avatar: Avatar) -> None:
     """A voice agent queues audio ahead: set_state applies where the audio pushed next starts."""
     s = avatar.session(face(), align="center", state="speak")

@@ -95,6 +95,32 @@ def test_agent_face_back_to_back_utterances_are_both_said(avatar: Avatar) -> Non
         face.push_speech(b.tobytes(), 24000)
 
 
+def test_agent_face_frame_taken_just_before_an_interrupt_is_stale(avatar: Avatar) -> None:
+    """The reader thread takes a frame from the Session, then the agent barges in before the
+    face stamps it: that frame is of the dropped turn (its epoch is not the face's), while the
+    frames after the cut are current and silent. Reproduces the window deterministically."""
+    face = AgentFace(avatar, LISA, out_rate=24000)
+    face.push_speech(tts_audio(2.0, 24000).tobytes(), 24000)
+    face.end_speech()
+    real_frames = face.session.frames
+
+    def frames_with_barge_in(timeout: float | None = None):  # noqa: ANN202
+        for f in real_frames(timeout=timeout):
+            if f.index == 5:
+                face.interrupt()  # between the Session handing frame 5 out and the face stamping it
+            yield f
+
+    face.session.frames = frames_with_barge_in  # type: ignore[method-assign]
+    got = [face.next_frame(timeout=60) for _ in range(6)]
+    face.session.frames = real_frames  # type: ignore[method-assign]
+    face.tick()  # the face listens: idle frames follow at the cut
+    after = face.next_frame(timeout=60)
+    face.cancel()
+    assert all(f is not None and f.voiced for f in got)
+    assert [f.epoch == face.epoch for f in got] == [False] * 6, "every frame of the dropped turn is stale"
+    assert after is not None and after.index == 6 and after.epoch == face.epoch and not after.voiced
+
+
 # ---------------------------------------------------------------------------- Pipecat
 def _pipecat_frames():  # noqa: ANN202
     pytest.importorskip("pipecat")

@@ -23,10 +23,12 @@ not on how the audio was cut into pushes or how fast it arrived.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -44,6 +46,19 @@ from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STA
                                           state_id)
 
 log = logging.getLogger(__name__)
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # sessions whose stage threads may still run
+
+
+@atexit.register
+def _stop_live_sessions() -> None:
+    """A daemon stage thread still inside a torch op when the interpreter finalizes aborts the
+    process ("terminate called without an active exception"): end and join them first."""
+    for s in list(_LIVE):
+        s.cancel()
+        s.join(10.0)
+
+
 MAX_PUSH_SECONDS = 600.0
 LIVE_LEAD = 0.6  # seconds ahead of its reader's clock a live session sends out short chunks of ready speech
 LIVE_STARVING = 0.45  # ... and inserts silence when nothing is ready
@@ -179,6 +194,7 @@ class Session:
         self._threads = [threading.Thread(target=self._guard, args=s, name=f"{name}-{s[0].__name__}", daemon=True) for s in stages]
         for t in self._threads:
             t.start()
+        _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
     @property

@@ -13,7 +13,9 @@ listening frames between turns at real-time pace, and drop everything unsaid on 
   25 fps without queueing seconds of silence in front of the next utterance.
 - `interrupt()` calls `Session.interrupt()` (queued audio and unread frames dropped, the face
   listens from the next chunk) and cuts the output buffer at the same frame; frames read
-  before it but not yet handed out are dropped by an epoch counter.
+  before it but not yet handed out are dropped by an epoch counter. A frame the reader took
+  from the Session just before the cut but stamps just after it is stale too: its index lies
+  below the cut, which every later frame's does not.
 - A new utterance makes the same cut (with "speak", and no epoch change: the idle frames
   already handed out are still right), so its first voiced frame is one short chunk away
   instead of behind the idle silence and frames the session had queued. Only idle is cut:
@@ -92,6 +94,7 @@ class AgentFace:
         self._voiced: list[tuple[int, int, int]] = []  # (start, end, utterance) in 16 kHz samples
         self._pushed = 0  # 16 kHz samples pushed into the session
         self._epoch = 0
+        self._epoch_from = 0  # first frame index of the current epoch (the last interrupt's cut)
         self._utterance = 0
         self._speaking = False
         self._clock0 = time.perf_counter()
@@ -133,6 +136,7 @@ class AgentFace:
             self._epoch += 1
             self._speaking = False
             self._cut("listen")
+            self._epoch_from = self._pushed // SAMPLES_PER_FRAME  # the cut: the session truncated its audio there
 
     def _cut(self, state: str) -> None:
         """Drop the timeline after the last frame read (audio pushed, frames made) and go on in
@@ -181,7 +185,9 @@ class AgentFace:
                 # Forget what is read: a session of hours keeps only the audio ahead of the reader.
                 self._out, self._out0 = self._out[lo:], self._out0 + lo
                 self._voiced = [v for v in self._voiced if v[1] > a]
-                return FaceFrame(f.index, f.image, o, utt > 0, utt, self._epoch)
+                # Taken from the session before the last interrupt, stamped after it: stale.
+                epoch = self._epoch if f.index >= self._epoch_from else self._epoch - 1
+                return FaceFrame(f.index, f.image, o, utt > 0, utt, epoch)
         return None
 
     # ------------------------------------------------------------------ asyncio glue for both frameworks
