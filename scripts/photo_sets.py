@@ -9,6 +9,11 @@ so `rtavatar eval --photos data/<set>` reports rows with the names the tables us
 re-framed, alternately a tight crop (the central 80 % of the shorter side) and a loose one
 (the picture padded by 20 % of its shorter side with its own edge colours), so a model can be
 checked on pictures no choice was made on (the same people, so not new identities).
+
+`--inputs` writes the set "inputs": one held-out photo (london/neutral/026_03) as the odd
+pictures users send: thumbnails of 120 and 200 px, greyscale, RGBA PNG, CMYK JPEG, a
+rotation by 20 degrees, pixels stored sideways with an EXIF orientation tag, a face small in
+a wide frame (padded to 3x), and a crop tighter than the face.
 """
 from __future__ import annotations
 
@@ -47,11 +52,32 @@ def variant(img: Image.Image, tight: bool) -> Image.Image:
     return Image.fromarray(np.pad(np.asarray(img), ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
 
 
+def odd_inputs(src: Image.Image, folder: Path) -> None:
+    """The set "inputs" (module docstring), written into `folder` (JPEGs at PIL's default quality 75)."""
+    src = src.convert("RGB")
+    w, h = src.size
+    for side in (120, 200):
+        src.resize((side, int(side * h / w))).save(folder / f"tiny{side}.jpg")
+    ImageOps.grayscale(src).save(folder / "gray.jpg")
+    rgba = src.convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(folder / "rgba.png")
+    src.convert("CMYK").save(folder / "cmyk.jpg")
+    src.rotate(20, expand=True, fillcolor=(128, 128, 128)).save(folder / "rot20.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    src.rotate(90, expand=True).save(folder / "exif6.jpg", exif=exif)
+    pad = np.pad(np.asarray(src), ((h, h), (w, w), (0, 0)), mode="edge")
+    Image.fromarray(pad).resize((1500, int(1500 * pad.shape[0] / pad.shape[1]))).save(folder / "loose3x.jpg")
+    Image.fromarray(np.asarray(src)[int(0.3 * h) : int(0.8 * h), int(0.25 * w) : int(0.75 * w)]).save(folder / "verytight.jpg")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=Path, default=Path("../shared/faces"))
     ap.add_argument("--out", type=Path, default=Path("data"))
     ap.add_argument("--variants", action="store_true", help="also write the mirrored, re-framed set \"mirror\"")
+    ap.add_argument("--inputs", action="store_true", help="also write the odd-pictures set \"inputs\"")
     args = ap.parse_args()
     for name, stems in SETS.items():
         folder = args.out / name
@@ -71,6 +97,11 @@ def main() -> None:
             out = folder / (stem.replace("/", "_") + ("_mirror_tight" if tight else "_mirror_loose") + ".jpg")
             variant(Image.open(args.faces / f"{stem}.jpg"), tight).save(out, quality=95)
         print(f"{folder}: {len(stems)} photos")
+    if args.inputs:
+        folder = args.out / "inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        odd_inputs(Image.open(args.faces / "london/neutral/026_03.jpg"), folder)
+        print(f"{folder}: {len(list(folder.iterdir()))} pictures")
 
 
 if __name__ == "__main__":

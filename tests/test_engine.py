@@ -388,6 +388,22 @@ def test_photo_is_aligned_and_pasted_back_at_its_own_size(avatar: Avatar) -> Non
     assert np.array_equal(default, np.stack([warp(f) for f in raw]))
 
 
+def test_small_picture_is_enlarged_so_the_output_is_never_a_thumbnail(avatar: Avatar) -> None:
+    """A 150 px thumbnail comes out at 256 px on its shorter side, same framing, face found."""
+    pytest.importorskip("dlib")
+    from PIL import Image
+
+    from rtavatar.engine.portrait import MIN_PICTURE
+
+    small = np.asarray(Image.open(PHOTO).convert("RGB").resize((150, 200), Image.LANCZOS))
+    p = avatar.portrait(small)
+    assert MIN_PICTURE == 256 and p.image.shape == (341, 256, 3) and p.faces_found == 1
+    out = avatar.generate(small, speech(0.3), paste_back=True)
+    assert out.shape == (8, 341, 256, 3)
+    big = avatar.portrait(PHOTO)
+    assert big.image.shape == (400, 300, 3), "a picture of 256 px and more keeps its own size"
+
+
 def test_portrait_without_a_face_is_refused_clearly(avatar: Avatar) -> None:
     pytest.importorskip("dlib")
     sky = np.full((200, 200, 3), (120, 170, 230), np.uint8)

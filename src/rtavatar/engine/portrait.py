@@ -16,7 +16,9 @@ warning names how many were found). `align="center"` takes the centre square as 
 pictures that already are face crops (the synthetic data, `prepare` output).
 
 Paste-back resizes each generated face to its box in the original picture and blends it in
-through a feathered mask, so the output keeps the photo's own framing and resolution.
+through a feathered mask, so the output keeps the photo's own framing and resolution; a
+picture whose shorter side is under `MIN_PICTURE` px is first enlarged (Lanczos) to that, so
+no output is a thumbnail.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ PASTE_MODES = ("warp", "photo", "face")
 DEFAULT_PASTE_MODE = "warp"
 # A photo whose own lips are parted at least this much (inner-lip gap, IOD) closes them in silence.
 PARTED_REST = 0.04
+MIN_PICTURE = 256  # px, the shorter side of the picture a portrait is registered (and pasted back) in
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -69,6 +72,11 @@ def register(image: np.ndarray, resolution: int, align: str = "face", name: str 
     if align not in ALIGNS:
         raise RTAvatarError(f"unknown align {align!r}; use {' or '.join(ALIGNS)}")
     h, w = image.shape[:2]
+    if min(h, w) < MIN_PICTURE:
+        k = MIN_PICTURE / min(h, w)
+        h, w = max(MIN_PICTURE, round(h * k)), max(MIN_PICTURE, round(w * k))
+        log.info("%s: a %dx%d px picture is enlarged to %dx%d px", name, image.shape[1], image.shape[0], w, h)
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.LANCZOS))
     if align == "center":
         s = min(h, w)
         return Portrait(image, center_crop(image, resolution), ((w - s) // 2, (h - s) // 2, s))
