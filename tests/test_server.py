@@ -100,13 +100,13 @@ def test_batch_endpoint_returns_a_playable_mp4(server: str, tmp_path: Path) -> N
 
     wav = io.BytesIO()
     sf.write(wav, speech(1.0), 16000, format="WAV")
-    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png((80, 60)), "image/png"),
+    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png((300, 260)), "image/png"),
                                                           "audio": ("a.wav", wav.getvalue(), "audio/wav")},
                    data={"align": "center", "expression": "smile=0.5"}, timeout=120)
     assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
     (tmp_path / "out.mp4").write_bytes(r.content)
     v = read_video(tmp_path / "out.mp4")
-    assert v.frames.shape == (25, 60, 80, 3), "pasted back at the upload's own size"
+    assert v.frames.shape == (25, 260, 300, 3), "pasted back at the upload's own size"
     assert v.audio is not None and abs(len(v.audio) - 16000) < 1100
     bad = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", b"not an image", "image/png"),
                                                             "audio": ("a.wav", wav.getvalue(), "audio/wav")}, timeout=60)

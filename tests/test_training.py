@@ -220,7 +220,7 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
     assert sample.frames.shape == (25, 64, 128, 3), "sample video: generated | ground truth side by side"
     assert (tmp_path / "teacher" / "samples" / "step_0000002.png").is_file()
     clip = Dataset(data).load(0)
-    Image.fromarray(clip.frames[0]).resize((100, 80)).save(tmp_path / "face.png")  # non-square, other size
+    Image.fromarray(clip.frames[0]).resize((300, 260)).save(tmp_path / "face.png")  # non-square, other size (>= MIN_PICTURE)
     audio = clip.audio[: 16000 + 3000]  # 1.1875 s -> 30 frames (last one partial)
     sf.write(tmp_path / "speech.wav", audio, 16000)
     out = tmp_path / "out.mp4"
@@ -229,7 +229,7 @@ def test_generate_writes_video_matching_audio_length(data_and_vae: tuple[Path, P
                  "--keep-parted-lips"]) == 0
     video = read_video(out)
     assert len(video.frames) == int(np.ceil(len(audio) / 640)) == 30
-    assert video.frames.shape[1:] == (80, 100, 3), "pasted back into the picture at its own size"
+    assert video.frames.shape[1:] == (260, 300, 3), "pasted back into the picture at its own size"
     # Chunking: motion frames carried across chunks; the result does not depend on the progress bar.
     avatar = Avatar.load(tmp_path / "teacher")
     a = avatar.generate(clip.frames[0], audio, align="center", steps=2, first_chunk=2, chunk=3)
