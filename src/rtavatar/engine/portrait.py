@@ -67,19 +67,28 @@ def center_crop(image: np.ndarray, resolution: int) -> np.ndarray:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def _at_least_min_picture(image: np.ndarray, name: str) -> np.ndarray:
+    """`image` enlarged (Lanczos) so its shorter side is at least MIN_PICTURE px."""
+    h, w = image.shape[:2]
+    if min(h, w) >= MIN_PICTURE:
+        return image
+    k = MIN_PICTURE / min(h, w)
+    nh, nw = max(MIN_PICTURE, round(h * k)), max(MIN_PICTURE, round(w * k))
+    log.info("%s: a %dx%d px picture is enlarged to %dx%d px", name, w, h, nw, nh)
+    return np.asarray(Image.fromarray(image).resize((nw, nh), Image.LANCZOS))
+
+
 def register(image: np.ndarray, resolution: int, align: str = "face", name: str = "portrait") -> Portrait:
     """Align a photo for a model of `resolution` px (see the module docstring)."""
     if align not in ALIGNS:
         raise RTAvatarError(f"unknown align {align!r}; use {' or '.join(ALIGNS)}")
-    h, w = image.shape[:2]
-    if min(h, w) < MIN_PICTURE:
-        k = MIN_PICTURE / min(h, w)
-        h, w = max(MIN_PICTURE, round(h * k)), max(MIN_PICTURE, round(w * k))
-        log.info("%s: a %dx%d px picture is enlarged to %dx%d px", name, image.shape[1], image.shape[0], w, h)
-        image = np.asarray(Image.fromarray(image).resize((w, h), Image.LANCZOS))
-    if align == "center":
+    if align == "center":  # the model sees the crop as given (a training-size crop stays bit-exact)
+        face = center_crop(image, resolution)
+        image = _at_least_min_picture(image, name)
+        h, w = image.shape[:2]
         s = min(h, w)
-        return Portrait(image, center_crop(image, resolution), ((w - s) // 2, (h - s) // 2, s))
+        return Portrait(image, face, ((w - s) // 2, (h - s) // 2, s))
+    image = _at_least_min_picture(image, name)  # before detection too: dlib misses faces under ~80 px
     from rtavatar.data.landmarks import crop_frame, face_crop_box, shared_analyzer
 
     fa = shared_analyzer()
