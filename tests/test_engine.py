@@ -393,7 +393,7 @@ def test_small_picture_is_enlarged_so_the_output_is_never_a_thumbnail(avatar: Av
     pytest.importorskip("dlib")
     from PIL import Image
 
-    from rtavatar.engine.portrait import MIN_PICTURE
+    from rtavatar.engine.portrait import MIN_PICTURE, center_crop
 
     small = np.asarray(Image.open(PHOTO).convert("RGB").resize((150, 200), Image.LANCZOS))
     p = avatar.portrait(small)
@@ -402,8 +402,6 @@ def test_small_picture_is_enlarged_so_the_output_is_never_a_thumbnail(avatar: Av
     assert out.shape == (8, 341, 256, 3)
     big = avatar.portrait(PHOTO)
     assert big.image.shape == (400, 300, 3), "a picture of 256 px and more keeps its own size"
-    from rtavatar.engine.portrait import center_crop
-
     crop = face(3)  # a face crop at the model's size: what the model sees stays bit-exact
     c = avatar.portrait(crop, align="center")
     assert np.array_equal(c.face, center_crop(crop, 64)) and c.image.shape == (256, 256, 3) and c.box == (0, 0, 256)

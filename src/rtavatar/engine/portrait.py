@@ -73,7 +73,7 @@ def _at_least_min_picture(image: np.ndarray, name: str) -> np.ndarray:
     if min(h, w) >= MIN_PICTURE:
         return image
     k = MIN_PICTURE / min(h, w)
-    nh, nw = max(MIN_PICTURE, round(h * k)), max(MIN_PICTURE, round(w * k))
+    nh, nw = round(h * k), round(w * k)  # the shorter side lands on MIN_PICTURE exactly
     log.info("%s: a %dx%d px picture is enlarged to %dx%d px", name, w, h, nw, nh)
     return np.asarray(Image.fromarray(image).resize((nw, nh), Image.LANCZOS))
 
