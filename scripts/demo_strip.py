@@ -1,7 +1,7 @@
 """The README's demo strip: the bundled photo, then five frames of `rtavatar demo`, with the
 mouth region of each enlarged underneath (the part the model moves).
 
-    python scripts/demo_strip.py [--video demo.mp4] --out docs/demo_strip.png
+    python scripts/demo_strip.py [--video demo.mp4] --out docs/images/demo_strip.png
 
 The five frames are the quietest one and four at rising speech energy, so the strip shows
 how far the mouth opens, not a lucky frame.

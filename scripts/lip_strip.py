@@ -7,7 +7,7 @@ second one's tracks the *other* clip's ground truth instead.
 Writes a PNG (ground-truth mouth crops, generated mouth crops, the opening curves) and prints
 the correlations as JSON. A diagnostic figure, not a benchmark (`rtavatar eval` is that).
 
-    python scripts/lip_strip.py --checkpoint runs/teacher-tiny --expert runs/syncnet-tiny --out docs/teacher_lipsync.png
+    python scripts/lip_strip.py --checkpoint runs/teacher-tiny --expert runs/syncnet-tiny --out docs/results/teacher/teacher_lipsync.png
 """
 
 from __future__ import annotations

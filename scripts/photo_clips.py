@@ -1,6 +1,6 @@
 """Photo-mode clips: the figure in docs/DATA.md and the ground-truth check.
 
-    python scripts/photo_clips.py --data data/mix240 --out docs/photo_clips.png --check 40
+    python scripts/photo_clips.py --data data/mix240 --out docs/images/photo_clips.png --check 40
 
 Rows are photo clips (the first N of the dataset); columns are frames picked by their
 ground truth: the widest-open mouth, a half-open one, a closed one, the deepest blink, the
@@ -44,7 +44,7 @@ def sheet(data: str, rows: int) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", required=True)
-    p.add_argument("--out", default="docs/photo_clips.png")
+    p.add_argument("--out", default="docs/images/photo_clips.png")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--check", type=int, default=0)
     a = p.parse_args()

@@ -1,7 +1,7 @@
 """Held-out VAE reconstruction: PSNR over test-split clips (10 evenly spaced frames each) and
 an input/reconstruction image.
 
-    python scripts/vae_eval.py --checkpoint runs/vae-tiny --data data/synth90 [--image docs/vae_reconstruction.png]
+    python scripts/vae_eval.py --checkpoint runs/vae-tiny --data data/synth90 [--image docs/results/tiny/vae_reconstruction.png]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The engine benchmark table of docs/BENCHMARKS.md: every row one `rtavatar bench` command,
 all run one after the other in one go, so the ratios compare like with like.
 
-    python scripts/bench_engine.py --out docs/bench_engine_cpu.json   # ~15 min on 2 cores
+    python scripts/bench/bench_engine.py --out docs/results/engine/bench_engine_cpu.json   # ~15 min on 2 cores
 
 With a shipped model in the package, rows without --config or --checkpoint bench it (the
 first twelve rows were measured before one shipped: random tiny weights).
@@ -44,7 +44,7 @@ ROWS = [
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="docs/bench_engine_cpu.json")
+    p.add_argument("--out", default="docs/results/engine/bench_engine_cpu.json")
     p.add_argument("--seconds", default="10", help="seconds of speech per row unless the row says otherwise")
     p.add_argument("--rows", nargs="*", default=None, help="only these rows (indices)")
     a = p.parse_args()

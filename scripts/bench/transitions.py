@@ -1,6 +1,6 @@
 """Do state changes pop? (docs/BENCHMARKS.md#state-transitions)
 
-    python scripts/transitions.py [--checkpoint RUN] [--image photo.jpg] [--raw] [--out docs/transitions_cpu.json]
+    python scripts/bench/transitions.py [--checkpoint RUN] [--image photo.jpg] [--raw] [--out docs/results/engine/transitions_cpu.json]
 
 One Session on a photo (the shipped model by default) says the bundled speech while the
 state is set every two seconds (SWITCHES: speak, listen, idle, speak, auto, listen, auto), as

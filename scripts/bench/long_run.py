@@ -1,8 +1,8 @@
 """Long-duration stability of a Session: a 10-minute stream (15,000 frames) with per-minute
 memory, colour statistics, identity distance and (with an expert) sync score.
 
-    python scripts/long_run.py [--checkpoint RUN] [--expert SYNCNET_RUN] [--minutes 10] [--window 60] \\
-        [--image portrait.png] --out docs/long_run_cpu.json [--plot docs/long_run_cpu.png]
+    python scripts/bench/long_run.py [--checkpoint RUN] [--expert SYNCNET_RUN] [--minutes 10] [--window 60] \\
+        [--image portrait.png] --out docs/results/engine/long_run_cpu.json [--plot docs/results/engine/long_run_cpu.png]
 
 Speech (espeak-ng, a sentence repeated with pauses) is pushed one second at a time whenever
 the reader has caught up, as a live client would. Every row (`--window` seconds, a minute by

@@ -1,6 +1,6 @@
 """Voice-agent latency (docs/BENCHMARKS.md#voice-agents), inside the real frameworks, offline.
 
-    python scripts/agent_latency.py [--checkpoint RUN | --random] [--runs 3] [--out docs/agent_latency_cpu.json]
+    python scripts/bench/agent_latency.py [--checkpoint RUN | --random] [--runs 3] [--out docs/results/engine/agent_latency_cpu.json]
 
 Pipecat: a pipeline (the framework's test runner) gets a TTS utterance in 100 ms chunks at
 24 kHz; we time the first voiced frame out after the first audio in (TTFB), then an

@@ -4,7 +4,7 @@ Builds 720p talking videos from synthetic renders (a 256 px face upscaled to 400
 1280x720 canvas, 25 fps, speech), then runs `prepare` on them. Real footage decodes at a
 similar cost per pixel; detection cost depends on the face count and size.
 
-    python scripts/bench_prepare.py --videos 4 --out /tmp/bench_prepare [--workers 2]
+    python scripts/bench/bench_prepare.py --videos 4 --out /tmp/bench_prepare [--workers 2]
 """
 
 from __future__ import annotations

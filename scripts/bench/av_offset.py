@@ -4,7 +4,7 @@ estimatedPlayoutTimestamp of the audio and the video track) give video minus aud
 second.
 
     rtavatar serve --port 8765 [--precision fp32]    # in another shell
-    python scripts/av_offset.py --url http://127.0.0.1:8765/ --mic speech.wav [--seconds 14]
+    python scripts/bench/av_offset.py --url http://127.0.0.1:8765/ --mic speech.wav [--seconds 14]
 """
 
 from __future__ import annotations

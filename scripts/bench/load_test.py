@@ -1,7 +1,7 @@
 """Load test of `rtavatar serve`: N concurrent WebSocket sessions, each streaming espeak-ng
 speech at real-time pace in 20 ms chunks, as live clients would.
 
-    python scripts/load_test.py [--sessions 1 2 3 4] [--seconds 8] [--precision int8+bf16] [--out docs/load_cpu.json]
+    python scripts/bench/load_test.py [--sessions 1 2 3 4] [--seconds 8] [--precision int8+bf16] [--out docs/results/engine/load_cpu.json]
 
 Starts a server on a free loopback port (the default config: random tiny weights unless
 --checkpoint), then for each N runs N clients at once and reports, per session, the frames'

@@ -1,7 +1,7 @@
 """How well a model's own mouth follows the speech on real photos, before any paste-back.
 
-    python scripts/lip_timing.py --checkpoint A --checkpoint B --photos data/dev \\
-        --audio src/rtavatar/assets/speech/hello.wav [--webcam] --out docs/lip_timing_cpu.json
+    python scripts/bench/lip_timing.py --checkpoint A --checkpoint B --photos data/dev \\
+        --audio src/rtavatar/assets/speech/hello.wav [--webcam] --out docs/results/MODEL/lip_timing_cpu.json
 
 For each photo and model: the generated 128 px face's opening as the model's own warp reader
 reads it (its sync expert's aperture head, minus its reading of the portrait's
