@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtavatar.photo.animator import width_factor  # noqa: F401 - the renderer's, shared with the photo warp
+
 HAIR_STYLES = ("bald", "buzz", "short", "side_part", "bob", "long", "bun", "curly", "fringe", "mohawk")
 BACKGROUNDS = ("flat", "gradient", "stripes", "bokeh", "wall")
 
@@ -130,13 +132,6 @@ def sample_identity(seed: int) -> Identity:
         beard=bool(rng.random() < 0.15),
         cheek_blush=rng.uniform(0.0, 0.12),
     )
-
-
-def width_factor(mouth_width, mouth_round, smile):  # noqa: ANN001, ANN201 (floats, arrays or tensors)
-    """How much wider than at rest a drawn (or warped) mouth is: visemes widen or narrow it,
-    rounding narrows it, a smile widens it (a frown only bends it). The one formula the renderer,
-    the photo warp and training's width targets share; works on floats, arrays and tensors."""
-    return 1 + mouth_width - 0.35 * mouth_round + 0.12 * smile * (smile > 0)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each photo clip takes one photo (or a morph of two), aligns it in the training framing at
 twice the clip resolution, varies it (mirror, framing jitter, colour and lighting), and
-animates it with `data.warp.PhotoAnimator` along the same behaviour timeline as a procedural
+animates it with `photo.animator.PhotoAnimator` along the same behaviour timeline as a procedural
 face. Who is held out: every photo under a folder named in `holdout` (default `cc0`: the
 loose webcam / phone photos) and about `holdout_pct` % of the other people, chosen by a hash
 of the person (`person_of`: the leading number of the file name in its top folder, as
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rtavatar.data.warp import PhotoAnimator, border_points, tps_backward_map, warp_image
+from rtavatar.photo.animator import PhotoAnimator
+from rtavatar.photo.geometry import border_points, tps_backward_map, warp_image
 from rtavatar.errors import RTAvatarError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -70,7 +71,7 @@ def scan_portraits(root: str | Path, holdout: tuple[str, ...] = ("cc0",), holdou
 @lru_cache(maxsize=512)
 def _detect(path: str) -> tuple[np.ndarray, np.ndarray] | None:
     """The photo and its 68 landmarks (largest face), or None when dlib finds no face."""
-    from rtavatar.data.landmarks import shared_analyzer
+    from rtavatar.photo.align import shared_analyzer
 
     image = np.asarray(Image.open(path).convert("RGB"))
     fa = shared_analyzer()
@@ -83,7 +84,7 @@ def _detect(path: str) -> tuple[np.ndarray, np.ndarray] | None:
 def aligned(entry: PhotoEntry, side_px: int, rng: np.random.Generator | None = None,
             jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The aligned crop (side_px, side_px, 3) uint8 and its landmarks in crop pixels."""
-    from rtavatar.data.landmarks import crop_frame, face_crop_box
+    from rtavatar.photo.align import crop_frame, face_crop_box
 
     found = _detect(str(entry.path))
     if found is None:
@@ -188,7 +189,8 @@ def sample_photo_identity(entries: list[PhotoEntry], rng: np.random.Generator, s
 
 def read_gaps(frames: np.ndarray, side: int = 256) -> np.ndarray:
     """dlib's inner-lip gap (IOD) of each frame, read at `side` px (NaN where no face is found)."""
-    from rtavatar.data.landmarks import raw_features, shared_analyzer
+    from rtavatar.photo.align import shared_analyzer
+    from rtavatar.photo.landmarks import raw_features
 
     fa = shared_analyzer()
     gaps = np.full(len(frames), np.nan)

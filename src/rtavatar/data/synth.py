@@ -26,7 +26,7 @@ from rtavatar.config import to_dict
 from rtavatar.data.behavior import CONTROLS, STATES, Timeline, frame_signals, identity_voice, make_timeline, render_audio
 from rtavatar.data.face import FaceState, Renderer, sample_identity
 from rtavatar.data.photos import PhotoEntry, sample_photo_identity, scan_portraits
-from rtavatar.data.warp import Pose
+from rtavatar.photo.animator import Pose
 from rtavatar.data.visemes import VISEME_NAMES
 from rtavatar.media import write_video
 from rtavatar.utils import atomic_write, derive_seed, die_with_parent, remove_temp_debris

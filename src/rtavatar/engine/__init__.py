@@ -2,7 +2,7 @@
 schedule, portrait alignment and paste-back, quantization and the benchmark."""
 
 from rtavatar.engine.avatar import Avatar
-from rtavatar.engine.portrait import Portrait
+from rtavatar.photo.align import Portrait
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.session import Frame, Session
 

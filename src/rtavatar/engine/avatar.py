@@ -3,35 +3,53 @@
     from rtavatar import Avatar
     avatar = Avatar.load("runs/student-eft")           # any teacher / distill / EFT run
     frames = avatar.generate("me.jpg", audio)          # offline: (N, H, W, 3) uint8
-    session = avatar.session("me.jpg", paste_back=True)  # live: push_audio / frames()
+    session = avatar.session("me.jpg", paste=PasteOptions())  # live: push_audio / frames()
 
-`paste_back=True` composites into the original picture: `paste_mode="warp"` (default) moves the
-photo's own lips to the opening the model drew, `"photo"` keeps the photo's own pixels wherever
-the face did not move, `"face"` pastes the whole generated face (engine/portrait.py).
+`paste=PasteOptions(...)` (or `paste=True` for the defaults) composites into the original picture
+by the photo renderer (rtavatar/photo/): mode `"warp"` (default) moves the photo's own lips to the
+opening the model drew, `"photo"` keeps the photo's own pixels wherever the face did not move,
+`"face"` pastes the whole generated face. Without it (None, the default here) frames are the
+model's aligned R px faces.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
 from rtavatar.engine.core import ChunkSampler, sampling_for
 from rtavatar.engine.offline import generate_latents
-from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, Portrait, make_paste, register
 from rtavatar.engine.schedule import ChunkSchedule
-from rtavatar.engine.session import Session, as_pcm
+from rtavatar.engine.session import Session, as_pcm, render_chunk
 from rtavatar.errors import RTAvatarError
-from rtavatar.models.conditioning import check_expression, control_vector
 from rtavatar.media import read_image, validate_image
+from rtavatar.models.conditioning import check_expression, control_vector, offline_states
+from rtavatar.photo.align import Portrait, register
+from rtavatar.photo.compose import Renderer, make_renderer
+from rtavatar.photo.options import PasteOptions
+from rtavatar.photo.readers import LatentMouthReader
 
 log = logging.getLogger(__name__)
 # Live sessions move a photo's head by default only up to this size (engine/portrait.HeadMotion's cost).
 LIVE_MOTION_PIXELS = 640 * 480
+
+
+def as_options(paste: PasteOptions | bool | None) -> PasteOptions | None:
+    """`paste` as PasteOptions: True -> the defaults, False / None -> no paste-back."""
+    if paste is True:
+        return PasteOptions()
+    if paste is None or paste is False:
+        return None
+    if not isinstance(paste, PasteOptions):
+        raise RTAvatarError(f"paste must be PasteOptions, True or None, got {type(paste).__name__}")
+    return paste
 
 
 class Avatar:
@@ -84,56 +102,72 @@ class Avatar:
         """A ChunkSampler; `mute_listen=False` lets listening frames hear the audio (the model's learned state only)."""
         return ChunkSampler(self.bundle, sampling_for(self.bundle, steps, guidance, sampler), mute_listen)
 
-    def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face", paste_back: bool = False,
-                paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, state: str = "auto",
-                expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
-                pipeline: bool = True, live: bool = False, buffer: int = 32, voice: str = "energy",
-                head_motion: float | None = None, close_lips: bool = True) -> Session:
+    def session(self, portrait: str | Path | np.ndarray | Portrait, *, align: str = "face",
+                paste: PasteOptions | bool | None = None, steps: int | None = None, guidance: float | None = None,
+                state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0,
+                schedule: ChunkSchedule | None = None, pipeline: bool = True, live: bool = False, buffer: int = 32,
+                voice: str = "energy") -> Session:
         """A streaming Session for one portrait (registered once: encoded, reference K/V cached).
-        `voice` is what the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad);
-        `head_motion` scales the photo's head motion when pasting back (0: a still head; None: 1 for
-        pictures of at most LIVE_MOTION_PIXELS, else 0, since it costs 10-25 ms a frame on a 1,024 px photo);
-        `close_lips=False` keeps a photo's parted lips (a smile over teeth) while the mouth is closed."""
+        `paste`: the photo renderer's options (True: the defaults; None: the aligned face); a
+        live session on a picture over LIVE_MOTION_PIXELS keeps the head still unless
+        `head_motion` is given (it costs 10-25 ms a frame on a 1,024 px photo). `voice` is what
+        the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad)."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance)
         ref = cs.reference(p.face)
-        if head_motion is None:
-            head_motion = 1.0 if p.image.shape[0] * p.image.shape[1] <= LIVE_MOTION_PIXELS else 0.0
-            if paste_back and not head_motion:
+        options = as_options(paste)
+        if options is not None and options.head_motion is None:
+            large = p.image.shape[0] * p.image.shape[1] > LIVE_MOTION_PIXELS
+            if large:
                 log.info("live session on a %dx%d picture: head motion off (pass head_motion=1 to force it)",
                          p.image.shape[1], p.image.shape[0])
-        post = self._paste(cs, ref, p, paste_mode, head_motion, close_lips) if paste_back else None
+            options = replace(options, head_motion=0.0 if large else 1.0)
+        renderer = self.renderer(cs, ref, p, options, seed) if options is not None else None
         try:
             return Session(cs, ref, state=state, expression=expression, seed=seed, schedule=schedule,
-                           pipeline=pipeline, live=live, buffer=buffer, post=post, voice=voice)
+                           pipeline=pipeline, live=live, buffer=buffer, renderer=renderer, voice=voice)
         except ValueError as e:
             raise RTAvatarError(str(e)) from e
 
     @staticmethod
-    def _paste(cs: ChunkSampler, ref: Any, p: Portrait, mode: str, head_motion: float = 1.0,  # noqa: ANN205 - frame -> picture
-               close_lips: bool = True):
-        return make_paste(p, mode, cs.reconstruction(ref) if mode != "face" else None, cs.bundle.cfg.warp_gain,
-                          cs.bundle.reader, head_motion, close_lips)
+    def renderer(cs: ChunkSampler, ref: Any, p: Portrait, options: PasteOptions, seed: int = 0) -> Renderer:
+        """The photo renderer for a portrait (photo/compose.make_renderer): paste mode `warp` reads
+        the openings from the latents with the model's aperture head when it ships one."""
+        if options.mode == "face":
+            return make_renderer(p, options, seed=seed)
+        bundle = cs.bundle
+        reader = None
+        if options.mode == "warp" and bundle.reader is not None and p.landmarks is not None:
+            reader = LatentMouthReader(lambda z: cs.vae_decode(z, runtime=False), bundle.reader, ref.raw, bundle.cfg.warp_gain)
+        return make_renderer(p, options, cs.reconstruction(ref), reader, bundle.cfg.warp_gain, seed)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
-                    paste_back: bool = False, paste_mode: str = DEFAULT_PASTE_MODE, steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
-                    state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0, progress: bool = False,
-                    decode_batch: int = 16, head_motion: float = 1.0, close_lips: bool = True,
-                    **chunking: Any) -> Iterator[np.ndarray]:
+                    paste: PasteOptions | bool | None = None, steps: int | None = None, guidance: float | None = None,
+                    sampler: str | None = None, state: str = "auto", expression: dict[str, float] | None = None,
+                    seed: int = 0, progress: bool = False, decode_batch: int = 16, **chunking: Any) -> Iterator[np.ndarray]:
         """Offline: the frames for `audio` (16 kHz mono), ceil(len / 640) of them, decoded
         `decode_batch` at a time (latents for the whole file are small; frames are not)."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance, sampler)
         ref = cs.reference(p.face)
         expression = check_expression(expression or {})
-        lat = generate_latents(cs, ref, as_pcm(audio), state=state, expression=expression, seed=seed,
-                               progress=progress, **chunking)
-        paste = self._paste(cs, ref, p, paste_mode, head_motion, close_lips) if paste_back else None
-        controls = control_vector(expression)
-        for i in range(0, lat.shape[1], decode_batch):
-            for f in cs.decode(ref, lat[:, i : i + decode_batch], batch=decode_batch):
-                yield paste(f, controls) if paste is not None else f
+        pcm = as_pcm(audio)
+        lat = generate_latents(cs, ref, pcm, state=state, expression=expression, seed=seed, progress=progress, **chunking)
+        options = as_options(paste)
+        if options is not None and options.head_motion is None:
+            options = replace(options, head_motion=1.0)
+        renderer = self.renderer(cs, ref, p, options, seed) if options is not None else None
+        n = lat.shape[1]
+        states = offline_states(np.pad(pcm, (0, n * SAMPLES_PER_FRAME - len(pcm))), n, state)
+        controls = np.repeat(control_vector(expression)[None], n, 0)
+        for i in range(0, n, decode_batch):
+            chunk = lat[:, i : i + decode_batch]
+            if renderer is None:
+                yield from cs.decode(ref, chunk, batch=decode_batch)
+            else:
+                yield from render_chunk(renderer, cs, ref, chunk, i, states[i : i + decode_batch],  # type: ignore[misc]
+                                        controls[i : i + decode_batch])
 
     def generate(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Offline: frames (N, H, W, 3) uint8 for `audio` (see iter_frames)."""

@@ -119,13 +119,27 @@ class ChunkSampler:
             x = codec.decode(ref.raw.to(next(codec.parameters()).device).contiguous(memory_format=torch.channels_last))
         return LatentCodec.to_uint8(x.float())[0]
 
+    def raw_latents(self, ref: Reference, latents: Tensor) -> Tensor:
+        """Model-space latents (1, N, C, h, w) -> the VAE's latents (N, C, h, w)."""
+        return self.bundle.cfg.space.from_model(latents, ref.raw)[0]
+
     @torch.no_grad()
+    def decode_raw(self, z: Tensor, batch: int = 16) -> np.ndarray:
+        """VAE latents (N, C, h, w) -> frames (N, R, R, 3) uint8."""
+        z = z.to(next(self.bundle.codec.parameters()).device).contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout
+        decode = self.vae_decode
+        x = torch.cat([decode(z[i : i + batch]) for i in range(0, len(z), batch)])
+        return LatentCodec.to_uint8(x.float())
+
+    @torch.no_grad()
+    def vae_decode(self, z: Tensor, runtime: bool = True) -> Tensor:
+        """The VAE decoder as inference runs it (its device and autocast; `runtime`: another
+        backend's when the bundle has one): latents (N, C, h, w) -> [-1, 1] images."""
+        codec = self.bundle.codec
+        decode = self.bundle.runtime.decode if runtime and self.bundle.runtime is not None else codec.decode
+        with self._autocast(self.bundle.decoder_autocast):
+            return decode(z.to(next(codec.parameters()).device)).float()
+
     def decode(self, ref: Reference, latents: Tensor, batch: int = 16) -> np.ndarray:
         """Model-space latents (1, N, C, h, w) -> frames (N, R, R, 3) uint8."""
-        codec = self.bundle.codec
-        z = self.bundle.cfg.space.from_model(latents, ref.raw)[0].to(next(codec.parameters()).device)
-        z = z.contiguous(memory_format=torch.channels_last)  # the convs' fast layout on CPU (oneDNN)
-        decode = self.bundle.runtime.decode if self.bundle.runtime is not None else codec.decode
-        with self._autocast(self.bundle.decoder_autocast):
-            x = torch.cat([decode(z[i : i + batch]) for i in range(0, len(z), batch)])
-        return LatentCodec.to_uint8(x.float())
+        return self.decode_raw(self.raw_latents(ref, latents), batch)

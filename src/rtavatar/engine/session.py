@@ -43,7 +43,8 @@ from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.vad import voice_detector
 from rtavatar.errors import RTAvatarError
 from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STATES, StateTracker, check_expression, control_vector,
-                                          state_id)
+                                          named_controls, state_id)
+from rtavatar.photo.compose import RenderFrame, Renderer
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +144,28 @@ def as_pcm(pcm: np.ndarray | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     return a
 
 
+def render_chunk(renderer: Renderer, sampler: ChunkSampler, ref: Reference, latents: torch.Tensor, start: int,
+                 states: np.ndarray, controls: np.ndarray, stale: Callable[[], bool] = lambda: False) -> list[np.ndarray] | None:
+    """A chunk's pictures by the photo renderer (the render contract, photo/compose.py): each
+    frame's index, state, named controls and VAE latents, and its decoded face only when the
+    renderer needs one. None when `stale()` turns true before the renderer runs."""
+    z = sampler.raw_latents(ref, latents)
+    faces = sampler.decode_raw(z) if renderer.needs_face else [None] * len(z)
+    if stale():
+        return None
+    frames = [RenderFrame(start + j, STATES[int(states[j])], named_controls(controls[j]), z[j], faces[j])
+              for j in range(len(z))]
+    return renderer.render(frames)
+
+
 class Session:
     """Create with `Avatar.session(...)`; see the module docstring."""
 
     def __init__(self, sampler: ChunkSampler, ref: Reference, *, state: str = "auto",
                  expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                  pipeline: bool = True, live: bool = False, buffer: int = 32,
-                 post: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, name: str = "session", voice: str = "energy") -> None:
+                 renderer: Renderer | None = None, name: str = "session", voice: str = "energy",
+                 start: bool = True) -> None:
         self.sampler, self.ref = sampler, ref
         icfg = sampler.bundle.cfg
         self.schedule = schedule or ChunkSchedule()
@@ -157,7 +173,7 @@ class Session:
         self.schedule.sizes(self.max_new)  # validates
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
         self.audio = StreamingAudio(sampler.net)
-        self.live, self.pipeline, self.post, self.name = live, pipeline, post, name
+        self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name
         self.times = StageTimes()
         # The last chunks' stage stamps (perf_counter seconds): where a frame's latency goes.
         self.trace: deque[dict[str, float | int | str]] = deque(maxlen=64)
@@ -192,9 +208,10 @@ class Session:
         else:
             stages = [(self._run_sequential, None, None)]
         self._threads = [threading.Thread(target=self._guard, args=s, name=f"{name}-{s[0].__name__}", daemon=True) for s in stages]
-        for t in self._threads:
-            t.start()
-        _LIVE.add(self)
+        if start:  # start=False: no stages run (the chunk planning alone, e.g. in tests: plan_next())
+            for t in self._threads:
+                t.start()
+            _LIVE.add(self)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -377,6 +394,15 @@ class Session:
         except queue.Empty:
             pass
 
+    def plan_next(self) -> _Chunk | None:
+        """Plan the next chunk now, without running it (the features stage's planning, callable
+        on a session made with start=False): its start, new frames, states and controls, or None
+        when it must wait for audio."""
+        with self._lock:
+            if self._closing and self._next >= self._flush_to:
+                return None
+            return self._plan()
+
     def _plan(self) -> _Chunk | None:
         """The next chunk to generate, or None if it must wait for audio (lock held)."""
         first = self._restart
@@ -490,11 +516,13 @@ class Session:
         if self._stale(chunk):  # cut while it waited: its frames would be dropped, and speech waits behind it
             return
         t = time.perf_counter()
-        images = self.sampler.decode(self.ref, chunk.latents)  # type: ignore[arg-type]
-        if self.post is not None:
-            if self._stale(chunk):
+        if self.renderer is None:
+            images = list(self.sampler.decode(self.ref, chunk.latents))  # type: ignore[arg-type]
+        else:
+            images = render_chunk(self.renderer, self.sampler, self.ref, chunk.latents, chunk.start,  # type: ignore[arg-type]
+                                  chunk.states, chunk.controls, stale=lambda: self._stale(chunk))  # type: ignore[arg-type]
+            if images is None:
                 return
-            images = [self.post(im, chunk.controls[j]) for j, im in enumerate(images)]  # type: ignore[index]
         t_decoded = time.perf_counter()
         self.times.decode += t_decoded - t
         self.trace.append({"start": chunk.start, "new": chunk.new, "state": STATES[int(chunk.states[0])], "epoch": chunk.epoch,  # type: ignore[index]

@@ -99,6 +99,11 @@ def control_vector(expression: dict[str, float] | None = None) -> np.ndarray:
     return np.array([values[k] for k in CONTROLS], np.float32) * CONTROL_SCALE
 
 
+def named_controls(vector: np.ndarray) -> dict[str, float]:
+    """A (n_controls,) model-scale control vector -> the named controls in user units (docs/DATA.md)."""
+    return {k: float(v) for k, v in zip(CONTROLS, np.asarray(vector, np.float64) / CONTROL_SCALE)}
+
+
 def frame_rms(audio: np.ndarray, n_frames: int) -> np.ndarray:
     a = np.zeros(n_frames * SAMPLES_PER_FRAME, np.float32)
     a[: min(len(audio), len(a))] = audio[: len(a)]
