@@ -239,6 +239,7 @@ class WarpedMouth:
         self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR)
         self.parted = PartedLips(square, local) if self.rest >= PARTED_REST else None
         self.close_lips, self.ramp = close_lips, close_ramp
+        self.opening = 0.0  # the last frame's reading (IOD, a change from the photo's own gap)
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
         self.step, self.cache, self._renders = step, cache, {}  # type: ignore[var-annotated]
 
@@ -273,6 +274,7 @@ class WarpedMouth:
         return [max(float(v), 0.0) for v in r]
 
     def __call__(self, out: np.ndarray, frame: RenderFrame, reading: float) -> None:
+        self.opening = reading
         gap = self.gap(reading)
         if gap is not None:
             self.clip.paste(out, self._render(gap))
@@ -328,3 +330,11 @@ def make_renderer(portrait: Portrait, options: PasteOptions, recon: np.ndarray |
     else:
         mouth = GeneratedMouth(portrait, recon)
     return PhotoCompositor(portrait, mouth, head_motion, options.blinks, seed)
+
+
+def render_one(renderer: Renderer, face: np.ndarray | None = None, *, index: int = 0, state: str = "idle",
+               controls: dict[str, float] | None = None, latents: torch.Tensor | None = None) -> np.ndarray:
+    """One frame through a renderer, outside a session (tests, scripts): the controls default to neutral."""
+    from rtavatar.models.conditioning import NEUTRAL
+
+    return renderer.render([RenderFrame(index, state, {**NEUTRAL, **(controls or {})}, latents, face)])[0]
