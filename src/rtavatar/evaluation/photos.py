@@ -37,9 +37,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from rtavatar import SAMPLES_PER_FRAME
-from rtavatar.data.landmarks import FaceAnalyzer, _models_dir, raw_features, shared_analyzer
-from rtavatar.engine.portrait import DEFAULT_PASTE_MODE
 from rtavatar.errors import RTAvatarError
+from rtavatar.photo.align import FaceAnalyzer, _models_dir, shared_analyzer
+from rtavatar.photo.landmarks import raw_features
+from rtavatar.photo.options import PasteOptions
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -216,9 +217,9 @@ def strip_row(photo: np.ndarray, talk: np.ndarray, audio: np.ndarray, height: in
 
 def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps: int | None = None,
                     controls: bool = True, strip: str | Path | None = None, progress: bool = True,
-                    paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float = 1.0,
-                    close_lips: bool = True) -> list[dict[str, Any]]:
-    """Animate and score each photo (see the module docstring); optionally write a frame strip."""
+                    paste: PasteOptions | None = None) -> list[dict[str, Any]]:
+    """Animate and score each photo (see the module docstring) with the photo renderer's
+    `paste` options (None: the defaults); optionally write a frame strip."""
     from rtavatar.media import read_image
 
     reader = FaceReader()
@@ -230,8 +231,7 @@ def evaluate_photos(avatar: Any, photos: list[Path], audio: np.ndarray, *, steps
         except RTAvatarError as e:
             rows.append({"photo": path.name, "error": str(e)})
             continue
-        gen = lambda **kw: avatar.generate(portrait, audio, paste_back=True, paste_mode=paste_mode, steps=steps,  # noqa: E731
-                                           head_motion=head_motion, close_lips=close_lips, **kw)
+        gen = lambda **kw: avatar.generate(portrait, audio, paste=paste or PasteOptions(), steps=steps, **kw)  # noqa: E731
         talk = gen()
         listen = gen(state="listen") if controls else None
         smile = (gen(expression={"smile": 0.0}), gen(expression={"smile": 1.0})) if controls else None
