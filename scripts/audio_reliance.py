@@ -20,11 +20,12 @@ import json
 
 import torch
 
+from rtavatar.checkpoints import load_weights, resolve_checkpoint
 from rtavatar.data.behavior import STATES
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, v_denoiser
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import load_weights, resolve_checkpoint, step_generator
+from rtavatar.training.common import step_generator
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import load_teacher_run
 from rtavatar.training.teacher import from_model_space, load_codec, model_batch, region_weight

@@ -15,7 +15,8 @@ from rtavatar.models.discriminator import (AvatarDiscriminator, DiscConfig, Expe
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig
 from rtavatar.models.dit import Conditioning
 from rtavatar.data.dataset import Dataset
-from rtavatar.training.common import TrainConfig, latest_checkpoint, load_state, step_generator
+from rtavatar.checkpoints import latest_checkpoint
+from rtavatar.training.common import TrainConfig, load_state, step_generator
 from rtavatar.training.distill import (DistillConfig, distill_loss, draw_distill_noise, load_student, load_teacher_run, pseudo_huber,
                                        train_distill)
 from rtavatar.training.teacher import load_codec, model_batch

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from rtavatar.checkpoints import DEFAULT_MODEL
+from rtavatar.checkpoints import DEFAULT_MODEL, latest_checkpoint
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import consistency_denoiser, sample_consistency, v_denoiser
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import TrainConfig, latest_checkpoint
+from rtavatar.training.common import TrainConfig
 from rtavatar.training.distill import load_student
 from rtavatar.training.eft import EFTConfig, edit_prior, edit_start, load_distill_run, train_eft
 from rtavatar.training.teacher import model_batch, to_model_space

@@ -11,12 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rtavatar.checkpoints import latest_checkpoint
 from rtavatar.config import from_dict, save_config
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import x0_from_v
 from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.dit import Conditioning
-from rtavatar.training.common import latest_checkpoint, step_generator
+from rtavatar.training.common import step_generator
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import (TeacherConfig, draw_noise, from_model_space, load_codec, model_batch, teacher_loss, to_model_space,
                                        train_teacher)

@@ -369,9 +369,9 @@ def cache_latents(out: Path, vae_run: str | Path, progress: bool = True) -> int:
     fingerprint, which teacher training checks before reusing them); returns how many were new."""
     from safetensors.torch import save
 
+    from rtavatar.checkpoints import load_codec
     from rtavatar.data.dataset import Dataset
-    from rtavatar.training.data import PREPARED_LATENTS, encode_frames, latents_fingerprint
-    from rtavatar.training.teacher import load_codec
+    from rtavatar.latents import PREPARED_LATENTS, encode_frames, latents_fingerprint
 
     codec = load_codec(vae_run)
     ds, made = Dataset(out), 0

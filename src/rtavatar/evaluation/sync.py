@@ -94,7 +94,7 @@ def load_expert(checkpoint: str | Path, ema: bool = True) -> ExpertScorer:
     """A `train syncnet` run (or one of its checkpoints) as a scorer."""
     from rtavatar.config import from_dict
     from rtavatar.models.syncnet import SyncNetConfig
-    from rtavatar.training.common import load_weights, read_run_config
+    from rtavatar.checkpoints import load_weights, read_run_config
 
     ck, _, cfg = read_run_config(checkpoint)
     net = SyncNet(from_dict(SyncNetConfig, cfg["net"]))

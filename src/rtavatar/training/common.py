@@ -29,8 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from rtavatar.checkpoints import (check_run_dir, checkpoint_weights, latest_checkpoint, load_weights, read_run_config,  # noqa: F401
-                                  resolve_checkpoint, verify_checkpoint, write_manifest)
+from rtavatar.checkpoints import check_run_dir, latest_checkpoint, load_weights, verify_checkpoint, write_manifest
 from rtavatar.training.sharding import (OPTIMIZER_FORMAT, full_model_state, full_optimizer_state, full_tensor,
                                         load_full_optimizer_state, shard_model)
 

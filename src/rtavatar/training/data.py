@@ -20,6 +20,7 @@ from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.models.conditioning import CONTROL_SCALE, CONTROLS
 from rtavatar.data.dataset import Clip, Dataset
 from rtavatar.data.face import width_factor
+from rtavatar.latents import PREPARED_LATENTS, encode_frames, latents_fingerprint
 from rtavatar.models.vae import LatentCodec
 
 log = logging.getLogger(__name__)
@@ -85,24 +86,6 @@ def random_frames(cache: ClipCache, gen: torch.Generator, n: int) -> Tensor:
         fi = int(torch.randint(clip.n_frames, (1,), generator=gen))
         out.append(clip.frames[fi])
     return LatentCodec.to_tensor(np.stack(out))
-
-
-PREPARED_LATENTS = "latents.safetensors"
-
-
-def latents_fingerprint(path: Path) -> str | None:
-    """The VAE fingerprint a latents file was written with (None if it has none)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return (f.metadata() or {}).get("vae")
-
-
-@torch.no_grad()
-def encode_frames(codec: LatentCodec, frames: np.ndarray, batch: int = 32) -> Tensor:
-    """(N, H, W, 3) uint8 frames -> (N, C, h, w) latents, in batches."""
-    x = LatentCodec.to_tensor(frames)
-    return torch.cat([codec.encode(x[k : k + batch]) for k in range(0, len(x), batch)])
 
 
 class LatentClips:

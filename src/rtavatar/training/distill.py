@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import InferenceConfig, absolute, student_inference, write_inference_files
+from rtavatar.checkpoints import (InferenceConfig, absolute, check_run_dir, checkpoint_weights, latest_checkpoint, load_weights, read_run_config,
+                                  student_inference, write_inference_files)
 from rtavatar.config import from_dict, to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import T_MAX, add_noise, consistency_denoiser, ddim_step, v_denoiser
@@ -37,8 +38,7 @@ from rtavatar.models.avatarnet import AvatarNet
 from rtavatar.models.discriminator import AvatarDiscriminator, Backbone, DiscConfig, ExpertBackbone, TeacherBackbone, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import VAEConfig
-from rtavatar.training.common import (TrainConfig, check_run_dir, checkpoint_weights, latest_checkpoint, load_weights, on_device, rank_slice,
-                                      read_run_config, train_loop)
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.teacher import TeacherConfig, from_model_space, load_codec, model_batch
 

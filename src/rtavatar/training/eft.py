@@ -14,7 +14,7 @@ chunk in one step:
             + aperture_weight * the sync expert's mouth-opening loss (optional, as the teacher's)
             + smile_weight * the smile loss (optional, below)
 
-Generation then uses exactly the same start (generate.py), so training and inference see the
+Generation then uses exactly the same start (engine/core.py), so training and inference see the
 same inputs. Why it helps: the low frequencies the student used to guess (and got wrong from
 chunk to chunk, i.e. flicker) now come from the prior, and the one step only has to *edit*
 what changes -- lips, eyes, small head motion. The regression target is real data, not the
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rtavatar.checkpoints import (Bundle, InferenceConfig, absolute, load_bundle, pretrained_path, student_inference, student_sampling,
-                                  write_inference_files)
+from rtavatar.checkpoints import (Bundle, InferenceConfig, absolute, check_run_dir, load_bundle, pretrained_path, student_inference,
+                                  student_sampling, write_inference_files)
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.errors import RTAvatarError
@@ -56,7 +56,7 @@ from rtavatar.models.conditioning import CONTROL_SCALE, CONTROLS
 from rtavatar.models.discriminator import Backbone, DiscConfig, adversarial_term
 from rtavatar.models.dit import Conditioning
 from rtavatar.models.vae import VAEConfig
-from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 from rtavatar.training.distill import DistillConfig, StudentAndDisc, build_discriminator, load_distill_run, pseudo_huber
 from rtavatar.training.teacher import (MouthAperture, TeacherConfig, aperture_loss, from_model_space, load_aperture, load_codec,

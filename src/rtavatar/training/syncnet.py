@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtavatar import SAMPLES_PER_FRAME
+from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.syncnet import SyncNet, SyncNetConfig, mouth_crops
 from rtavatar.models.vae import LatentCodec
-from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache, log_width_of
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rtavatar.checkpoints import InferenceConfig, absolute, load_codec, teacher_inference, write_inference_files
+from rtavatar.checkpoints import (InferenceConfig, absolute, check_run_dir, checkpoint_weights, latest_checkpoint, load_codec, resolve_checkpoint,
+                                  teacher_inference, write_inference_files)
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.diffusion import add_noise, v_target, x0_from_v
@@ -25,8 +26,7 @@ from rtavatar.models.dit import Conditioning
 from rtavatar.models.space import LatentSpace
 from rtavatar.models.syncnet import SyncNet, decode_mouth
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import (TrainConfig, check_run_dir, checkpoint_weights, latest_checkpoint, on_device, rank_slice,
-                                      resolve_checkpoint, train_loop)
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import LatentClips
 
 log = logging.getLogger(__name__)

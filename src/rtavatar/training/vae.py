@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
 from rtavatar.data.dataset import Dataset
 from rtavatar.models.vae import LatentCodec, VAEConfig
-from rtavatar.training.common import TrainConfig, check_run_dir, on_device, rank_slice, train_loop
+from rtavatar.training.common import TrainConfig, on_device, rank_slice, train_loop
 from rtavatar.training.data import ClipCache, random_frames
 
 
