@@ -18,8 +18,8 @@ import threading
 import numpy as np
 
 from rtavatar import SAMPLE_RATE
-from rtavatar.bench import plain_portrait
-from rtavatar.data.speech import Voice, synthesize
+from rtavatar.commands.bench import plain_portrait
+from rtavatar.tts import Voice, synthesize
 from rtavatar.engine import Avatar
 from rtavatar.media import VideoWriter
 

@@ -16,7 +16,7 @@ from pipecat.frames.frames import (InterruptionFrame, OutputAudioRawFrame, Outpu
 from pipecat.tests.utils import SleepFrame, run_test
 
 from rtavatar import Avatar
-from rtavatar.data.speech import Voice, synthesize
+from rtavatar.tts import Voice, synthesize
 from rtavatar.integrations.core import resample_int16
 from rtavatar.integrations.pipecat import RTAvatarVideoService
 from rtavatar.media import VideoWriter

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 
 from rtavatar import SAMPLE_RATE
-from rtavatar.data.speech import Voice, synthesize
+from rtavatar.tts import Voice, synthesize
 
 SENTENCES = ("Hello! I am a talking portrait, animated by a one step diffusion model.",
              "Give me any photo and a voice, and I will speak in real time.")

@@ -68,7 +68,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
 import numpy as np
-import rtavatar.engine, rtavatar.generate, rtavatar.checkpoints
+import rtavatar.engine, rtavatar.engine.files, rtavatar.commands.generate, rtavatar.checkpoints
 from rtavatar import Avatar
 from rtavatar.checkpoints import random_bundle
 from rtavatar.models.avatarnet import AvatarNetConfig

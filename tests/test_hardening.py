@@ -101,6 +101,13 @@ def test_self_contained_student_notices_a_damaged_file_it_does_not_load(student_
     (["synth-data", "--out", "d", "--clips", "2", "--resolution", "7"], "outside"),
     (["eval", "--checkpoint", "r", "--expert", "e", "--data", "d", "--seconds", "-1"], "outside"),
     (["train", "vae", "--data", "d", "--out", "r", "--steps", "-1"], "outside"),
+    # 0 is not "no override": an override a user types is a real value, and 0 is not one
+    (["train", "vae", "--data", "d", "--out", "r", "--batch-size", "0"], "outside"),
+    (["train", "vae", "--data", "d", "--out", "r", "--steps", "0"], "outside"),
+    (["synth-data", "--out", "d", "--clips", "2", "--workers", "0"], "outside"),
+    (["prepare", "--videos", "v", "--out", "d", "--workers", "0"], "outside"),
+    (["bench", "--threads", "0"], "outside"),
+    (["bench", "--first-chunk", "0"], "outside"),
     (["bench", "--seconds", "nan"], "outside"),
 ])
 def test_bad_numbers_are_refused_at_parse_time(argv: list[str], match: str, capsys: pytest.CaptureFixture) -> None:

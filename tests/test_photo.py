@@ -151,7 +151,7 @@ def test_eval_photos_scores_each_photo(student_run: Path, tmp_path: Path) -> Non
     import subprocess
     import sys
 
-    from rtavatar.demo import SAMPLE_SPEECH
+    from rtavatar.assets import SAMPLE_SPEECH
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -177,7 +177,7 @@ def test_eval_photos_scores_each_photo(student_run: Path, tmp_path: Path) -> Non
 def test_eval_photos_passes_close_lips_to_every_run() -> None:
     """`eval --photos --keep-parted-lips` scores the output a user asking for it gets: every
     generation (talk, listen, both smiles) runs with close_lips off; by default with it on."""
-    from rtavatar.demo import SAMPLE_SPEECH
+    from rtavatar.assets import SAMPLE_SPEECH
     from rtavatar.engine import Avatar
     from rtavatar.evaluation.photos import evaluate_photos
 

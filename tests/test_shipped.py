@@ -45,7 +45,7 @@ def test_shipped_model_keeps_the_photo(shipped: Avatar) -> None:
     row = score_photo(FaceReader(), photo, frames, audio[: 4 * 16000])
     assert row["detect"] >= 0.9 and row["identity"] <= 0.45 and row["sharpness"] >= 0.4, row
     assert row["gap_energy_r"] >= 0.4 and row["speech_silence"] >= 1.5, row
-    # The warp reads with the model's own aperture head, its gain calibrated (scripts/mouth_reader_gain.py).
+    # The warp reads with the model's own aperture head, its gain calibrated (`rtavatar calibrate-warp`).
     assert shipped.bundle.cfg.warp_reader == "expert" and shipped.bundle.reader is not None
     assert 0.5 < shipped.bundle.cfg.warp_gain < 2.0
 

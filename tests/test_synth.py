@@ -14,10 +14,11 @@ from rtavatar.cli import main
 from rtavatar.data.behavior import STATE_ID, frame_signals, identity_voice, make_timeline, render_audio
 from rtavatar.data.dataset import Dataset
 from rtavatar.data.face import FaceState, Renderer, render_face, sample_identity
-from rtavatar.data.speech import random_sentence, random_voice, synthesize
+from rtavatar.data.speech import random_sentence, random_voice
 from rtavatar.data.synth import SynthConfig, synthesize_dataset
 from rtavatar.data.visemes import VISEME_NAMES, VISEMES, VOWEL_VISEMES, _segments_of
 from rtavatar.errors import DatasetError
+from rtavatar.tts import synthesize
 
 SHORT = (2.0, 3.5)
 
@@ -187,7 +188,7 @@ def test_cli_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_writes_aligned_video(tmp_path: Path) -> None:
-    from rtavatar.demo import run_demo
+    from rtavatar.commands.demo import run_demo
     from rtavatar.media import read_video
 
     out = tmp_path / "demo.mp4"

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from rtavatar import Avatar
-from rtavatar.data.speech import Voice, synthesize
+from rtavatar.tts import Voice, synthesize
 from rtavatar.integrations.core import resample_int16
 
 TEXT = "Let me tell you a long story about the sea, the wind and the ships that sail on it at night."

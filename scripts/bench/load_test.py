@@ -34,7 +34,7 @@ def main() -> int:
     import uvicorn
     from PIL import Image
 
-    from rtavatar.bench import bench_speech, plain_portrait
+    from rtavatar.commands.bench import bench_speech, plain_portrait
     from rtavatar.client import AvatarClient
     from rtavatar.server.app import ServerConfig, create_app, load_avatar, warm_up
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from rtavatar.bench import bench_speech, plain_portrait
+from rtavatar.commands.bench import bench_speech, plain_portrait
 from rtavatar.engine import Avatar
 
 

@@ -257,7 +257,7 @@ class InferenceConfig:
     max_new: int = 8  # longest chunk of new frames trained on
     max_motion: int = 2  # motion (context) frames trained on
     weights_prefix: str = ""  # the denoiser's key prefix in model.safetensors ("student." for distill / EFT)
-    warp_gain: float = 1.0  # paste mode warp: true opening / the reader's reading (scripts/mouth_reader_gain.py)
+    warp_gain: float = 1.0  # paste mode warp: true opening / the reader's reading (`rtavatar calibrate-warp`)
     # Paste mode warp's reader of the opening drawn: "dark" (MouthReader, pixel darkening) or
     # "expert" (ExpertMouthReader: the aperture head in reader.safetensors).
     warp_reader: str = "dark"
@@ -438,6 +438,15 @@ def pretrained_path(name: str = DEFAULT_MODEL) -> Path:
         raise RTAvatarError(f"no shipped model {name!r} in {PRETRAINED_DIR} (shipped: {', '.join(have) or 'none'}); "
                             "train one (README: Training) or pass --checkpoint RUN")
     return p
+
+
+def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
+    """The shipped model's directory, or None when the package ships none (the server and the
+    benchmark then fall back to random weights and say so)."""
+    try:
+        return pretrained_path(name)
+    except RTAvatarError:
+        return None
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,

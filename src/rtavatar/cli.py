@@ -15,7 +15,7 @@ from rtavatar.utils import setup_logging
 _PASTE_HELP = ("warp: the photo's own lips move to the opening the model drew (default); photo: the model's lower face "
                "where it moved, the photo's own pixels elsewhere; face: paste the whole generated face")
 log = logging.getLogger("rtavatar.cli")
-# engine/portrait.PASTE_MODES and DEFAULT_PASTE_MODE (not imported: the CLI starts without torch).
+# photo/options.PASTE_MODES and DEFAULT_PASTE_MODE (not imported: the CLI starts without torch).
 PASTE_CHOICES, PASTE_DEFAULT = ["warp", "photo", "face"], "warp"
 PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16", "auto"]
 
@@ -54,7 +54,7 @@ def cmd_synth_data(args: argparse.Namespace) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from rtavatar.demo import run_demo, run_network_demo
+    from rtavatar.commands.demo import run_demo, run_network_demo
 
     check_output(args.out)
     if args.synthetic:
@@ -172,9 +172,9 @@ def _stage_config(stage: str, spec: str | None):
 
 def cmd_train(args: argparse.Namespace) -> dict:
     cfg = _stage_config(args.stage, args.config)
-    if args.steps:
+    if args.steps is not None:
         cfg.train.steps = args.steps
-    if args.batch_size:
+    if args.batch_size is not None:
         cfg.train.batch_size = args.batch_size
     from rtavatar.config import check_values
 
@@ -214,7 +214,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> dict:
-    from rtavatar.generate import generate_file
+    from rtavatar.commands.generate import generate_file
 
     check_output(args.out)
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
@@ -249,6 +249,9 @@ def _float(lo: float, hi: float, *, open_lo: bool = False):  # noqa: ANN202 - an
     return parse
 
 
+# A value that means "not given" or "automatic" (None, or 0 for --workers, --threads, --first-chunk) is only ever the
+# default, never a value a user can type: argparse does not pass a non-string default through `type`, and the types
+# refuse 0, so `--batch-size 0` is an error rather than "no override".
 _positive_int = _int(1)
 _positive_float = _float(0.0, 1e6, open_lo=True)
 _guidance = _float(0.0, 20.0)
@@ -256,10 +259,9 @@ _resolution = _int(32, 2048)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:
-    from rtavatar.bench import run_bench
+    from rtavatar.assets import SAMPLE_PORTRAIT
+    from rtavatar.commands.bench import run_bench
     from rtavatar.engine import ChunkSchedule
-
-    from rtavatar.demo import SAMPLE_PORTRAIT
 
     schedule = ChunkSchedule(first=args.first_chunk) if args.first_chunk else None
     photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
@@ -270,6 +272,18 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
+    return out
+
+
+def cmd_calibrate_warp(args: argparse.Namespace) -> dict:
+    from rtavatar.commands.calibrate import run_calibrate
+
+    if args.out:
+        check_output(args.out)
+    out = run_calibrate(args.data, checkpoint=args.checkpoint, expert=args.expert, clips=args.clips, out=args.out,
+                        write=args.write)
+    if not args.json:
+        print(json.dumps({k: out[k] for k in ("gain", "r")}))
     return out
 
 
@@ -329,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=_resolution, default=128)
     s.add_argument("--seconds", type=_seconds_range, default=(4.0, 10.0), help="clip length range LO-HI (default 4-10)")
     s.add_argument("--identities", type=_int(0), default=0, help="0: a new identity per clip; N: reuse N identities")
-    s.add_argument("--workers", type=_int(0, 256), default=0, help="processes (default: one per core)")
+    s.add_argument("--workers", type=_int(1, 256), default=0, help="processes (default: one per core)")
     s.add_argument("--test-fraction", type=_fraction, default=0.05,
                    help="share of identities held out as split=test, with held-out sentences (default 0.05; 1: an all-test set)")
     s.add_argument("--portraits", default="", help="folder of face photos: animate them as photo identities (docs/DATA.md)")
@@ -346,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--videos", required=True, help="directory of videos (searched recursively)")
     pr.add_argument("--out", required=True, help="dataset directory")
     pr.add_argument("--resolution", type=_resolution, default=512, help="crop side in pixels (default 512)")
-    pr.add_argument("--workers", type=_int(0, 256), default=0, help="processes (default: one per core)")
+    pr.add_argument("--workers", type=_int(1, 256), default=0, help="processes (default: one per core)")
     pr.add_argument("--resume", action="store_true", help="continue an interrupted run; finished videos are kept")
     pr.add_argument("--detect-every", type=_positive_int, default=1, help="run the face detector every N frames (track between)")
     pr.add_argument("--min-seconds", type=_positive_float, default=2.0, help="drop usable spans shorter than this")
@@ -415,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoiser[+decoder] precision: int8 = INT8 denoiser; bf16 = both bf16; int8+bf16 = INT8 denoiser, bf16 decoder")
     b.add_argument("--no-pipeline", action="store_true", help="run the stages one after the other in one thread")
     b.add_argument("--seconds", type=_positive_float, default=10.0, help="seconds of speech streamed (default 10)")
-    b.add_argument("--threads", type=_int(0, 1024), default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--threads", type=_int(1, 1024), default=0, help="torch threads (default: torch's choice)")
     b.add_argument("--first-chunk", type=_positive_int, default=0, help="frames in the first chunk (default 1)")
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     b.add_argument("--photo", nargs="?", const="sample", default=None,
@@ -427,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --photo: parted lips in the photo stay parted while the mouth is closed (default: they close)")
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
+
+    cw = sub.add_parser("calibrate-warp", help="the gain of paste mode warp's mouth reader for a model, from photo clips "
+                                               "(commands/calibrate.py); --write stores it in the checkpoint")
+    cw.add_argument("--data", required=True, help="a synth-data dataset with photo clips (training split: synth-data "
+                                                  "--test-fraction 0 --photo-fraction 1 --portraits DIR)")
+    cw.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    cw.add_argument("--expert", default=None, help="a `train syncnet` run: read with its aperture head")
+    cw.add_argument("--clips", type=_positive_int, default=4, help="photo clips to read (default 4)")
+    cw.add_argument("--out", default=None, help="write the per-clip rows and the gain as JSON here")
+    cw.add_argument("--write", action="store_true", help="store the gain in the checkpoint (inference.json warp_gain)")
+    cw.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    cw.set_defaults(func=cmd_calibrate_warp)
 
     sv = sub.add_parser("serve", help="HTTP + WebSocket server around one loaded model (docs/PROTOCOL.md)")
     sv.add_argument("--host", default="127.0.0.1", help="default loopback only")
@@ -463,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete an existing run's checkpoints and log and start over")
-    t.add_argument("--steps", type=_int(0), default=0, help="override train.steps")
-    t.add_argument("--batch-size", type=_int(0), default=0, help="override train.batch_size (global)")
+    t.add_argument("--steps", type=_positive_int, default=None, help="override train.steps")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="override train.batch_size (global)")
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from rtavatar import FPS, SAMPLE_RATE
+from rtavatar.checkpoints import shipped_model
 from rtavatar.diffusion import SamplingConfig
 from rtavatar.engine import Avatar, ChunkSchedule
-from rtavatar.engine.portrait import DEFAULT_PASTE_MODE
-from rtavatar.errors import RTAvatarError
+from rtavatar.photo import DEFAULT_PASTE_MODE
 
 log = logging.getLogger(__name__)
 BENCH_TEXT = ("Hello! I am a real-time avatar. Every frame you see was generated from this voice, "
@@ -44,7 +44,7 @@ BENCH_TEXT = ("Hello! I am a real-time avatar. Every frame you see was generated
 def bench_speech(seconds: float) -> np.ndarray:
     """espeak-ng speech, repeated to `seconds` (falls back to a voiced-burst signal without espeak-ng)."""
     try:
-        from rtavatar.data.speech import Voice, synthesize
+        from rtavatar.tts import Voice, synthesize
 
         one = synthesize(BENCH_TEXT, Voice()).audio
     except Exception as e:  # noqa: BLE001 - any espeak failure: a synthetic signal still exercises every stage
@@ -120,14 +120,14 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
               paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float | None = None,
               close_lips: bool = True) -> dict[str, Any]:
     """`photo`: register this picture (dlib alignment) and composite every frame back into it
-    (`paste_mode`: engine/portrait.PASTE_MODES; `head_motion`: the photo's head motion scale, None:
+    (`paste_mode`: photo.PASTE_MODES; `head_motion`: the photo's head motion scale, None:
     the live session's default, Avatar.session; `close_lips`: as Avatar.session)."""
     if threads:
         torch.set_num_threads(threads)
     if checkpoint:
         avatar, model = Avatar.load(checkpoint, precision=quantize), str(checkpoint)
     else:
-        shipped = None if config else _shipped_model()
+        shipped = None if config else shipped_model()
         if shipped is not None:
             avatar, model = Avatar.load(shipped, precision=quantize), f"shipped ({shipped})"
         else:
@@ -160,15 +160,6 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
             "device": _device_name(avatar), "threads": torch.get_num_threads(), **thr, **live,
             "lookahead_ms": round(warm.lookahead_ms, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-
-
-def _shipped_model() -> str | None:
-    from rtavatar.checkpoints import pretrained_path
-
-    try:
-        return str(pretrained_path())
-    except RTAvatarError:
-        return None
 
 
 def _device_name(avatar: Avatar) -> str:

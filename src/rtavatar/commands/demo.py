@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from rtavatar import FPS
+from rtavatar.assets import SAMPLE_PORTRAIT, SAMPLE_SPEECH
 from rtavatar.data.behavior import PlacedUtterance, Timeline, frame_signals, identity_voice, render_audio
 from rtavatar.data.face import Renderer, sample_identity
-from rtavatar.data.speech import synthesize
 from rtavatar.data.synth import render_frames
 from rtavatar.media import write_video
+from rtavatar.tts import Voice, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,15 @@ def talking_clip(text: str, identity_seed: int, lead_in: float = 0.6, tail: floa
     return tl, sig, render_audio(tl, "self")
 
 
-SAMPLE_PORTRAIT = Path(__file__).parent / "assets" / "portraits" / "lisa.jpg"
-SAMPLE_SPEECH = Path(__file__).parent / "assets" / "speech" / "hello.wav"
-
-
 def run_network_demo(out: str | Path = "demo.mp4", image: str | Path | None = None, audio: str | Path | None = None,
                      text: str | None = None, checkpoint: str | None = None, precision: str = "fp32") -> dict[str, Any]:
     """The shipped model (or `checkpoint`) animating a photo with speech; writes an mp4."""
     from rtavatar.engine import Avatar
-    from rtavatar.generate import write_generated
+    from rtavatar.engine.files import write_generated
     from rtavatar.media import read_audio
 
     t0 = time.perf_counter()
     if text:
-        from rtavatar.data.speech import Voice, synthesize
-
         pcm = np.concatenate([np.zeros(8000, np.float32), synthesize(text, Voice("en-us", 160, 45, 60)).audio,
                               np.zeros(8000, np.float32)])
     else:

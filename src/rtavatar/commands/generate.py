@@ -1,7 +1,7 @@
 """`rtavatar generate`: portrait + audio file -> mp4, a thin offline use of the engine.
 
-The video is written chunk by chunk as it is decoded (media.VideoWriter), so memory stays
-flat however long the audio is.
+The video is written chunk by chunk as it is decoded (engine/files.py: media.VideoWriter), so
+memory stays flat however long the audio is.
 """
 
 from __future__ import annotations
@@ -12,19 +12,10 @@ from typing import Any
 
 from rtavatar import FPS
 from rtavatar.engine import Avatar
-from rtavatar.engine.portrait import DEFAULT_PASTE_MODE
-from rtavatar.media import VideoWriter, read_audio, validate_audio
+from rtavatar.engine.files import write_generated
+from rtavatar.media import read_audio, validate_audio
 from rtavatar.models.conditioning import parse_expression
-
-
-def write_generated(out: str | Path, avatar: Avatar, portrait: Any, audio: Any, **kwargs: Any) -> int:
-    """Generate offline (`Avatar.iter_frames` arguments) straight into an mp4, frame by frame;
-    returns the frame count."""
-    with VideoWriter(out, fps=FPS) as w:
-        w.add((), audio)
-        for frame in avatar.iter_frames(portrait, audio, **kwargs):
-            w.add((frame,))
-    return w.frames
+from rtavatar.photo import DEFAULT_PASTE_MODE
 
 
 def generate_file(checkpoint: str | Path | None, image: str | Path, audio_path: str | Path, out: str | Path, *, steps: int | None = None,

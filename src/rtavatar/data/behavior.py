@@ -14,9 +14,10 @@ from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter1d
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
-from rtavatar.data.speech import Phoneme, Utterance, Voice, random_sentence, random_voice, synthesize
+from rtavatar.data.speech import random_sentence, random_voice
 from rtavatar.data.visemes import VOWEL_VISEMES, mouth_track, viseme_intervals
 from rtavatar.models.conditioning import CONTROLS, STATE_ID, STATES  # noqa: F401  (re-exported)
+from rtavatar.tts import Phoneme, Utterance, Voice, synthesize
 
 _CONTROL_RANGE = {
     "smile": (0.1, 0.25, -0.5, 1.0), "brow_raise": (0.0, 0.25, -0.6, 0.8),

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from rtavatar import FPS
-from rtavatar.data.speech import Phoneme
+from rtavatar.tts import Phoneme
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class RTAvatarVideoGenerator(VideoGenerator):
 
     def __init__(self, avatar: Any = None, portrait: Any = None, *, sample_rate: int = 24000, steps: int | None = None,
                  seed: int = 0, paste_back: bool = True, idle_lead: float = 0.12) -> None:
-        from rtavatar.demo import SAMPLE_PORTRAIT
+        from rtavatar.assets import SAMPLE_PORTRAIT
         from rtavatar.engine import Avatar
 
         self.sample_rate, self.fps = sample_rate, FPS

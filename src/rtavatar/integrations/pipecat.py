@@ -103,7 +103,7 @@ class RTAvatarVideoService(AIService):
         self._tasks = [self.create_task(self._emit()), self.create_task(self._face.run_ticks())]
 
     def _make_face(self) -> AgentFace:
-        from rtavatar.demo import SAMPLE_PORTRAIT
+        from rtavatar.assets import SAMPLE_PORTRAIT
         from rtavatar.engine import Avatar
 
         avatar = self._avatar or Avatar.from_pretrained()

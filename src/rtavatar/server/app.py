@@ -36,10 +36,11 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from rtavatar import FPS
+from rtavatar.checkpoints import shipped_model
 from rtavatar.engine import Avatar, Session
+from rtavatar.engine.files import write_generated
 from rtavatar.engine.vad import check_voice
 from rtavatar.errors import RTAvatarError
-from rtavatar.generate import write_generated
 from rtavatar.media import read_audio, read_image, validate_audio, validate_image
 from rtavatar.models.conditioning import parse_expression
 from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, SetExpression, SetState, Start, pack_frame
@@ -369,11 +370,9 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
 
 def load_avatar(checkpoint: str | None, precision: str = "fp32") -> tuple[Avatar, str]:
     """The model to serve: a run, else the shipped model, else random tiny weights (said so)."""
-    from rtavatar.bench import _shipped_model
-
     if checkpoint:
         return Avatar.load(checkpoint, precision=precision), str(checkpoint)
-    shipped = _shipped_model()
+    shipped = shipped_model()
     if shipped:
         return Avatar.load(shipped, precision=precision), f"shipped ({shipped})"
     log.warning("no --checkpoint and no shipped model: serving RANDOM tiny weights (the frames are noise)")

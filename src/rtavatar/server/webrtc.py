@@ -236,7 +236,7 @@ class WebRTCPeer:
             self.send({"type": "error", "error": " ".join(str(e).split())[:300]})
 
     async def say(self, text: str) -> None:
-        from rtavatar.data.speech import Voice, synthesize
+        from rtavatar.tts import Voice, synthesize
 
         if not text.strip():
             return
