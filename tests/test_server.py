@@ -116,30 +116,46 @@ def test_batch_endpoint_returns_a_playable_mp4(server: str, tmp_path: Path) -> N
     assert truncated.status_code == 400 and truncated.json()["error"]
 
 
-def test_close_lips_reaches_the_session_on_every_route(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`close_lips` (keep a photo's parted lips at rest) is an option of the WebSocket start and
-    of /v1/generate; it defaults to closing, as in the Python API."""
+def test_paste_options_are_one_model_on_every_route(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The photo renderer's options (protocol.Paste) reach the engine from the WebSocket start and
+    /v1/generate with the same defaults (pasted back, mode warp, lips closing); unknown keys and
+    wrong types are refused with the field named, on the WebRTC offer too, before any session."""
     import soundfile as sf
+
+    from rtavatar.photo import PasteOptions
 
     avatar, seen = SERVED["avatar"], []
 
     def spy(name: str):  # noqa: ANN202
         real = getattr(avatar, name)
-        return lambda *a, **kw: (seen.append((name, kw.get("close_lips"))), real(*a, **kw))[1]
+        return lambda *a, **kw: (seen.append((name, kw.get("paste"))), real(*a, **kw))[1]
 
     monkeypatch.setattr(avatar, "session", spy("session"))
     monkeypatch.setattr(avatar, "iter_frames", spy("iter_frames"))
-    for close in (False, None):
+    for paste in ({"close_lips": False, "mode": "photo"}, None):
         with AvatarClient(f"ws://{server}/v1/stream") as c:
-            c.start(png(), align="center", live=False, paste_back=True, **({} if close is None else {"close_lips": close}))
+            c.start(png(), align="center", live=False, **({} if paste is None else {"paste": paste}))
             c.end()
             list(c.frames())
     wav = io.BytesIO()
     sf.write(wav, speech(0.2), 16000, format="WAV")
-    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png()), "audio": ("a.wav", wav.getvalue())},
-                   data={"align": "center", "close_lips": "false"}, timeout=120)
+    files = {"portrait": ("p.png", png()), "audio": ("a.wav", wav.getvalue())}
+    r = httpx.post(f"http://{server}/v1/generate", files=files, data={"align": "center", "paste": '{"close_lips": false}'},
+                   timeout=120)
     assert r.status_code == 200
-    assert seen == [("session", False), ("session", True), ("iter_frames", False)]
+    r = httpx.post(f"http://{server}/v1/generate", files=files, data={"align": "center"}, timeout=120)
+    assert r.status_code == 200
+    assert seen == [("session", PasteOptions(mode="photo", close_lips=False)), ("session", PasteOptions()),
+                    ("iter_frames", PasteOptions(close_lips=False)), ("iter_frames", PasteOptions())]
+    bad = httpx.post(f"http://{server}/v1/generate", files=files, data={"paste": '{"blinks": "5", "bogus": 1}'}, timeout=60)
+    assert bad.status_code == 400 and "bogus" in bad.json()["error"] and "blinks" in bad.json()["error"]
+    offer = httpx.post(f"http://{server}/v1/webrtc/offer", json={"sdp": "v=0", "type": "offer", "paste": {"mode": "cartoon"}},
+                       timeout=30)
+    assert offer.status_code == 400 and "mode" in offer.json()["error"]
+    assert httpx.get(f"http://{server}/healthz", timeout=10).json()["sessions"] == 0
+    with AvatarClient(f"ws://{server}/v1/stream") as c:
+        with pytest.raises(RuntimeError, match="head_motion"):
+            c.start(png(), align="center", paste={"head_motion": 99}, timeout=20)
 
 
 def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> None:

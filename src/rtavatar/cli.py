@@ -12,11 +12,11 @@ from pathlib import Path
 from rtavatar.errors import RTAvatarError
 from rtavatar.utils import setup_logging
 
+from rtavatar.photo.options import DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PASTE_MODES, PasteOptions  # torch-free
+
 _PASTE_HELP = ("warp: the photo's own lips move to the opening the model drew (default); photo: the model's lower face "
                "where it moved, the photo's own pixels elsewhere; face: paste the whole generated face")
 log = logging.getLogger("rtavatar.cli")
-# photo/options.PASTE_MODES and DEFAULT_PASTE_MODE (not imported: the CLI starts without torch).
-PASTE_CHOICES, PASTE_DEFAULT = ["warp", "photo", "face"], "warp"
 PRECISION_CHOICES = ["fp32", "int8", "bf16", "int8+bf16", "fp32+bf16", "auto"]
 
 
@@ -107,8 +107,7 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
     audio = read_audio(args.audio)
     avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
     rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
-                           controls=not args.no_controls, strip=args.strip or None, paste_mode=args.paste_mode,
-                           head_motion=args.head_motion, close_lips=not args.keep_parted_lips)
+                           controls=not args.no_controls, strip=args.strip or None, paste=paste_options(args))
     print(format_photo_table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
@@ -219,8 +218,7 @@ def cmd_generate(args: argparse.Namespace) -> dict:
     check_output(args.out)
     return generate_file(args.checkpoint, args.image, args.audio, args.out, steps=args.steps, state=args.state,
                          expression=args.expression, guidance=args.guidance, seed=args.seed, align=args.align,
-                         paste_back=not args.no_paste_back, paste_mode=args.paste_mode, precision=args.precision,
-                         head_motion=args.head_motion, close_lips=not args.keep_parted_lips)
+                         paste=None if args.no_paste_back else paste_options(args), precision=args.precision)
 
 
 def _int(lo: int, hi: int | None = None):  # noqa: ANN202 - an argparse type
@@ -258,6 +256,26 @@ _guidance = _float(0.0, 20.0)
 _resolution = _int(32, 2048)
 
 
+def add_paste_args(parser: argparse.ArgumentParser, when: str) -> None:
+    """The photo renderer's options (photo/options.PasteOptions), one argument group on every command."""
+    d = PasteOptions()
+    g = parser.add_argument_group(f"photo renderer ({when})")
+    g.add_argument("--paste-mode", default=DEFAULT_PASTE_MODE, choices=PASTE_MODES, help=_PASTE_HELP)
+    g.add_argument("--head-motion", type=_float(0.0, MAX_HEAD_MOTION), default=d.head_motion,
+                   help="scale of the head's sway, tilt and nod (0 keeps the head still; default 1, or for a live session "
+                        "on a picture over 640x480 px, 0)")
+    g.add_argument("--keep-parted-lips", action="store_true",
+                   help="warp: a photo whose lips are parted (a smile over teeth) keeps them so while the mouth is "
+                        "closed (default: they close)")
+    g.add_argument("--blinks", type=_float(0.0, MAX_BLINKS), default=d.blinks,
+                   help=f"blinks a minute (default {d.blinks:g}; 0: none)")
+
+
+def paste_options(args: argparse.Namespace) -> PasteOptions:
+    return PasteOptions(mode=args.paste_mode, head_motion=args.head_motion, close_lips=not args.keep_parted_lips,
+                        blinks=args.blinks)
+
+
 def cmd_bench(args: argparse.Namespace) -> dict:
     from rtavatar.assets import SAMPLE_PORTRAIT
     from rtavatar.commands.bench import run_bench
@@ -267,8 +285,7 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     photo = str(SAMPLE_PORTRAIT) if args.photo == "sample" else args.photo
     out = run_bench(checkpoint=args.checkpoint, config=args.config, steps=args.steps, quantize=args.quantize,
                     pipeline=not args.no_pipeline, seconds=args.seconds, threads=args.threads, backend=args.backend,
-                    schedule=schedule, photo=photo, paste_mode=args.paste_mode, head_motion=args.head_motion,
-                    close_lips=not args.keep_parted_lips)
+                    schedule=schedule, photo=photo, paste=paste_options(args))
     if not args.json:
         for k, v in out.items():
             print(f"{k:>20}: {v}")
@@ -381,10 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
     ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
-    ev.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photos: " + _PASTE_HELP)
-    ev.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0, help="with --photos: head motion scale (0: still)")
-    ev.add_argument("--keep-parted-lips", action="store_true",
-                    help="with --photos: parted lips in a photo stay parted while the mouth is closed (default: they close)")
+    add_paste_args(ev, "with --photos")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
@@ -410,12 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--align", default="face", choices=["face", "center"],
                    help="face: find and crop the face like the training data (dlib); center: the picture already is a face crop")
     g.add_argument("--no-paste-back", action="store_true", help="write the aligned face crop instead of the whole picture")
-    g.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help=_PASTE_HELP)
-    g.add_argument("--head-motion", type=_float(0.0, 5.0), default=1.0,
-                   help="photo paste modes: scale of the head's sway, tilt and nod (default 1; 0 keeps the head still)")
-    g.add_argument("--keep-parted-lips", action="store_true",
-                   help="warp: a photo whose lips are parted (a smile over teeth) keeps them so while the mouth is "
-                        "closed (default: they close)")
+    add_paste_args(g, "unless --no-paste-back")
     g.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, help="denoiser[+decoder] precision")
     g.add_argument("--json", action="store_true")
     g.set_defaults(func=cmd_generate)
@@ -434,11 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     b.add_argument("--photo", nargs="?", const="sample", default=None,
                    help="register a photo (default: the bundled sample) and paste every frame back into it")
-    b.add_argument("--paste-mode", default=PASTE_DEFAULT, choices=PASTE_CHOICES, help="with --photo: " + _PASTE_HELP)
-    b.add_argument("--head-motion", type=_float(0.0, 5.0), default=None,
-                   help="with --photo: head motion scale (0: still; default: a live session's, 1 up to 640x480 px, else 0)")
-    b.add_argument("--keep-parted-lips", action="store_true",
-                   help="with --photo: parted lips in the photo stay parted while the mouth is closed (default: they close)")
+    add_paste_args(b, "with --photo")
     b.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     b.set_defaults(func=cmd_bench)
 

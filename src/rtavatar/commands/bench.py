@@ -34,7 +34,7 @@ from rtavatar import FPS, SAMPLE_RATE
 from rtavatar.checkpoints import shipped_model
 from rtavatar.diffusion import SamplingConfig
 from rtavatar.engine import Avatar, ChunkSchedule
-from rtavatar.photo import DEFAULT_PASTE_MODE
+from rtavatar.photo import PasteOptions
 
 log = logging.getLogger(__name__)
 BENCH_TEXT = ("Hello! I am a real-time avatar. Every frame you see was generated from this voice, "
@@ -63,18 +63,15 @@ def plain_portrait(r: int) -> np.ndarray:
 
 
 def _session(avatar: Avatar, steps: int | None, pipeline: bool, schedule: ChunkSchedule | None,
-             photo: Any = None, paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float | None = None,
-             close_lips: bool = True):  # noqa: ANN202
+             photo: Any = None, paste: PasteOptions | None = None):  # noqa: ANN202
     if photo is not None:  # a registered photo, composited back at its own size
-        return avatar.session(photo, paste_back=True, paste_mode=paste_mode, steps=steps, pipeline=pipeline,
-                              schedule=schedule, head_motion=head_motion, close_lips=close_lips)
+        return avatar.session(photo, paste=paste or PasteOptions(), steps=steps, pipeline=pipeline, schedule=schedule)
     return avatar.session(plain_portrait(avatar.resolution), align="center", steps=steps, pipeline=pipeline, schedule=schedule)
 
 
 def live_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bool,
-              schedule: ChunkSchedule | None, photo: Any = None, paste_mode: str = DEFAULT_PASTE_MODE,
-              head_motion: float | None = None, close_lips: bool = True) -> dict[str, Any]:
-    s = _session(avatar, steps, pipeline, schedule, photo, paste_mode, head_motion, close_lips)
+              schedule: ChunkSchedule | None, photo: Any = None, paste: PasteOptions | None = None) -> dict[str, Any]:
+    s = _session(avatar, steps, pipeline, schedule, photo, paste)
     step = SAMPLE_RATE // 50  # 20 ms
     pushed_at: list[float] = []
 
@@ -100,9 +97,8 @@ def live_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bo
 
 
 def throughput_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeline: bool,
-                    schedule: ChunkSchedule | None, photo: Any = None, paste_mode: str = DEFAULT_PASTE_MODE,
-                    head_motion: float | None = None, close_lips: bool = True) -> dict[str, Any]:
-    s = _session(avatar, steps, pipeline, schedule, photo, paste_mode, head_motion, close_lips)
+                    schedule: ChunkSchedule | None, photo: Any = None, paste: PasteOptions | None = None) -> dict[str, Any]:
+    s = _session(avatar, steps, pipeline, schedule, photo, paste)
     t0 = time.perf_counter()
     s.push_audio(audio)
     s.close()
@@ -117,11 +113,10 @@ def throughput_pass(avatar: Avatar, audio: np.ndarray, steps: int | None, pipeli
 def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps: int | None = None, quantize: str = "fp32",
               pipeline: bool = True, seconds: float = 10.0, threads: int = 0, backend: str = "torch",
               schedule: ChunkSchedule | None = None, photo: str | None = None,
-              paste_mode: str = DEFAULT_PASTE_MODE, head_motion: float | None = None,
-              close_lips: bool = True) -> dict[str, Any]:
+              paste: PasteOptions | None = None) -> dict[str, Any]:
     """`photo`: register this picture (dlib alignment) and composite every frame back into it
-    (`paste_mode`: photo.PASTE_MODES; `head_motion`: the photo's head motion scale, None:
-    the live session's default, Avatar.session; `close_lips`: as Avatar.session)."""
+    with the photo renderer's `paste` options (None: the defaults, as a live session takes them)."""
+    paste = paste or PasteOptions()
     if threads:
         torch.set_num_threads(threads)
     if checkpoint:
@@ -143,20 +138,18 @@ def run_bench(*, checkpoint: str | None = None, config: str | None = None, steps
         raise ValueError(f"unknown backend {backend!r}; use torch or onnxruntime")
     audio = bench_speech(seconds)
     portrait = avatar.portrait(photo) if photo else None
-    warm = _session(avatar, steps, pipeline, schedule, portrait, paste_mode, head_motion, close_lips)  # one-time kernel set-up for every chunk shape
+    warm = _session(avatar, steps, pipeline, schedule, portrait, paste)  # one-time kernel set-up for every chunk shape
     warm.push_audio(audio[: 3 * SAMPLE_RATE])
     warm.close()
     for _ in warm.frames(timeout=600):
         pass
-    live = live_pass(avatar, audio, steps, pipeline, schedule, portrait, paste_mode, head_motion, close_lips)
-    thr = throughput_pass(avatar, audio, steps, pipeline, schedule, portrait, paste_mode, head_motion, close_lips)
+    live = live_pass(avatar, audio, steps, pipeline, schedule, portrait, paste)
+    thr = throughput_pass(avatar, audio, steps, pipeline, schedule, portrait, paste)
     sampling = avatar.sampler(steps).sampling
     return {"model": model, "steps": sampling.steps, "sampler": sampling.sampler, "cfg": not sampling.guidance_input, "resolution": avatar.resolution,
             "quantize": quantize, "pipeline": pipeline, "backend": backend, "seconds": seconds,
             "photo": None if portrait is None else {"path": str(photo), "size": list(portrait.image.shape[1::-1]),
-                                                    "face_px": portrait.box[2], "paste_back": True,
-                                                    "paste_mode": paste_mode, "head_motion": head_motion,
-                                                    "close_lips": close_lips},
+                                                    "face_px": portrait.box[2], "paste": paste.to_dict()},
             "device": _device_name(avatar), "threads": torch.get_num_threads(), **thr, **live,
             "lookahead_ms": round(warm.lookahead_ms, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

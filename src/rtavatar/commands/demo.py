@@ -57,7 +57,7 @@ def run_network_demo(out: str | Path = "demo.mp4", image: str | Path | None = No
     else:
         pcm = read_audio(audio or SAMPLE_SPEECH)
     avatar = Avatar.load(checkpoint, precision=precision) if checkpoint else Avatar.from_pretrained(precision=precision)
-    n = write_generated(out, avatar, str(image or SAMPLE_PORTRAIT), pcm, paste_back=True)
+    n = write_generated(out, avatar, str(image or SAMPLE_PORTRAIT), pcm, paste=True)
     elapsed = time.perf_counter() - t0
     log.info("wrote %s: %d frames in %.1f s", out, n, elapsed)
     return {"out": str(out), "frames": n, "seconds": round(n / FPS, 2), "elapsed_seconds": round(elapsed, 2),

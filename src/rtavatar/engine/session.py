@@ -69,7 +69,7 @@ LIVE_STARVING = 0.45  # ... and inserts silence when nothing is ready
 class Frame:
     index: int
     pts: float  # seconds on the session's audio clock (index / 25)
-    image: np.ndarray  # (H, W, 3) uint8: the aligned face, or the whole picture with paste_back
+    image: np.ndarray  # (H, W, 3) uint8: the aligned face, or the whole picture with paste options
     audio: np.ndarray  # (640,) float32: the audio this frame shows
     state: str
 

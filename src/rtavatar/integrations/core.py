@@ -75,9 +75,11 @@ def to_mono_int16(data: bytes | np.ndarray, channels: int = 1) -> np.ndarray:
 
 
 class AgentFace:
-    """See the module docstring. `avatar` is an `rtavatar.Avatar`; `portrait` a path or image."""
+    """See the module docstring. `avatar` is an `rtavatar.Avatar`; `portrait` a path or image;
+    `paste`: the photo renderer's options (rtavatar.photo.PasteOptions; True: the defaults; None:
+    the aligned face crop)."""
 
-    def __init__(self, avatar: Any, portrait: Any, *, out_rate: int = 24000, paste_back: bool = True,
+    def __init__(self, avatar: Any, portrait: Any, *, out_rate: int = 24000, paste: Any = True,
                  steps: int | None = None, seed: int = 0, idle_lead: float = 0.12, between_turns: str = "listen",
                  buffer: int = 16, idle_chunk: int = 4) -> None:
         if out_rate % FPS:
@@ -86,7 +88,7 @@ class AgentFace:
         self.idle_lead, self.between_turns = idle_lead, between_turns
         from rtavatar.engine.schedule import ChunkSchedule
 
-        self.session = avatar.session(portrait, paste_back=paste_back, steps=steps, seed=seed, state=between_turns,
+        self.session = avatar.session(portrait, paste=paste, steps=steps, seed=seed, state=between_turns,
                                       buffer=buffer, schedule=ChunkSchedule(idle=idle_chunk))
         self._lock = threading.Lock()
         self._out = np.zeros(0, np.int16)  # output-rate audio of the timeline not yet read, from sample _out0

@@ -54,13 +54,13 @@ class RTAvatarVideoGenerator(VideoGenerator):
     """See the module docstring. `avatar`: an `rtavatar.Avatar` (default: the shipped model)."""
 
     def __init__(self, avatar: Any = None, portrait: Any = None, *, sample_rate: int = 24000, steps: int | None = None,
-                 seed: int = 0, paste_back: bool = True, idle_lead: float = 0.12) -> None:
+                 seed: int = 0, paste: Any = True, idle_lead: float = 0.12) -> None:
         from rtavatar.assets import SAMPLE_PORTRAIT
         from rtavatar.engine import Avatar
 
         self.sample_rate, self.fps = sample_rate, FPS
         self.face = AgentFace(avatar or Avatar.from_pretrained(), portrait if portrait is not None else str(SAMPLE_PORTRAIT),
-                              out_rate=sample_rate, steps=steps, seed=seed, paste_back=paste_back, idle_lead=idle_lead)
+                              out_rate=sample_rate, steps=steps, seed=seed, paste=paste, idle_lead=idle_lead)
         self._ends: deque[int] = deque()  # frame index one past each finished segment
         self._open_segment = False
         self._queue: asyncio.Queue | None = None

@@ -56,16 +56,16 @@ class RTAvatarVideoService(AIService):
     """See the module docstring.
 
     avatar: an `rtavatar.Avatar` (default: `Avatar.from_pretrained()`), shared by many services;
-    portrait: a photo path or image (default: the bundled sample); steps / seed / paste_back /
+    portrait: a photo path or image (default: the bundled sample); steps / seed / paste /
     idle_lead: as `AgentFace`.
     """
 
     def __init__(self, *, avatar: Any = None, portrait: Any = None, steps: int | None = None, seed: int = 0,
-                 paste_back: bool = True, idle_lead: float = 0.12, **kwargs: Any) -> None:
+                 paste: Any = True, idle_lead: float = 0.12, **kwargs: Any) -> None:
         kwargs.setdefault("settings", ServiceSettings(model=None))
         super().__init__(**kwargs)
         self._avatar, self._portrait = avatar, portrait
-        self._face_args = {"steps": steps, "seed": seed, "paste_back": paste_back, "idle_lead": idle_lead}
+        self._face_args = {"steps": steps, "seed": seed, "paste": paste, "idle_lead": idle_lead}
         self._face: AgentFace | None = None
         self._failed: str | None = None
         self._out_rate = 24000

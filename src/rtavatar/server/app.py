@@ -43,7 +43,7 @@ from rtavatar.engine.vad import check_voice
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_audio, read_image, validate_audio, validate_image
 from rtavatar.models.conditioning import parse_expression
-from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, SetExpression, SetState, Start, pack_frame
+from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, Offer, Paste, SetExpression, SetState, Start, pack_frame
 
 log = logging.getLogger("rtavatar.server")
 _ids = itertools.count(1)
@@ -163,23 +163,24 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         from rtavatar.server.webrtc import WebRTCPeer
 
         try:
-            if not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
-                raise RTAvatarError("expected {sdp, type: 'offer', portrait}")
+            try:
+                offer = Offer.model_validate(body)
+            except ValidationError as e:
+                raise RTAvatarError(f"bad offer: {_short(e)}") from None
             if len(live) >= cfg.max_sessions:
                 raise RTAvatarError(f"server busy: {cfg.max_sessions} sessions in use")
-            src = str(body.get("portrait", ""))
+            src = offer.portrait
             if src.startswith("bundled:"):
                 image = read_image(bundled(src.removeprefix("bundled:")))
             else:
                 image = decode_portrait(src)
-            align = body.get("align", "face")
             sid = next(_ids)
             live.add(sid)
             try:
-                session = await asyncio.to_thread(avatar.session, image, align=align, paste_back=bool(body.get("paste_back", False)),
-                                                  close_lips=bool(body.get("close_lips", True)), live=True, voice=cfg.voice)
+                session = await asyncio.to_thread(avatar.session, image, align=offer.align, paste=offer.paste.options(),
+                                                  live=True, voice=cfg.voice)
                 peer = WebRTCPeer(session)
-                answer = await peer.answer(body["sdp"], "offer")
+                answer = await peer.answer(offer.sdp, "offer")
             except BaseException:
                 live.discard(sid)
                 raise
@@ -220,7 +221,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"}})
     async def generate(portrait: UploadFile = File(...), audio: UploadFile = File(...), steps: int | None = Form(None),
                        state: str = Form("auto"), expression: str = Form(""), align: str = Form("face"),
-                       paste_back: bool = Form(True), close_lips: bool = Form(True), seed: int = Form(0)) -> Any:
+                       paste: str = Form("{}", description="the photo renderer's options as JSON (protocol.Paste)"),
+                       seed: int = Form(0)) -> Any:
         tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
 
         def cleanup() -> None:  # after the response is sent
@@ -234,10 +236,14 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             if steps is not None and not 1 <= steps <= 50:
                 raise RTAvatarError("steps must be in [1, 50]")
             expr = parse_expression(expression)
+            try:
+                options = Paste.model_validate_json(paste).options()
+            except ValidationError as e:
+                raise RTAvatarError(f"bad paste options: {_short(e)}") from None
             image = read_image(files["portrait"])
             wav = validate_audio(read_audio(files["audio"]), 16_000, name="audio")
             out = tmp / "out.mp4"
-            work = partial(write_generated, out, avatar, image, wav, align=align, paste_back=paste_back, close_lips=close_lips, steps=steps,
+            work = partial(write_generated, out, avatar, image, wav, align=align, paste=options, steps=steps,
                            state=state, expression=expr, seed=seed)
             n = await asyncio.to_thread(work)
             log.info("generate: %d frames", n)
@@ -323,8 +329,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         expr = m.expression.values()
                         live.add(sid)
                         try:
-                            session = await asyncio.to_thread(avatar.session, image, align=m.align, paste_back=m.paste_back,
-                                                              close_lips=m.close_lips, steps=m.steps, state=m.state, expression=expr,
+                            session = await asyncio.to_thread(avatar.session, image, align=m.align, paste=m.paste.options(),
+                                                              steps=m.steps, state=m.state, expression=expr,
                                                               seed=m.seed, live=m.live, voice=cfg.voice)
                         except BaseException:
                             live.discard(sid)

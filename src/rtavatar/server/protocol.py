@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rtavatar.models.conditioning import CONTROL_LIMITS
+from rtavatar.photo.options import DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PasteOptions
 
 VERSION = 1
 FRAME_MAGIC = b"RTAF"
@@ -44,12 +45,41 @@ class Expression(_Msg):
         return out
 
 
+class Paste(_Msg):
+    """The photo renderer's options (photo/options.PasteOptions): one model, the same defaults, on
+    the WebSocket `start`, the WebRTC offer and `/v1/generate` (a JSON form field there)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    back: bool = Field(True, description="composite into the picture (false: the model's aligned face crop)")
+    mode: Literal["warp", "photo", "face"] = DEFAULT_PASTE_MODE
+    head_motion: float | None = Field(None, ge=0, le=MAX_HEAD_MOTION, allow_inf_nan=False,
+                                      description="head sway scale (0: still; null: 1, or 0 on pictures over 640x480 px)")
+    close_lips: bool = Field(True, description="a photo's parted lips (a smile over teeth) close at rest")
+    blinks: float = Field(15.0, ge=0, le=MAX_BLINKS, allow_inf_nan=False, description="blinks a minute")
+
+    def options(self) -> PasteOptions | None:
+        """As the engine takes them (None: no paste-back)."""
+        if not self.back:
+            return None
+        return PasteOptions(mode=self.mode, head_motion=self.head_motion, close_lips=self.close_lips, blinks=self.blinks)
+
+
+class Offer(_Msg):
+    """The page's WebRTC offer (`POST /v1/webrtc/offer`)."""
+
+    sdp: str = Field(max_length=1 << 20)
+    type: Literal["offer"]
+    portrait: str = Field("", description="'bundled:NAME' or base64 of a picture",
+                          max_length=MAX_PORTRAIT_BYTES * 4 // 3 + 4)
+    align: Literal["face", "center"] = "face"
+    paste: Paste = Field(default_factory=Paste)
+
+
 class Start(_Msg):
     type: Literal["start"]
     portrait: str = Field(description="base64 of a JPEG/PNG/WebP picture", max_length=MAX_PORTRAIT_BYTES * 4 // 3 + 4)
     align: Literal["face", "center"] = "face"
-    paste_back: bool = False
-    close_lips: bool = Field(True, description="with paste_back: a photo's parted lips (a smile over teeth) close at rest")
+    paste: Paste = Field(default_factory=Paste)
     sample_rate: int = Field(16000, ge=8000, le=48000, description="rate of the int16 mono PCM you will send")
     state: Literal["auto", "speak", "listen", "idle"] = "auto"
     expression: Expression = Field(default_factory=Expression)

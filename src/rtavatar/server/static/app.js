@@ -60,7 +60,7 @@ async function start() {
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
     const r = await fetch("/v1/webrtc/offer", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", portrait: await portraitField(), paste_back: $("paste").checked})});
+      body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", portrait: await portraitField(), paste: {back: $("paste").checked}})});
     const ans = await r.json();
     if (!r.ok) throw new Error(ans.error || r.statusText);
     session = ans.session;
