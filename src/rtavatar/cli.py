@@ -145,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
-def _stage_config(stage: str, spec: str | None):
+def _stage_config(stage: str, spec: str | None) -> object:
     """A stage config from a YAML/JSON file, or the defaults with a DiT size preset name."""
     from rtavatar.config import load_config
     from rtavatar.models.dit import PRESETS
@@ -390,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps; "
                                      "or real photos (--photos)")
-    ev.add_argument("--checkpoint", action="append", default=[], help="teacher, distill or eft run, optionally with its step counts: RUN:1,2,4 (repeatable; list the teacher first: speedup is relative to the first system)")
+    ev.add_argument("--checkpoint", action="append", default=[],
+                    help="teacher, distill or eft run, optionally with its step counts: RUN:1,2,4 "
+                         "(repeatable; list the teacher first: speedup is relative to the first system)")
     ev.add_argument("--expert", default="", help="`train syncnet` run (our sync expert)")
     ev.add_argument("--data", default="", help="dataset with held-out clips (docs/DATA.md)")
     ev.add_argument("--photos", default="", help="a photo or folder of photos: animate each with --audio and score it with dlib "

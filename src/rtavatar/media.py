@@ -565,7 +565,7 @@ class VideoWriter:
         if self._container is not None:
             try:
                 self._container.close()
-            except Exception:  # the original error matters more than a failed close
+            except Exception:  # noqa: BLE001 - the original error matters more than a failed close
                 pass
             self._container = None
         self._tmp.unlink(missing_ok=True)

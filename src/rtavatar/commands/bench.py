@@ -33,7 +33,7 @@ import torch
 from rtavatar import FPS, SAMPLE_RATE
 from rtavatar.checkpoints import shipped_model
 from rtavatar.diffusion import SamplingConfig
-from rtavatar.engine import Avatar, ChunkSchedule
+from rtavatar.engine import Avatar, ChunkSchedule, Session
 from rtavatar.photo import PasteOptions
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def plain_portrait(r: int) -> np.ndarray:
 
 
 def _session(avatar: Avatar, steps: int | None, pipeline: bool, schedule: ChunkSchedule | None,
-             photo: Any = None, paste: PasteOptions | None = None):  # noqa: ANN202
+             photo: Any = None, paste: PasteOptions | None = None) -> Session:
     if photo is not None:  # a registered photo, composited back at its own size
         return avatar.session(photo, paste=paste or PasteOptions(), steps=steps, pipeline=pipeline, schedule=schedule)
     return avatar.session(plain_portrait(avatar.resolution), align="center", steps=steps, pipeline=pipeline, schedule=schedule)

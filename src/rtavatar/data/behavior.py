@@ -170,7 +170,7 @@ def frame_signals(tl: Timeline, rng: np.random.Generator, blink_per_minute: floa
     own = [p for pu in tl.utterances if pu.speaker == "self" for p in pu.phonemes()]
     intervals = viseme_intervals(own)
     mouth = mouth_track(intervals, n)
-    own_audio, partner_audio = render_audio(tl, "self"), render_audio(tl, "partner")
+    own_audio = render_audio(tl, "self")
     energy = frame_energy(own_audio, n)
     env = gaussian_filter1d(energy / (energy.max() + 1e-8), 2.0)
     voiced = np.zeros(n, np.int64)

@@ -104,8 +104,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def split(self, x: Tensor) -> Tensor:  # (N, L, D) -> (N, H, L, Dh)
-        n, l, d = x.shape
-        return x.view(n, l, self.heads, d // self.heads).transpose(1, 2)
+        n, length, d = x.shape
+        return x.view(n, length, self.heads, d // self.heads).transpose(1, 2)
 
     def kv_of(self, x: Tensor) -> tuple[Tensor, Tensor]:
         k, v = self.kv(x).chunk(2, dim=-1)
@@ -116,8 +116,8 @@ class Attention(nn.Module):
         if pos is not None:
             q, k = rope(q, pos), rope(k, pos)
         o = F.scaled_dot_product_attention(q, k, v)
-        n, h, l, dh = o.shape
-        return self.out(o.transpose(1, 2).reshape(n, l, h * dh))
+        n, h, length, dh = o.shape
+        return self.out(o.transpose(1, 2).reshape(n, length, h * dh))
 
 
 class Block(nn.Module):

@@ -196,7 +196,8 @@ def smile_loss(reader: MouthAperture, tcfg: TeacherConfig, f_student: Any, x: Te
     return (((w1 - w0 - want) / 0.03)[ok] ** 2).mean()
 
 
-def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_eft(cfg: EFTConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False,
+              stop_after: int | None = None) -> dict[str, Any]:
     check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     if bool(cfg.distill_checkpoint) == bool(cfg.init_pretrained):
         raise ValueError("EFT needs one of distill_checkpoint (a `train distill` run) or init_pretrained (an exported model)")

@@ -109,7 +109,8 @@ def train_syncnet(cfg: SyncStageConfig, data: str | Path, run: str | Path, resum
     torch.manual_seed(cfg.train.seed)
     net = SyncNet(cfg.net)
 
-    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
+                world: int) -> tuple[torch.Tensor, dict[str, float]]:
         batch = sample_windows(cache, cfg, gen, cfg.train.batch_size)
         mine = rank_slice(cfg.train.batch_size, rank, world)
         return sync_loss(model, on_device({k: v[mine] for k, v in batch.items()}, model), cfg.aperture_weight, cfg.width_weight)

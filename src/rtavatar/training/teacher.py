@@ -189,7 +189,8 @@ def warm_start(net: nn.Module, checkpoint: str | Path) -> None:
              ", ".join(sorted({k.rsplit(".", 1)[0] for k in own if k not in found})) or "none")
 
 
-def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False,
+                  stop_after: int | None = None) -> dict[str, Any]:
     check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     run = Path(run)
     if not cfg.vae_checkpoint:
@@ -207,7 +208,8 @@ def train_teacher(cfg: TeacherConfig, data: str | Path, run: str | Path, resume:
     if cfg.init_from and not (resume and latest_checkpoint(run) is not None):
         warm_start(net, cfg.init_from)
 
-    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
+                world: int) -> tuple[torch.Tensor, dict[str, float]]:
         new = int(torch.randint(1, cfg.max_new + 1, (1,), generator=gen))
         motion = int(torch.randint(0, cfg.max_motion + 1, (1,), generator=gen))
         batch = clips.sample(gen, cfg.train.batch_size, motion + new, cfg.net.audio_margin)

@@ -36,14 +36,16 @@ def reconstruction_loss(x: Tensor, y: Tensor, edge_weight: float) -> Tensor:
     return F.l1_loss(y, x) + edge_weight * (F.l1_loss(dyh, dxh) + F.l1_loss(dyw, dxw))
 
 
-def train_vae(cfg: VAEStageConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train_vae(cfg: VAEStageConfig, data: str | Path, run: str | Path, resume: bool = False, overwrite: bool = False,
+              stop_after: int | None = None) -> dict[str, Any]:
     check_run_dir(Path(run), resume, overwrite)  # before any work: never reuse a run silently
     ds = Dataset(data, split="train")
     cache = ClipCache(ds)
     torch.manual_seed(cfg.train.seed)  # the initial weights too, as every stage: same seed, same run
     codec = LatentCodec(cfg.vae)
 
-    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int, world: int):
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
+                world: int) -> tuple[torch.Tensor, dict[str, float]]:
         x = random_frames(cache, gen, cfg.train.batch_size)
         if cfg.crop and cfg.crop < x.shape[-1]:
             i, j = (int(v) for v in torch.randint(x.shape[-1] - cfg.crop + 1, (2,), generator=gen))
