@@ -37,7 +37,7 @@ from rtavatar.photo.options import PasteOptions
 from rtavatar.photo.readers import LatentMouthReader
 
 log = logging.getLogger(__name__)
-# Live sessions move a photo's head by default only up to this size (engine/portrait.HeadMotion's cost).
+# Live sessions move a photo's head by default only up to this size (photo/motion.HeadMotion's cost).
 LIVE_MOTION_PIXELS = 640 * 480
 
 

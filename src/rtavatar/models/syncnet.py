@@ -53,7 +53,7 @@ def aperture_tower(cfg: SyncNetConfig) -> nn.Sequential:
 
 class ApertureHead(nn.Module):
     """A sync expert's aperture tower on its own, reading whole face crops: what paste mode
-    `warp` ships with a model to read the openings it draws (engine/portrait.ExpertMouthReader)."""
+    `warp` ships with a model to read the openings it draws (photo/readers.ExpertMouthReader)."""
 
     def __init__(self, cfg: SyncNetConfig) -> None:
         super().__init__()

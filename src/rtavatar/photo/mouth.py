@@ -47,7 +47,7 @@ class Interior:
 CLIP_INTERIOR = Interior()
 
 
-# The full-resolution paste's (engine/portrait.LipWarpPaste): at a photo's own resolution the
+# The full-resolution paste's (photo/compose.WarpedMouth): at a photo's own resolution the
 # clips' interior reads as drawn -- a white band corner to corner, and a lip-pink tongue high in
 # the mouth that dlib (and the eye) takes for the lower lip, so a wider opening read as a
 # narrower one. Here the teeth are shaded and end before the corners, the tongue is darker and
