@@ -32,15 +32,15 @@ class Interior:
     sits, `shade` how much darker the cavity is at its centre than at its rim."""
 
     cavity: tuple[float, float, float] = CAVITY
+    shade: float = 0.0
     teeth: tuple[float, float, float] = TEETH
-    tongue: tuple[float, float, float] = TONGUE
     teeth_height: float = 0.3
     teeth_max_iod: float = 0.054
     teeth_span: float = 1.0
+    tongue: tuple[float, float, float] = TONGUE
     tongue_lift: float = 0.1
     tongue_height: float = 0.35
     tongue_alpha: float = 0.8
-    shade: float = 0.0
 
 
 # The photo training clips' interior (the shipped models learned it; kept as it was made).
