@@ -88,7 +88,7 @@ def test_websocket_stream_covers_the_audio_in_order(server: str) -> None:
     assert all(abs(f.pts - f.index / 25) < 1e-9 for f in frames)
     got = np.concatenate([f.audio for f in frames])[: len(audio)]
     assert np.abs(got - audio).max() < 2 / 32768 + 1e-6, "each frame carries its audio (int16 round trip)"
-    assert frames[0].image().shape == (64, 64, 3)
+    assert frames[0].image().shape == (256, 256, 3)  # pasted back by default: the 64 px picture enlarged to MIN_PICTURE
     kinds = [m["type"] for m in c.messages]
     assert kinds[0] == "ready" and "first_frame" in kinds and kinds[-1] == "end"
 
