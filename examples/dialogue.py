@@ -22,6 +22,7 @@ from rtavatar.commands.bench import plain_portrait
 from rtavatar.tts import Voice, synthesize
 from rtavatar.engine import Avatar
 from rtavatar.media import VideoWriter
+from rtavatar.photo.options import PasteOptions
 
 TURNS = [
     ("avatar", "Hi! I am your avatar. Ask me anything."),
@@ -42,7 +43,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     avatar = Avatar.load(a.checkpoint) if a.checkpoint else Avatar.random("tiny")
     if a.image:
-        session = avatar.session(a.image, paste_back=True)
+        session = avatar.session(a.image, paste=PasteOptions())
     else:
         session = avatar.session(plain_portrait(avatar.resolution), align="center")
     voice = Voice(name="en-us", rate=170)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from rtavatar import SAMPLES_PER_FRAME
-from rtavatar.engine.portrait import register
+from rtavatar.photo.align import register
 from rtavatar.media import read_image, read_video
 
 

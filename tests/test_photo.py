@@ -12,13 +12,39 @@ import pytest
 import torch
 from PIL import Image
 
-from rtavatar.data.landmarks import raw_features, shared_analyzer
 from rtavatar.data.photos import MIRROR, aligned, check_photo_clips, mirror, person_of, scan_portraits
-from rtavatar.data.warp import PhotoAnimator, Pose, target_landmarks
-from rtavatar.engine.portrait import PhotoPaste, lower_face_mask, register
 from rtavatar.media import read_audio, read_image, read_video
+from rtavatar.photo.align import register, shared_analyzer
+from rtavatar.photo.animator import PhotoAnimator, Pose, target_landmarks
+from rtavatar.photo.compose import PhotoCompositor, lower_face_mask, make_renderer, render_one
+from rtavatar.photo.landmarks import raw_features
+from rtavatar.photo.mouth import PartedLips
+from rtavatar.photo.options import PasteOptions
 
 LISA = Path(str(files("rtavatar") / "assets" / "portraits" / "lisa.jpg"))
+
+
+def photo_paste(p, recon: np.ndarray, blinks: float = 0.0, seed: int = 0) -> PhotoCompositor:  # noqa: ANN001
+    """Paste mode `photo` (the generated mouth), a still head, `blinks` a minute."""
+    paste = make_renderer(p, PasteOptions(mode="photo", head_motion=0, blinks=blinks), recon, seed=seed)
+    assert isinstance(paste, PhotoCompositor)
+    return paste
+
+
+def warp_paste(p, recon: np.ndarray, close_lips: bool = True) -> PhotoCompositor:  # noqa: ANN001
+    """Paste mode `warp` (the photo's own lips moved), a still head, no blinks."""
+    paste = make_renderer(p, PasteOptions(mode="warp", head_motion=0, close_lips=close_lips, blinks=0), recon)
+    assert isinstance(paste, PhotoCompositor)
+    return paste
+
+
+def open_photo_lips(image: np.ndarray, opening: float) -> np.ndarray:
+    """`image` with its lips parted `opening` IOD by paste mode warp's animator, at its own resolution."""
+    base = register(image, 128)
+    mouth = warp_paste(base, base.face).mouth
+    photo = base.image.copy()
+    mouth.clip.paste(photo, mouth.animator.render(Pose(mouth_open=opening)))
+    return photo
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +135,9 @@ def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
     x0, y0, side = p.box
     an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
     recon = an.render(Pose())
-    paste = PhotoPaste(p, recon, blinks_per_minute=0, head_motion=0)
-    assert (paste(recon) == photo).all()  # nothing moved: the photo itself, every pixel
-    talking = paste(an.render(Pose(mouth_open=0.35)))
+    paste = photo_paste(p, recon)
+    assert (render_one(paste, recon) == photo).all()  # nothing moved: the photo itself, every pixel
+    talking = render_one(paste, an.render(Pose(mouth_open=0.35)))
     assert talking.shape == photo.shape
     changed = np.abs(talking.astype(int) - photo).max(-1) > 8
     ys, xs = np.nonzero(changed)
@@ -123,7 +149,7 @@ def test_photo_paste_keeps_the_photo_where_nothing_moved() -> None:
 
 
 def test_lower_face_mask_without_landmarks_covers_the_training_mouth() -> None:
-    from rtavatar.data.landmarks import EYE_MOUTH_FRAC, EYE_Y
+    from rtavatar.photo.align import EYE_MOUTH_FRAC, EYE_Y
 
     m = lower_face_mask(128, None)
     cy = int((EYE_Y + EYE_MOUTH_FRAC) * 128)
@@ -186,14 +212,15 @@ def test_eval_photos_passes_close_lips_to_every_run() -> None:
     still = read_image(LISA)
 
     def generate(portrait, audio, **kw):  # noqa: ANN001, ANN202 - records, returns the still photo
-        seen.append(kw["close_lips"])
+        seen.append(kw["paste"].close_lips)
         return np.repeat(still[None], len(audio) // 640, 0)
 
     avatar.generate = generate
-    for close in (False, True):
+    for close in (False, True, None):  # None: the default options
         seen.clear()
-        rows = evaluate_photos(avatar, [LISA], audio, close_lips=close, progress=False)
-        assert seen == [close] * 4 and rows[0]["detect"] == 1.0
+        paste = None if close is None else PasteOptions(close_lips=close)
+        rows = evaluate_photos(avatar, [LISA], audio, paste=paste, progress=False)
+        assert seen == [close is not False] * 4 and rows[0]["detect"] == 1.0
 
 
 def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,8 +236,8 @@ def test_demo_and_generate_without_a_shipped_model_say_so(tmp_path: Path, monkey
 def test_photo_paste_blinks_the_photos_own_eyes() -> None:
     photo = read_image(LISA)
     p = register(photo, 128)
-    paste = PhotoPaste(p, p.face, blinks_per_minute=60, seed=1, head_motion=0)
-    frames = [paste(p.face) for _ in range(250)]  # 10 s
+    paste = photo_paste(p, p.face, blinks=60, seed=1)
+    frames = [render_one(paste, p.face, index=i) for i in range(250)]  # 10 s
     pts = p.landmarks
     eye = lambda f: f[int(pts[37:39, 1].min()) : int(pts[40:42, 1].max()) + 1, int(pts[36, 0]) : int(pts[39, 0]) + 1]  # noqa: E731
     brightness = np.array([eye(f).mean() for f in frames])
@@ -227,12 +254,10 @@ def test_photo_paste_blinks_the_photos_own_eyes() -> None:
 def test_expression_controls_move_the_photo_itself() -> None:
     """On a photo, smile widens the mouth as dlib reads it, brows rise, eye openness shuts
     the lids; the neutral controls leave every pixel alone, and nothing far from the face moves."""
-    from rtavatar.models.conditioning import control_vector
-
     photo = read_image(LISA)
     p = register(photo, 128)
-    paste = PhotoPaste(p, p.face, blinks_per_minute=0, head_motion=0)
-    still = paste(p.face, control_vector())
+    paste = photo_paste(p, p.face)
+    still = render_one(paste, p.face, controls={})  # the neutral controls
     assert (still == photo).all()
     fa = shared_analyzer()
 
@@ -242,14 +267,14 @@ def test_expression_controls_move_the_photo_itself() -> None:
     base = read(photo)
     iod = np.linalg.norm(base[42:48].mean(0) - base[36:42].mean(0))
     width = lambda q: np.linalg.norm(q[54] - q[48])  # noqa: E731
-    smile = paste(p.face, control_vector({"smile": 1.0}))
+    smile = render_one(paste, p.face, controls={"smile": 1.0})
     assert width(read(smile)) > 1.05 * width(base)
-    frown = read(paste(p.face, control_vector({"smile": 0.0, "brow_raise": 1.0})))
+    frown = read(render_one(paste, p.face, controls={"smile": 0.0, "brow_raise": 1.0}))
     assert (base[17:27, 1] - frown[17:27, 1]).mean() > 0.03 * iod  # brows up (y grows downward)
     changed = np.abs(smile.astype(int) - photo).max(-1) > 8
     ys, xs = np.nonzero(changed)
     assert changed.sum() > 100 and ys.min() > base[27, 1] and ys.max() < base[8, 1] + 0.5 * iod  # nose bridge to chin
-    shut = paste(p.face, control_vector({"eye_open_l": 0.0, "eye_open_r": 0.0}))
+    shut = render_one(paste, p.face, controls={"eye_open_l": 0.0, "eye_open_r": 0.0})
     eye = lambda f: f[int(base[37:39, 1].min()) : int(base[40:42, 1].max()) + 1, int(base[36, 0]) : int(base[39, 0]) + 1]  # noqa: E731
     assert eye(shut).mean() > eye(photo).mean() + 1.5  # the lid's skin covers the eye (a dark webcam photo)
     assert (shut[int(base[30, 1]) :] == photo[int(base[30, 1]) :]).all()
@@ -258,20 +283,20 @@ def test_expression_controls_move_the_photo_itself() -> None:
 def test_photo_paste_keeps_skin_texture_under_a_shading_shift() -> None:
     """A one-step model shifts the lower face's shading a little: that alone must not trade the
     photo's texture for the model's soft skin (the composite reads only the change's fine part)."""
-    from rtavatar.engine.portrait import _blur
+    from rtavatar.photo.geometry import blur
 
     photo = read_image(LISA)
     p = register(photo, 128)
     x0, y0, side = p.box
-    paste = PhotoPaste(p, p.face, blinks_per_minute=0, head_motion=0)
+    paste = photo_paste(p, p.face)
     shifted = np.clip(p.face.astype(int) + 25, 0, 255).astype(np.uint8)  # brighter everywhere, no shape change
-    out = paste(shifted)
+    out = render_one(paste, shifted)
 
     def texture(img: np.ndarray) -> float:
         y, x = int(p.landmarks[57, 1]), int(p.landmarks[57, 0])  # the chin, below the lower lip
         r = int(0.08 * side)
         patch = torch.from_numpy(img[y : y + 2 * r, x - r : x + r].astype(np.float32)).permute(2, 0, 1)
-        return float((patch - _blur(patch, 2.0)).std())
+        return float((patch - blur(patch, 2.0)).std())
 
     assert texture(out) > 0.8 * texture(photo)
     assert out[int(p.landmarks[57, 1]) + 5, int(p.landmarks[57, 0])].mean() > photo[int(p.landmarks[57, 1]) + 5, int(p.landmarks[57, 0])].mean() + 10
@@ -280,7 +305,7 @@ def test_photo_paste_keeps_skin_texture_under_a_shading_shift() -> None:
 def test_mouth_reader_reads_the_drawn_opening() -> None:
     """MouthReader on photo-mode renders of known openings: monotonic, near the truth's scale,
     and a shading shift alone reads as a closed mouth."""
-    from rtavatar.engine.portrait import MouthReader
+    from rtavatar.photo.readers import MouthReader
 
     p = register(read_image(LISA), 128)
     x0, y0, side = p.box
@@ -299,7 +324,8 @@ def test_warp_paste_opens_the_photos_own_mouth() -> None:
     """Paste mode `warp`: the photo's lips part as far as the generated face's mouth (dlib reads
     the gap at the photo's resolution), nothing outside the mouth square changes, and a face that
     did not move gives back the photo itself."""
-    from rtavatar.engine.portrait import LipWarpPaste, make_paste
+    from rtavatar.photo.compose import WarpedMouth
+    from rtavatar.photo.readers import MouthReader
 
     photo = read_image(LISA)
     p = register(photo, 128)
@@ -307,16 +333,15 @@ def test_warp_paste_opens_the_photos_own_mouth() -> None:
     pts = (p.landmarks - [x0, y0]) * (128 / side)
     an = PhotoAnimator(p.face, pts)
     recon = an.render(Pose())
-    paste = make_paste(p, "warp", recon, head_motion=0)
-    assert isinstance(paste, LipWarpPaste)
-    paste.per_minute = 0  # no blinks
-    assert (paste(recon) == photo).all()
-    out = paste(an.render(Pose(mouth_open=0.3)))
+    paste = warp_paste(p, recon)  # no blinks
+    assert isinstance(paste.mouth, WarpedMouth) and isinstance(paste.mouth.reader, MouthReader)
+    assert (render_one(paste, recon) == photo).all()
+    out = render_one(paste, an.render(Pose(mouth_open=0.3)))
     fa = shared_analyzer()
     q = fa.landmarks(out, fa.detect(out)[0].box)
     iod = np.linalg.norm(q[42:48].mean(0) - q[36:42].mean(0))
-    assert (q[66, 1] - q[62, 1]) / iod > 0.1 < paste.opening
-    sy0, sy1, sx0, sx1 = paste.sq_dst
+    assert (q[66, 1] - q[62, 1]) / iod > 0.1 < paste.mouth.opening
+    sy0, sy1, sx0, sx1 = paste.mouth.clip.dst
     keep = np.ones(photo.shape[:2], bool)
     keep[sy0:sy1, sx0:sx1] = False
     assert (out[keep] == photo[keep]).all()
@@ -330,15 +355,8 @@ def _gap(img: np.ndarray) -> float:
 def _parted_lips_photo() -> tuple:
     """The bundled photo at 600x800 (dlib reads wide gaps at this size) with its lips parted
     0.15 IOD by the warp, registered; and a PhotoAnimator of its 128 px face."""
-    from rtavatar.engine.portrait import LipWarpPaste
-
     big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
-    base = register(big, 128)
-    opener = LipWarpPaste(base, base.face)
-    photo = base.image.copy()
-    sy0, sy1, sx0, sx1 = opener.sq_dst
-    sq = opener.animator.render(Pose(mouth_open=0.15))
-    photo[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
+    photo = open_photo_lips(big, 0.15)
     p = register(photo, 128)
     x0, y0, side = p.box
     return photo, p, PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (128 / side))
@@ -349,50 +367,40 @@ def test_warp_paste_opens_from_the_photos_own_parted_lips() -> None:
     reading opens them further from the photo's own gap, the same opening is rendered once; and
     such lips close when the model's mouth is closed (the portrait's own reading), unless
     `close_lips=False`, which gives back the parted-lips photo (and still opens it further)."""
-    from rtavatar.engine.portrait import PARTED_REST, LipWarpPaste, make_paste
+    from rtavatar.photo.compose import PARTED_REST
 
     gap = _gap
     photo, p, an = _parted_lips_photo()
     recon = an.render(Pose(mouth_open=raw_features(an.pts)[2]))
-    kept = make_paste(p, "warp", recon, head_motion=0, close_lips=False)
-    kept.per_minute = 0
-    assert kept.rest > max(0.08, PARTED_REST) and kept.parted is not None and (kept(recon) == photo).all()
-    wide = an.render(Pose(mouth_open=kept.rest + 0.15))
-    assert gap(kept(wide)) > kept.rest + 0.02
-    paste = LipWarpPaste(p, recon, head_motion=0)
-    paste.per_minute = 0
-    assert paste.parted is not None
-    shut = paste(recon)
-    assert paste.opening < 0.01 and gap(shut) < 0.4 * paste.rest
-    sy0, sy1, sx0, sx1 = paste.sq_dst
+    kept = warp_paste(p, recon, close_lips=False)
+    km = kept.mouth
+    assert km.rest > max(0.08, PARTED_REST) and km.parted is not None and (render_one(kept, recon) == photo).all()
+    wide = an.render(Pose(mouth_open=km.rest + 0.15))
+    assert gap(render_one(kept, wide)) > km.rest + 0.02
+    paste = warp_paste(p, recon)
+    mouth = paste.mouth
+    assert mouth.parted is not None
+    shut = render_one(paste, recon)
+    assert mouth.opening < 0.01 and gap(shut) < 0.4 * mouth.rest
+    sy0, sy1, sx0, sx1 = mouth.clip.dst
     keep = np.ones(photo.shape[:2], bool)
     keep[sy0:sy1, sx0:sx1] = False
     assert (shut[keep] == photo[keep]).all()
-    wider = an.render(Pose(mouth_open=paste.rest + 0.15))
-    out = paste(wider)
-    assert 0.03 < paste.opening and gap(out) > paste.rest + 0.02
-    n = len(paste._renders)
-    assert (paste(wider) == out).all() and len(paste._renders) == n
+    wider = an.render(Pose(mouth_open=mouth.rest + 0.15))
+    out = render_one(paste, wider)
+    assert 0.03 < mouth.opening and gap(out) > mouth.rest + 0.02
+    n = len(mouth._renders)
+    assert (render_one(paste, wider) == out).all() and len(mouth._renders) == n
 
 
 def test_listen_open_measures_the_opening_past_the_photos_own_lips() -> None:
     """A photo whose lips are parted at rest: a listening run that keeps them at rest scores
     listen_open 0 (while the raw listen_gap ratio only reflects the photo's own gap), and one
     that opens them with the other voice scores about 1 and fails."""
-    from rtavatar.engine.portrait import LipWarpPaste
     from rtavatar.evaluation.photos import FaceReader, passes, score_photo
 
     big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
-    opener = LipWarpPaste(register(big, 128), register(big, 128).face)
-    sy0, sy1, sx0, sx1 = opener.sq_dst
-
-    def opened(x: float) -> np.ndarray:
-        img = big.copy()
-        sq = opener.animator.render(Pose(mouth_open=x))
-        img[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
-        return img
-
-    photo, wide = opened(0.12), opened(0.25)  # dlib reads about 0.12 and 0.25 IOD
+    photo, wide = open_photo_lips(big, 0.12), open_photo_lips(big, 0.25)  # dlib reads about 0.12 and 0.25 IOD
     loud = np.tile(np.repeat([True, False], 6), 3)  # 36 frames: 0.24 s on, 0.24 s off
     t = np.arange(36 * 640) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 150 * t) * np.repeat(loud, 640)).astype(np.float32)
@@ -409,15 +417,8 @@ def test_listen_open_measures_the_opening_past_the_photos_own_lips() -> None:
 def _teeth_smile() -> tuple[np.ndarray, np.ndarray, float]:
     """A smile over teeth, drawn: the bundled photo (600x800) with its lips parted 0.18 IOD over
     the warp's teeth and cavity; its dlib landmarks and IOD."""
-    from rtavatar.engine.portrait import LipWarpPaste
-
     big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
-    base = register(big, 128)
-    opener = LipWarpPaste(base, base.face)
-    photo = base.image.copy()
-    sy0, sy1, sx0, sx1 = opener.sq_dst
-    sq = opener.animator.render(Pose(mouth_open=0.18))
-    photo[sy0:sy1, sx0:sx1] = sq[sy0 - opener.sy : sy1 - opener.sy, sx0 - opener.sx : sx1 - opener.sx]
+    photo = open_photo_lips(big, 0.18)
     fa = shared_analyzer()
     pts = fa.landmarks(photo, fa.detect(photo)[0].box).astype(np.float64)
     return photo, pts, float(np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0)))
@@ -429,8 +430,6 @@ def test_parted_lips_close_over_the_teeth_and_open_below_them() -> None:
     bright seam (no bright pixels left between the lips). Opening: the jaw drops (gap grows by
     about what is asked), the upper teeth stay where they were, a dark cavity opens under them;
     and nothing outside the mouth's columns changes."""
-    from rtavatar.data.warp import PartedLips
-
     photo, pts, iod = _teeth_smile()
     lips = PartedLips(photo, pts)
     assert lips.gap.max() > 0.1 * iod
@@ -454,11 +453,34 @@ def test_parted_lips_close_over_the_teeth_and_open_below_them() -> None:
 
 
 def test_cli_paste_modes_are_the_engines() -> None:
-    """The CLI spells the paste modes out (it starts without torch); they must be the engine's."""
-    from rtavatar import cli
-    from rtavatar.engine.portrait import DEFAULT_PASTE_MODE, PASTE_MODES
+    """The CLI starts without torch (it and the photo renderer's options import none), and its
+    --paste-mode choices and default are the photo renderer's."""
+    import subprocess
+    import sys
 
-    assert tuple(cli.PASTE_CHOICES) == PASTE_MODES and cli.PASTE_DEFAULT == DEFAULT_PASTE_MODE
+    code = r"""
+import argparse, json, sys
+import rtavatar.cli as cli, rtavatar.photo.options
+assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+out = None
+if hasattr(cli, "build_parser"):
+    sub = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)][0]
+    gen = sub.choices["generate"]
+    act = [a for a in gen._actions if "--paste-mode" in a.option_strings][0]
+    out = {"choices": list(act.choices), "default": act.default}
+print(json.dumps(out))
+"""
+    from rtavatar.photo.options import DEFAULT_PASTE_MODE, PASTE_MODES
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if got is not None:
+        assert tuple(got["choices"]) == PASTE_MODES and got["default"] == DEFAULT_PASTE_MODE, got
+    else:  # no parser builder: the help text lists every mode
+        text = subprocess.run([sys.executable, "-m", "rtavatar", "generate", "--help"], capture_output=True, text=True,
+                              timeout=120).stdout
+        assert all(m in text for m in PASTE_MODES), text
 
 
 
@@ -467,7 +489,7 @@ def test_warp_gain_comes_with_the_model(student_run: Path, tmp_path: Path) -> No
     `set_warp_gain` records it so that the exported checkpoint still verifies and loads."""
     from rtavatar.checkpoints import export_checkpoint, load_bundle, set_warp_gain
     from rtavatar.engine import Avatar
-    from rtavatar.engine.portrait import LipWarpPaste
+    from rtavatar.photo.compose import WarpedMouth
 
     out = export_checkpoint(student_run, tmp_path / "ck")
     assert load_bundle(out).cfg.warp_gain == 1.0  # uncalibrated
@@ -475,8 +497,8 @@ def test_warp_gain_comes_with_the_model(student_run: Path, tmp_path: Path) -> No
     avatar = Avatar.load(out)  # the manifest was rewritten: the checkpoint verifies
     p = avatar.portrait(read_image(LISA))
     cs = avatar.sampler()
-    paste = avatar._paste(cs, cs.reference(p.face), p, "warp")
-    assert isinstance(paste, LipWarpPaste) and paste.reader.gain == 2.5
+    paste = avatar.renderer(cs, cs.reference(p.face), p, PasteOptions(mode="warp"))
+    assert isinstance(paste, PhotoCompositor) and isinstance(paste.mouth, WarpedMouth) and paste.mouth.reader.gain == 2.5
 
 
 @pytest.fixture(scope="module")
@@ -509,7 +531,7 @@ def test_expert_reader_reads_the_drawn_opening(drawn_head: tuple) -> None:
     """ExpertMouthReader: the head's reading of a face less its reading of the portrait's
     reconstruction, times the gain: zero on the portrait, monotonic in the opening between the
     training openings, near the truth."""
-    from rtavatar.engine.portrait import ExpertMouthReader
+    from rtavatar.photo.readers import ExpertMouthReader
 
     head, an, recon, rest = drawn_head
     reader = ExpertMouthReader(recon, head, gain=2.0)  # the photo's own gap: 0
@@ -528,8 +550,9 @@ def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path
     'expert'); load_bundle loads it, paste mode warp reads with it, export carries it, and a
     model whose reader file is gone is refused by name."""
     from rtavatar.checkpoints import READER_FILE, export_checkpoint, load_bundle, pretrained_path, set_warp_gain
-    from rtavatar.engine.portrait import ExpertMouthReader, make_paste
+    from rtavatar.engine import Avatar
     from rtavatar.errors import RTAvatarError
+    from rtavatar.photo.readers import LatentMouthReader
 
     head, an, recon, _ = drawn_head
     ck = tmp_path / "model"
@@ -539,9 +562,13 @@ def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path
     assert b.cfg.warp_reader == "expert" and b.cfg.warp_gain == 1.5
     x = torch.from_numpy(np.stack([recon, an.render(Pose(mouth_open=0.3))])).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert torch.allclose(b.reader(x), head(x), atol=0.01)
-    p = register(read_image(LISA), 128)
-    paste = make_paste(p, "warp", recon, b.cfg.warp_gain, b.reader)
-    assert isinstance(paste.reader, ExpertMouthReader) and paste.reader.gain == 1.5
+    avatar = Avatar(b)
+    p = avatar.portrait(read_image(LISA))
+    cs = avatar.sampler()
+    paste = avatar.renderer(cs, cs.reference(p.face), p, PasteOptions(mode="warp"))
+    reader = paste.mouth.reader  # the shipped head, reading from the latents (no face decoded)
+    assert isinstance(reader, LatentMouthReader) and reader.head is b.reader and reader.gain == 1.5
+    assert not paste.needs_face
     out = export_checkpoint(ck, tmp_path / "export")
     assert (out / READER_FILE).is_file() and load_bundle(out).cfg.warp_reader == "expert"
     (ck / READER_FILE).unlink()
@@ -553,7 +580,7 @@ def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path
 def test_photo_interior_is_not_the_clips() -> None:
     """The full-resolution paste's mouth interior: teeth that end before the corners, a tongue
     lower than the training clips', and a cavity darker at its centre than at its rim."""
-    from rtavatar.data.warp import CLIP_INTERIOR, PHOTO_INTERIOR, draw_mouth_interior
+    from rtavatar.photo.mouth import CLIP_INTERIOR, PHOTO_INTERIOR, draw_mouth_interior
 
     p = register(read_image(LISA), 512)
     x0, y0, side = p.box
@@ -579,7 +606,8 @@ def test_head_motion_moves_the_head_not_the_picture() -> None:
     """HeadMotion: the head sways (dlib's nose and eye line move between frames, more while
     speaking), the picture's far corners stay exactly the photo's, a yaw control shifts the head
     the way it says, and head_motion=0 keeps a still head."""
-    from rtavatar.engine.portrait import HeadMotion, make_paste
+    from rtavatar.models.conditioning import NEUTRAL
+    from rtavatar.photo.motion import HeadMotion
 
     big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
     p = register(big, 128)
@@ -587,23 +615,21 @@ def test_head_motion_moves_the_head_not_the_picture() -> None:
     nose = lambda img: fa.landmarks(img, fa.detect(img)[0].box)[30]  # noqa: E731
     hm = HeadMotion(big.shape, p.landmarks, seed=3)
     quiet = np.array([hm.angles(f, False)["yaw"] for f in range(250)])
-    hm.level = 1.0
-    loud = np.array([hm.angles(f, True)["yaw"] for f in range(250)])
+    loud_hm = HeadMotion(big.shape, p.landmarks, seed=3)  # the same sway, speaking for 4 s before frame 0
+    for f in range(-100, 0):
+        loud_hm.level(f, True)
+    loud = np.array([loud_hm.angles(f, True)["yaw"] for f in range(250)])
     assert 0.5 < quiet.std() < 2.0 and loud.std() > 1.4 * quiet.std()
     moved = []
     for f in (int(np.argmin(loud)), int(np.argmax(loud))):
         out = big.copy()
-        hm.level = 1.0
-        hm(out, f, True)
+        loud_hm(out, f, True)
         assert (out[:40, :40] == big[:40, :40]).all() and (out[-40:, -40:] == big[-40:, -40:]).all()
         moved.append(nose(out))
     assert moved[1][0] - moved[0][0] > 3  # image-right at positive yaw
-    from rtavatar.models.conditioning import CONTROLS
-
-    controls = np.zeros(len(CONTROLS), np.float32)
-    controls[CONTROLS.index("yaw")] = 10.0 / 20.0  # 10 degrees, model scale
+    controls = {**NEUTRAL, "yaw": 10.0}  # degrees (the named controls are in user units)
     still = HeadMotion(big.shape, p.landmarks, amplitude=1e-6)
     out = big.copy()
     still(out, 0, False, controls)
     assert nose(out)[0] - nose(big)[0] > 0.1 * np.linalg.norm(p.landmarks[42:48].mean(0) - p.landmarks[36:42].mean(0))
-    assert make_paste(p, "warp", p.face, head_motion=0).motion is None
+    assert make_renderer(p, PasteOptions(mode="warp", head_motion=0), p.face).motion is None

@@ -40,7 +40,7 @@ def test_shipped_model_keeps_the_photo(shipped: Avatar) -> None:
     from rtavatar.media import read_audio, read_image
 
     photo, audio = read_image(LISA), read_audio(SPEECH)
-    frames = shipped.generate(photo, audio[: 4 * 16000], paste_back=True)
+    frames = shipped.generate(photo, audio[: 4 * 16000], paste=True)
     assert frames.shape[1:] == photo.shape
     row = score_photo(FaceReader(), photo, frames, audio[: 4 * 16000])
     assert row["detect"] >= 0.9 and row["identity"] <= 0.45 and row["sharpness"] >= 0.4, row
@@ -52,7 +52,7 @@ def test_shipped_model_keeps_the_photo(shipped: Avatar) -> None:
 
 def mouth_darkness(frames: np.ndarray) -> np.ndarray:
     """How dark the mouth box of the training framing is, per frame (an open mouth is dark)."""
-    from rtavatar.data.landmarks import EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC
+    from rtavatar.photo.align import EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC
 
     r = frames.shape[1]
     cy, hw, hh = int((EYE_Y + EYE_MOUTH_FRAC) * r), int(0.6 * IOD_FRAC * r), int(0.35 * IOD_FRAC * r)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from rtavatar.engine import Avatar
-from rtavatar.engine.portrait import ExpertMouthReader
+from rtavatar.photo.readers import ExpertMouthReader
 from rtavatar.evaluation.photos import _pearson, _smooth, frame_energy, list_photos, speech_masks
 from rtavatar.media import read_audio, read_image
 

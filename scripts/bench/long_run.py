@@ -27,6 +27,7 @@ import numpy as np
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.commands.bench import bench_speech, plain_portrait
 from rtavatar.engine import Avatar
+from rtavatar.photo.options import PasteOptions
 
 
 def rss_mb() -> float:
@@ -44,7 +45,7 @@ class Identity:
         try:
             import dlib
 
-            from rtavatar.data.landmarks import FaceAnalyzer, _models_dir
+            from rtavatar.photo.align import FaceAnalyzer, _models_dir
 
             self.fa = FaceAnalyzer()
             self.rec = dlib.face_recognition_model_v1(str(_models_dir() / "dlib_face_recognition_resnet_model_v1.dat"))
@@ -101,7 +102,7 @@ def main() -> int:
     speech = bench_speech(20.0)
     total = int(a.minutes * 60 * FPS)
     per_min = max(1, int(round(a.window * FPS)))  # frames per row
-    s = avatar.session(portrait, buffer=16, paste_back=a.paste_back)
+    s = avatar.session(portrait, buffer=16, paste=PasteOptions() if a.paste_back else None)
     pushed = 0  # frames of audio pushed
     minute: list[np.ndarray] = []
     minute_audio: list[np.ndarray] = []

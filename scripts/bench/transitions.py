@@ -21,6 +21,7 @@ import numpy as np
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Avatar
 from rtavatar.media import read_audio
+from rtavatar.photo.options import PasteOptions
 
 SWITCHES = ["speak", "listen", "idle", "speak", "auto", "listen", "auto"]  # one every SEG seconds
 SEG = 2.0
@@ -38,7 +39,7 @@ def main() -> None:
     speech = read_audio(str(files("rtavatar") / "assets" / "speech" / "hello.wav"))
     n_seg = int(SEG * SAMPLE_RATE)
     audio = np.tile(speech, int(np.ceil(len(SWITCHES) * n_seg / len(speech))))[: len(SWITCHES) * n_seg]
-    s = avatar.session(p, paste_back=not a.raw, state=SWITCHES[0])
+    s = avatar.session(p, paste=None if a.raw else PasteOptions(), state=SWITCHES[0])
     for k, state in enumerate(SWITCHES):
         if k:
             s.set_state(state)
