@@ -162,7 +162,8 @@ def test_pipecat_utterance_becomes_audio_synced_frames(avatar: Avatar) -> None:
     # Idle / listening frames keep the face alive between turns (whether any follow the
     # utterance inside the test's 1.5 s depends on the machine's speed, so only those before it count).
     silent = [f for f in down if type(f) is pf.OutputAudioRawFrame]
-    assert silent and not np.frombuffer(silent[0].audio, np.int16).any()  # (how many before depends on the speed: idle frames not yet read when speech starts are cut)
+    # (how many before depends on the speed: idle frames not yet read when speech starts are cut)
+    assert silent and not np.frombuffer(silent[0].audio, np.int16).any()
     stops = [i for i, f in enumerate(down) if isinstance(f, pf.TTSStoppedFrame)]
     last_voiced = max(i for i, f in enumerate(down) if type(f) is pf.TTSAudioRawFrame)
     assert len(stops) == 1 and stops[0] > last_voiced  # TTSStopped travels after the utterance's last frame
@@ -233,7 +234,6 @@ def test_livekit_generator_contract(avatar: Avatar) -> None:
         return items
 
     items = asyncio.run(main())
-    from livekit.agents.voice.avatar import AudioSegmentEnd
 
     audio_idx = [i for i, x in enumerate(items) if isinstance(x, rtc.AudioFrame)]
     assert len(audio_idx) == int(np.ceil(1.5 * FPS))

@@ -1,13 +1,16 @@
 """Load test of `rtavatar serve`: N concurrent WebSocket sessions, each streaming espeak-ng
 speech at real-time pace in 20 ms chunks, as live clients would.
 
-    python scripts/bench/load_test.py [--sessions 1 2 3 4] [--seconds 8] [--precision int8+bf16] [--out docs/results/engine/load_cpu.json]
+    python scripts/bench/load_test.py [--sessions 1 2 3 4] [--seconds 8] [--precision int8+bf16] [--photo [PATH]]
+        [--paste-mode warp] [--out docs/results/engine/load_cpu.json]
 
-Starts a server on a free loopback port (the default config: random tiny weights unless
+Starts a server on a free loopback port (the shipped model, else random tiny weights, unless
 --checkpoint), then for each N runs N clients at once and reports, per session, the frames'
 rate as received, the first-frame latency, and how far the last frame came after its audio
 (the lag: it grows without bound when the server cannot keep real time). Bounded in count
-and time; loopback only.
+and time; loopback only. Without --photo each client sends a plain centre-aligned crop and
+asks for no paste-back (the model's cost alone); with --photo (default: the bundled sample)
+the face is found and every frame is pasted back into the photo (`--paste-mode`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--precision", default="int8+bf16")
+    p.add_argument("--photo", nargs="?", const="sample", default=None, help="paste back into this photo (default: the sample)")
+    p.add_argument("--paste-mode", default="warp", choices=["warp", "photo", "face"])
     p.add_argument("--out", default=None)
     a = p.parse_args()
     import uvicorn
@@ -49,13 +54,20 @@ def main() -> int:
     while not srv.started:
         time.sleep(0.05)
     speech = bench_speech(a.seconds)
-    buf = io.BytesIO()
-    Image.fromarray(plain_portrait(avatar.resolution)).save(buf, "PNG")
-    portrait = buf.getvalue()
+    if a.photo:
+        from rtavatar.assets import SAMPLE_PORTRAIT
+
+        portrait = Path(SAMPLE_PORTRAIT if a.photo == "sample" else a.photo).read_bytes()
+        start = {"align": "face", "paste": {"mode": a.paste_mode}}
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(plain_portrait(avatar.resolution)).save(buf, "PNG")
+        portrait = buf.getvalue()
+        start = {"align": "center", "paste": {"back": False}}
 
     def client(results: list, i: int) -> None:
         with AvatarClient(f"ws://127.0.0.1:{port}/v1/stream") as c:
-            c.start(portrait, align="center", live=False)
+            c.start(portrait, live=False, **start)
             t0 = time.perf_counter()
             pushed_at = []
 
@@ -90,7 +102,8 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     srv.should_exit = True
-    out = {"model": model, "precision": a.precision, "seconds": a.seconds, "rows": rows,
+    out = {"model": model, "precision": a.precision, "seconds": a.seconds, "photo": a.photo,
+           "paste_mode": a.paste_mode if a.photo else None, "rows": rows,
            "largest_real_time": max([r["sessions"] for r in rows if r["real_time"]], default=0)}
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))

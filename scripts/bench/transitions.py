@@ -70,7 +70,8 @@ def main() -> None:
                "median_change": round(float(np.median(change[1:])), 2), "transitions": rows,
                "max_ratio": max((r["ratio"] for r in rows), default=float("nan"))}
     for r in rows:
-        print(f"frame {r['frame']:4d} {r['set']:>16} ({r['from']} -> {r['to']}) change {r['change']:6.2f}  p95 around {r['p95_around']:6.2f}  ratio {r['ratio']:.2f}")
+        print(f"frame {r['frame']:4d} {r['set']:>16} ({r['from']} -> {r['to']}) change {r['change']:6.2f}  "
+              f"p95 around {r['p95_around']:6.2f}  ratio {r['ratio']:.2f}")
     print(json.dumps({k: v for k, v in summary.items() if k != "transitions"}))
     if a.out:
         with open(a.out, "w") as f:
