@@ -201,6 +201,12 @@ class Session:
         self._created = time.perf_counter()
         self.first_frame_at: float | None = None  # perf_counter() when frame 0 was ready
         self._out: queue.Queue = queue.Queue(maxsize=buffer)
+        # Intra-op threads per stage (torch's setting is per thread): when the renderer decodes no
+        # face, the features and decode stages are light and take one each, so they do not
+        # oversubscribe the cores the denoiser uses (docs/BENCHMARKS.md: about +20 % fps on 2 cores;
+        # with a full decode it measured slower, so that path keeps torch's default).
+        light = renderer is not None and not renderer.needs_face
+        self._stage_threads = {"_run_features": 1, "_run_decode": 1} if pipeline and light else {}
         if pipeline:
             self._q1: queue.Queue = queue.Queue(maxsize=2)
             self._q2: queue.Queue = queue.Queue(maxsize=2)
@@ -546,6 +552,8 @@ class Session:
 
     def _guard(self, fn: Callable, inq: queue.Queue | None, outq: queue.Queue | None) -> None:
         try:
+            if self._stage_threads.get(fn.__name__):
+                torch.set_num_threads(min(self._stage_threads[fn.__name__], torch.get_num_threads()))
             fn(inq, outq)
         except BaseException as e:  # surfaces in frames(); the other stages stop
             log.exception("%s: stage %s failed", self.name, fn.__name__)
