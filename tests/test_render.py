@@ -183,13 +183,15 @@ def test_generate_frames_unchanged_by_the_renderer_refactor(shipped, hello: np.n
     """`generate` on the bundled photo (seed 0, head still) against 16 px block means of the
     frames the pre-refactor code (a197be2) made: modes face and photo are the same frames (the
     stored float16 means round by < 0.13); warp reads its openings from the latents now (a
-    mouth-box decode), within a small tolerance."""
+    mouth-box decode, within 0.006 of the full decode's reading, test below), which moves the
+    lips by a render-cache step (0.005 IOD) on a few frames: a 16 px block of the mouth changes
+    by at most 4 levels and the frames by < 0.05 levels on average."""
     pytest.importorskip("dlib")
     got = _fingerprint(shipped.generate(LISA, hello, paste=PasteOptions(mode=mode, head_motion=0.0), seed=0))
     ref = np.load(FRAMES_V5)[mode].astype(np.float32)
     d = np.abs(got - ref)
     if mode == "warp":
-        assert d.max() < 2.0 and d.mean() < 0.02, (d.max(), d.mean())
+        assert d.max() < 4.0 and d.mean() < 0.05, (d.max(), d.mean())
     else:
         assert d.max() < 0.2, d.max()
 
