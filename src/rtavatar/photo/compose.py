@@ -23,7 +23,7 @@ expression warp; head motion) around one mouth.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -56,7 +56,6 @@ class RenderFrame:
     controls: dict[str, float]  # named controls in user units (docs/DATA.md)
     latents: torch.Tensor | None = None  # (C, h, w) the frame's VAE latents
     face: np.ndarray | None = None  # (R, R, 3) uint8 decoded face: only for a renderer that `needs_face`
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def speaking(self) -> bool:

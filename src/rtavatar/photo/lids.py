@@ -12,7 +12,7 @@ import bisect
 
 import numpy as np
 
-from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START
+from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START, smoothstep
 
 
 class Blinks:
@@ -91,7 +91,7 @@ def blink_map(pts: np.ndarray, closure: tuple[float, float], size: int | tuple[i
         out_k = np.stack([ends[0], top, up2, lo2, bottom, ends[1]])
         src_k = np.stack([ends[0], top, up, lo, bottom, ends[1]])
         u = np.clip(np.minimum(xs - (e[0, 0] - 0.2 * eye_w), (e[3, 0] + 0.2 * eye_w) - xs) / (0.35 * eye_w), 0, 1)
-        u = u * u * (3 - 2 * u)
+        u = smoothstep(u)
         for j in np.flatnonzero(u > 0):
             src[:, j] += u[j] * (np.interp(y[:, j], out_k[:, j], src_k[:, j]) - y[:, j])
     return src

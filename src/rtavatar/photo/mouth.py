@@ -17,7 +17,7 @@ from scipy.ndimage import median_filter, uniform_filter1d
 from rtavatar.photo.geometry import warp_rows
 from rtavatar.photo.landmarks import (CHIN, INNER_BOTTOM, INNER_LEFT, INNER_LIPS, INNER_PAIRS, INNER_RIGHT, INNER_TOP,
                                      LOWER_INNER_CONTOUR, LOWER_OUTER_CONTOUR, LUMA, MOUTH_LEFT, MOUTH_RIGHT, NOSE_BOTTOM,
-                                     NOSE_TIP, UPPER_INNER_CONTOUR, UPPER_OUTER_CONTOUR, face_axes)
+                                     NOSE_TIP, UPPER_INNER_CONTOUR, UPPER_OUTER_CONTOUR, face_axes, smoothstep)
 from rtavatar.photo.lids import lid_curve
 
 # Colours of the drawn mouth interior (0..1 RGB before lighting).
@@ -288,7 +288,7 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     if style.teeth_span < 1.0:  # fade out towards the corners (smoothstep over the outer share)
         u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(half_w, 1e-6)
         k = np.clip((1.0 - u) / max(1.0 - style.teeth_span, 1e-6), 0, 1)
-        teeth = teeth * (k * k * (3 - 2 * k))[None, :]
+        teeth = teeth * smoothstep(k)[None, :]
     tongue = _coverage_box(h, w, [], [(float(T[INNER_BOTTOM, 0] - x0), float(T[INNER_BOTTOM, 1] - y0 - style.tongue_lift * gap), 0.55 * iw,
                                        style.tongue_height * gap)]) * inside
     tint_ = np.array(tint, np.float32)
