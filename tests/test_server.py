@@ -45,7 +45,8 @@ def server() -> Iterator[str]:
     avatar = SERVED["avatar"] = Avatar(random_bundle(small_net(), vae_channels=8, seed=1, max_new=6))
     with torch.no_grad():  # random weights barely move off the reference; louder, so frames visibly change over time
         avatar.bundle.net.dit.out.weight.mul_(40)
-    cfg = ServerConfig(max_sessions=2, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights")
+    cfg = ServerConfig(max_sessions=2, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights",
+                       connect_timeout=3.0, max_audio_ahead=10.0)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(avatar, cfg), host="127.0.0.1", port=port, log_level="warning",
                                         ws_max_size=cfg.max_message_bytes))
@@ -297,3 +298,193 @@ def test_sessions_log_structured_lines(server: str, caplog: pytest.LogCaptureFix
     assert (sid, "started", "websocket") in events and (sid, "closed", "websocket") in events
     line = json.loads(JsonLogFormatter().format(next(r for r in caplog.records if getattr(r, "event", "") == "closed")))
     assert line["session"] == sid and line["event"] == "closed" and line["frames"] == 5
+
+
+def _session_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("session-"))
+
+
+def _wait_idle(server: str, before: list[str], seconds: float = 15.0) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if httpx.get(f"http://{server}/healthz", timeout=10).json()["sessions"] == 0 and _session_threads() == before:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"sessions left: {httpx.get(f'http://{server}/healthz').json()}, threads {_session_threads()}")
+
+
+def test_malformed_or_unconnected_webrtc_offers_leave_no_session(server: str) -> None:
+    """A malformed offer (garbage SDP, a video-only offer) is refused and leaves no session or
+    stage thread behind (issue 31); an answered offer whose peer never connects is released
+    after the connect timeout (3 s here)."""
+    import asyncio
+
+    pytest.importorskip("aiortc")
+    from aiortc import RTCPeerConnection
+
+    before = _session_threads()
+    for body in ({"sdp": "garbage", "type": "offer", "portrait": base64.b64encode(png()).decode(), "align": "center"},) * 3:
+        r = httpx.post(f"http://{server}/v1/webrtc/offer", json=body, timeout=60)
+        assert r.status_code == 400 and "offer" in r.json()["error"]
+    _wait_idle(server, before)
+
+    async def offer(video_only: bool) -> str:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        if not video_only:
+            pc.addTransceiver("audio", direction="sendrecv")
+            pc.createDataChannel("control")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()  # this client never completes the connection
+        return sdp
+
+    for video_only in (True, False):
+        sdp = asyncio.run(offer(video_only))
+        r = httpx.post(f"http://{server}/v1/webrtc/offer", timeout=60,
+                       json={"sdp": sdp, "type": "offer", "portrait": base64.b64encode(png()).decode(), "align": "center"})
+        assert r.status_code in (200, 400), r.text
+        _wait_idle(server, before, seconds=20)
+
+
+def test_an_image_bomb_is_refused_from_its_header(server: str) -> None:
+    """A small PNG declaring 9000x9000 pixels is refused before it is decoded, on the WebSocket
+    start and on /v1/generate, naming the size (not a server path)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    with connect(f"ws://{server}/v1/stream", max_size=None) as ws:
+        t = time.perf_counter()
+        ws.send(json.dumps({"type": "start", "portrait": base64.b64encode(bomb).decode(), "align": "center"}))
+        reply = json.loads(ws.recv(timeout=10))
+        assert reply["type"] == "error" and "9000x9000" in reply["error"], reply
+        assert time.perf_counter() - t < 2  # refused from the header: nothing decoded
+    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", bomb), "audio": ("a.wav", b"RIFF")}, timeout=60)
+    assert r.status_code == 400 and "9000x9000" in r.json()["error"] and "/tmp" not in r.json()["error"]
+
+
+def test_audio_flood_is_refused_and_the_session_goes_on(server: str) -> None:
+    """A client may push audio at most max_audio_ahead (10 s here) ahead of the frames sent:
+    a 15 s push is refused with a clear, non-fatal error and nothing of it is kept; pushing at
+    the pace it plays still works."""
+    with AvatarClient(f"ws://{server}/v1/stream") as c:
+        c.start(png(), align="center", live=False)
+        c.push(np.zeros(15 * 16000, np.float32))
+        c.push(speech(0.4))
+        c.end()
+        frames = list(c.frames())
+        errors = [m["error"] for m in c.messages if m["type"] == "error"]
+    assert any("ahead" in e for e in errors), errors
+    assert len(frames) == int(np.ceil(0.4 * 16000 / 640)), len(frames)  # the refused push left no frames
+
+
+def test_foreign_origins_are_refused_and_local_pages_pass(server: str) -> None:
+    """Any web page could otherwise drive a local server: a WebSocket handshake or a multipart
+    POST from a foreign origin is refused (issue 31); the server's own page, loopback pages
+    and programs without an Origin pass."""
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus):
+        with connect(f"ws://{server}/v1/stream", origin="http://evil.example"):
+            pass
+    r = httpx.post(f"http://{server}/v1/generate", headers={"Origin": "http://evil.example"},
+                   files={"portrait": ("p.png", png()), "audio": ("a.wav", b"RIFF")}, timeout=30)
+    assert r.status_code == 403 and "origin" in r.json()["error"]
+    r = httpx.post(f"http://{server}/v1/webrtc/offer", headers={"Origin": "https://evil.example"},
+                   json={"sdp": "v=0", "type": "offer"}, timeout=30)
+    assert r.status_code == 403
+    for origin in (f"http://{server}", "http://localhost:3000"):
+        with connect(f"ws://{server}/v1/stream", origin=origin) as ws:
+            ws.send(json.dumps({"type": "flush"}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "error"  # served: an ordinary protocol error
+    assert httpx.get(f"http://{server}/healthz", headers={"Origin": "http://evil.example"}).status_code == 200  # reads pass
+
+
+@pytest.fixture(scope="module")
+def token_server(server: str) -> Iterator[str]:
+    """A second server on the same model that requires a token."""
+    cfg = ServerConfig(max_sessions=1, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights", token="s3cret")
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(SERVED["avatar"], cfg), host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+def test_a_token_is_required_when_set(token_server: str) -> None:
+    """With --token, /v1/ routes need it (header, or ?token= for a browser's WebSocket); the
+    page, /healthz and a wrong token's refusal say so clearly."""
+    from websockets.exceptions import InvalidStatus
+
+    base = f"http://{token_server}"
+    assert httpx.get(f"{base}/healthz").status_code == 200 and httpx.get(f"{base}/").status_code == 200
+    r = httpx.post(f"{base}/v1/generate", files={"portrait": ("p.png", png()), "audio": ("a.wav", b"RIFF")}, timeout=30)
+    assert r.status_code == 401 and "token" in r.json()["error"]
+    r = httpx.post(f"{base}/v1/generate", headers={"Authorization": "Bearer wrong"},
+                   files={"portrait": ("p.png", png()), "audio": ("a.wav", b"RIFF")}, timeout=30)
+    assert r.status_code == 401
+    with pytest.raises(InvalidStatus):
+        with connect(f"ws://{token_server}/v1/stream"):
+            pass
+    with AvatarClient(f"ws://{token_server}/v1/stream", token="s3cret") as c:
+        c.start(png(), align="center", live=False)
+        c.push(speech(0.2))
+        c.end()
+        assert len(list(c.frames())) == 5
+    with connect(f"ws://{token_server}/v1/stream?token=s3cret") as ws:
+        ws.send(json.dumps({"type": "flush"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "error"
+
+
+def test_serve_refuses_a_public_address_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtavatar.errors import RTAvatarError
+    from rtavatar.server.app import serve
+
+    monkeypatch.delenv("RTAVATAR_TOKEN", raising=False)
+    with pytest.raises(RTAvatarError, match="--token"):
+        serve(host="0.0.0.0", port=free_port())
+
+
+def test_an_abandoned_generate_is_cancelled_and_jobs_are_bounded(server: str) -> None:
+    """POST /v1/generate runs as a bounded job: a second one while the first runs is refused
+    with 503 and a retry hint; a client that gives up cancels its job (the slot frees and its
+    temp directory goes) well before the 30 s of audio would have been generated."""
+    import glob
+    import soundfile as sf
+
+    wav = io.BytesIO()
+    sf.write(wav, np.tile(speech(1.0), 30), 16000, format="WAV")
+    files = {"portrait": ("p.png", png()), "audio": ("a.wav", wav.getvalue())}
+    before = set(glob.glob("/tmp/rtavatar-gen-*"))
+    gone: list = []
+
+    def give_up() -> None:
+        try:
+            httpx.post(f"http://{server}/v1/generate", files=files, data={"align": "center"}, timeout=2.0)
+        except httpx.TimeoutException as e:
+            gone.append(e)
+
+    t = threading.Thread(target=give_up)
+    t.start()
+    deadline = time.time() + 20
+    while httpx.get(f"http://{server}/healthz").json()["generate_jobs"] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    busy = httpx.post(f"http://{server}/v1/generate", files=files, data={"align": "center"}, timeout=30)
+    assert busy.status_code == 503 and busy.headers.get("retry-after") and "busy" in busy.json()["error"]
+    t.join()
+    assert gone, "the first client should have given up"
+    deadline = time.time() + 15
+    while httpx.get(f"http://{server}/healthz").json()["generate_jobs"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(f"http://{server}/healthz").json()["generate_jobs"] == 0, "the abandoned job still runs"
+    assert set(glob.glob("/tmp/rtavatar-gen-*")) <= before, "its temp directory was left behind"

@@ -40,10 +40,11 @@ class ClientFrame:
 
 
 class AvatarClient:
-    def __init__(self, url: str, open_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, open_timeout: float = 30.0, token: str | None = None) -> None:
         from websockets.sync.client import connect
 
-        self._conn = connect(url, open_timeout=open_timeout, max_size=None)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._conn = connect(url, open_timeout=open_timeout, max_size=None, additional_headers=headers)
         self.ws = self._conn.__enter__()  # held open until close()
         self.messages: list[dict[str, Any]] = []  # every JSON message received, in order
         self._frames: queue.Queue = queue.Queue()
@@ -69,8 +70,8 @@ class AvatarClient:
                 elif m["type"] == "ready":
                     self.ready = m
                     self._ready.set()
-                elif m["type"] == "end" or (m["type"] == "error" and m.get("fatal")):
-                    self._ready.set()
+                elif m["type"] == "end" or (m["type"] == "error" and (m.get("fatal") or self.ready is None)):
+                    self._ready.set()  # a refused start answers at once (the connection stays for a retry)
         except ConnectionClosed:
             pass
         finally:
@@ -82,6 +83,7 @@ class AvatarClient:
 
     def start(self, portrait: str | Path | bytes, timeout: float = 60.0, **options: Any) -> dict[str, Any]:
         data = portrait if isinstance(portrait, bytes) else Path(portrait).read_bytes()
+        self._ready.clear()
         self.send({"type": "start", "portrait": base64.b64encode(data).decode(), **options})
         self._ready.wait(timeout)
         if self.ready is None:

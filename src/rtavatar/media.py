@@ -31,6 +31,7 @@ PyAV / FFmpeg behaviour this module relies on (checked against PyAV 18):
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import uuid
@@ -65,6 +66,7 @@ MAX_AUDIO_SECONDS: float = 4 * 3600.0
 MAX_CHANNELS: int = 8
 #: Largest image / video side we accept.
 MAX_IMAGE_SIDE: int = 8192
+MAX_IMAGE_PIXELS: int = 50_000_000  # a 50 MP picture; larger ones take seconds and gigabytes to decode
 #: read_video() holds every frame in memory; past this, use iter_video_frames().
 MAX_READ_VIDEO_BYTES: int = 8 * 1024**3
 #: Decoded audio longer than the declared duration by at most this is encoder
@@ -317,6 +319,8 @@ def _check_side(w: int, h: int, name: str, what: str, min_size: int, max_size: i
         raise MediaSizeError(f"{what} {name} is {w}x{h}; each side must be at least {min_size} pixels")
     if max(w, h) > max_size:
         raise MediaSizeError(f"{what} {name} is {w}x{h}; each side must be at most {max_size} pixels")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise MediaSizeError(f"{what} {name} is {w}x{h}; at most {MAX_IMAGE_PIXELS / 1e6:g} megapixels")
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -333,28 +337,38 @@ def read_image(path: PathLike, *, min_size: int = 32, max_size: int = MAX_IMAGE_
     first frame.
     """
     p = _check_path(path, "image")
+    arr = _decode_image(p, str(p), min_size, max_size)
+    logger.debug("read_image %s: %dx%d", p, arr.shape[1], arr.shape[0])
+    return arr
+
+
+def image_from_bytes(data: bytes, name: str = "image", *, min_size: int = 32, max_size: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """`read_image` for an image held in memory (an upload, a base64 portrait): the same checks,
+    the header's dimensions before anything is decompressed."""
+    return _decode_image(io.BytesIO(data), name, min_size, max_size)
+
+
+def _decode_image(src: Any, name: str, min_size: int, max_size: int) -> np.ndarray:
     try:
         # Escalate Pillow's bomb *warning* too: with our limits it can only mean a hostile file.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(src) as img:
                 # Header only so far: check dimensions before decompressing anything.
                 w, h = img.size
-                _check_side(w, h, str(p), "image", min_size, max_size)
+                _check_side(w, h, name, "image", min_size, max_size)
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                arr = _pil_to_rgb(img)
+                return _pil_to_rgb(img)
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise MediaSizeError(f"image {p} is too large to decode safely ({e})") from e
+        raise MediaSizeError(f"image {name} is too large to decode safely ({e})") from e
     except UnidentifiedImageError as e:
-        raise CorruptMediaError(f"image {p} is not an image Pillow can read (unknown format or corrupt)") from e
+        raise CorruptMediaError(f"image {name} is not an image Pillow can read (unknown format or corrupt)") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # Pillow reports truncation as OSError and broken chunks as SyntaxError.
-        raise CorruptMediaError(f"image {p} is corrupt or truncated ({e})") from e
-    logger.debug("read_image %s: %dx%d", p, arr.shape[1], arr.shape[0])
-    return arr
+        raise CorruptMediaError(f"image {name} is corrupt or truncated ({e})") from e
 
 
 def _pil_to_rgb(img: Any) -> np.ndarray:

@@ -37,8 +37,15 @@ class StreamingAudio:
         self.context = CONTEXT if self.exact else WIDE_CONTEXT
         self.encoder_lookahead = enc.lookahead_samples if self.exact else WIDE_CONTEXT * SAMPLES_PER_FRAME
         self.after = -(-self.encoder_lookahead // SAMPLES_PER_FRAME)  # whole frames of future per window
-        self._buf = np.zeros(self.m * SAMPLES_PER_FRAME, np.float32)  # padded timeline from _start
-        self._start = 0  # padded-timeline sample index of _buf[0]
+        # The padded timeline from _start is _store[:_len]: appends copy into spare capacity
+        # (doubling when full), so a push costs O(its length), not O(the buffer).
+        self._store = np.zeros(max(self.m * SAMPLES_PER_FRAME, 1 << 14), np.float32)
+        self._len = self.m * SAMPLES_PER_FRAME
+        self._start = 0  # padded-timeline sample index of _store[0]
+
+    @property
+    def _buf(self) -> np.ndarray:
+        return self._store[: self._len]
 
     # ------------------------------------------------------------------ timeline
     @property
@@ -56,13 +63,20 @@ class StreamingAudio:
         return self._start + len(self._buf) - self.m * SAMPLES_PER_FRAME
 
     def append(self, pcm: np.ndarray) -> None:
-        if len(pcm):
-            self._buf = np.concatenate([self._buf, pcm.astype(np.float32, copy=False)])
+        n = len(pcm)
+        if not n:
+            return
+        if self._len + n > len(self._store):
+            grown = np.zeros(max(2 * len(self._store), self._len + n), np.float32)
+            grown[: self._len] = self._buf
+            self._store = grown
+        self._store[self._len : self._len + n] = pcm
+        self._len += n
 
     def truncate(self, samples: int) -> None:
         """Drop the timeline after `samples` (interrupt)."""
         keep = samples + self.m * SAMPLES_PER_FRAME - self._start
-        self._buf = self._buf[: max(keep, 0)]
+        self._len = min(self._len, max(keep, 0))
 
     def frame_audio(self, i0: int, i1: int) -> np.ndarray:
         """The timeline's samples of frames [i0, i1) (zeros past its end)."""
@@ -82,7 +96,9 @@ class StreamingAudio:
         keep_from = max(0, (frame + self.m - self.w - self.context - 1) * SAMPLES_PER_FRAME)
         cut = keep_from - self._start
         if cut > 0:
-            self._buf = self._buf[cut:]
+            rest = max(self._len - cut, 0)
+            self._store[:rest] = self._store[cut : cut + rest].copy()  # capacity is kept for the next appends
+            self._len = rest
             self._start = keep_from
 
     # ------------------------------------------------------------------ features

@@ -106,12 +106,13 @@ class Avatar:
                 paste: PasteOptions | bool | None = None, steps: int | None = None, guidance: float | None = None,
                 state: str = "auto", expression: dict[str, float] | None = None, seed: int = 0,
                 schedule: ChunkSchedule | None = None, pipeline: bool = True, live: bool = False, buffer: int = 32,
-                voice: str = "energy") -> Session:
+                voice: str = "energy", max_ahead: float | None = None) -> Session:
         """A streaming Session for one portrait (registered once: encoded, reference K/V cached).
         `paste`: the photo renderer's options (True: the defaults; None: the aligned face); a
         live session on a picture over LIVE_MOTION_PIXELS keeps the head still unless
         `head_motion` is given (it costs 10-25 ms a frame on a 1,024 px photo). `voice` is what
-        the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad)."""
+        the `auto` state listens with: "energy" (a level rule) or "silero" (silero-vad); `max_ahead`:
+        refuse pushes that put the audio more than that many seconds ahead of the frames read."""
         p = portrait if isinstance(portrait, Portrait) else self.portrait(portrait, align)
         cs = self.sampler(steps, guidance)
         ref = cs.reference(p.face)
@@ -125,7 +126,7 @@ class Avatar:
         renderer = self.renderer(cs, ref, p, options, seed) if options is not None else None
         try:
             return Session(cs, ref, state=state, expression=expression, seed=seed, schedule=schedule,
-                           pipeline=pipeline, live=live, buffer=buffer, renderer=renderer, voice=voice)
+                           pipeline=pipeline, live=live, buffer=buffer, renderer=renderer, voice=voice, max_ahead=max_ahead)
         except ValueError as e:
             raise RTAvatarError(str(e)) from e
 

@@ -8,20 +8,29 @@ with streaming audio features and causal states.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.engine.core import ChunkSampler, Reference
+from rtavatar.errors import RTAvatarError
 from rtavatar.models.conditioning import control_vector, offline_states
+
+
+class Cancelled(RTAvatarError):
+    """An offline generation stopped on request (a client that went away)."""
 
 
 @torch.no_grad()
 def generate_latents(sampler: ChunkSampler, ref: Reference, audio: np.ndarray, *, state: str = "auto",
                      expression: dict[str, float] | None = None, first_chunk: int = 4, chunk: int | None = None,
-                     motion: int | None = None, seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """Model-space latents (1, N, C, h, w) for `audio` (16 kHz mono), N = ceil(len(audio) / 640)."""
+                     motion: int | None = None, seed: int = 0, progress: bool = True,
+                     cancelled: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Model-space latents (1, N, C, h, w) for `audio` (16 kHz mono), N = ceil(len(audio) / 640).
+    `cancelled()` is asked before each chunk; when it says so, Cancelled is raised."""
     icfg, net = sampler.bundle.cfg, sampler.net
     chunk = chunk or icfg.max_new
     motion = icfg.max_motion if motion is None else motion
@@ -38,6 +47,9 @@ def generate_latents(sampler: ChunkSampler, ref: Reference, audio: np.ndarray, *
     done = 0
     bar = tqdm(total=n, desc="generate", unit="frame", disable=not progress)
     while done < n:
+        if cancelled is not None and cancelled():
+            bar.close()
+            raise Cancelled("generation cancelled")
         new = min(first_chunk if done == 0 else chunk, n - done)
         ctx = torch.stack(out[-motion:])[None] if motion and out else torch.zeros(1, 0, *sampler.latent_shape, device=dev)
         sl = slice(done - ctx.shape[1], done + new)

@@ -165,7 +165,7 @@ class Session:
                  expression: dict[str, float] | None = None, seed: int = 0, schedule: ChunkSchedule | None = None,
                  pipeline: bool = True, live: bool = False, buffer: int = 32,
                  renderer: Renderer | None = None, name: str = "session", voice: str = "energy",
-                 start: bool = True) -> None:
+                 start: bool = True, max_ahead: float | None = None) -> None:
         self.sampler, self.ref = sampler, ref
         icfg = sampler.bundle.cfg
         self.schedule = schedule or ChunkSchedule()
@@ -174,6 +174,7 @@ class Session:
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
         self.audio = StreamingAudio(sampler.net)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name
+        self.max_ahead = max_ahead  # seconds of audio a push may put ahead of the frames read (None: no bound)
         self.times = StageTimes()
         # The last chunks' stage stamps (perf_counter seconds): where a frame's latency goes.
         self.trace: deque[dict[str, float | int | str]] = deque(maxlen=64)
@@ -226,10 +227,17 @@ class Session:
         return self.audio.lookahead_ms
 
     def push_audio(self, pcm: np.ndarray | bytes, sample_rate: int = SAMPLE_RATE) -> None:
-        """Append speech the avatar says. Any chunk size; float32 / int16, resampled to 16 kHz."""
+        """Append speech the avatar says. Any chunk size; float32 / int16, resampled to 16 kHz.
+        With `max_ahead`, a push that would put the audio more than that many seconds ahead of
+        the frames read is refused (RTAvatarError; nothing of it is kept)."""
         a = as_pcm(pcm, sample_rate)
         with self._lock:
             self._check_open()
+            if self.max_ahead is not None:  # backpressure: a client may not run far ahead of playback
+                ahead = (self.audio.samples + len(a)) / SAMPLE_RATE - self._shown / FPS
+                if ahead > self.max_ahead:
+                    raise RTAvatarError(f"{self.name}: this push would put the audio {ahead:.1f} s ahead of the frames "
+                                        f"played (at most {self.max_ahead:g} s); push at the pace it plays")
             if self._first_push is None and len(a):
                 self._first_push = time.perf_counter()
             self.audio.append(a)

@@ -20,18 +20,22 @@ import importlib.util
 import io
 import itertools
 import logging
+import os
 import shutil
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-from fastapi import FastAPI, File, Form, UploadFile, WebSocket, WebSocketDisconnect
+import torch
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
@@ -39,14 +43,19 @@ from rtavatar import FPS
 from rtavatar.checkpoints import shipped_model
 from rtavatar.engine import Avatar, Session
 from rtavatar.engine.files import write_generated
+from rtavatar.engine.offline import Cancelled
 from rtavatar.engine.vad import check_voice
-from rtavatar.errors import RTAvatarError
-from rtavatar.media import read_audio, read_image, validate_audio, validate_image
+from rtavatar.errors import MediaError, MediaSizeError, RTAvatarError
+from rtavatar.media import image_from_bytes, read_audio, read_image, validate_audio, validate_image
 from rtavatar.models.conditioning import parse_expression
+from rtavatar.server.security import AccessGuard, is_loopback
 from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, Offer, Paste, SetExpression, SetState, Start, pack_frame
 
 log = logging.getLogger("rtavatar.server")
 _ids = itertools.count(1)
+
+
+SHUTDOWN_SECONDS = 5
 
 
 @dataclass
@@ -55,6 +64,11 @@ class ServerConfig:
     max_message_bytes: int = 12 << 20  # a start message carries the portrait (base64)
     max_upload_bytes: int = 32 << 20
     idle_timeout: float = 120.0
+    max_audio_ahead: float = 30.0  # s of audio a client may push ahead of the frames sent (backpressure)
+    token: str | None = None  # required on every /v1/ route when set (server/security.py)
+    max_generate_jobs: int = 1  # concurrent POST /v1/generate jobs (each on one core, below live sessions)
+    allowed_origins: tuple[str, ...] = ()  # pages besides the server's own and loopback ones that may drive it
+    connect_timeout: float = 20.0  # s for a WebRTC offer's peer to connect (ICE + DTLS) before its session is released
     model: str = ""
     voice: str = "silero"  # what a session's `auto` state listens to the avatar's audio with ("energy" without silero-vad)
 
@@ -93,15 +107,17 @@ def _short(e: ValidationError) -> str:
 
 
 def decode_portrait(data: str) -> np.ndarray:
+    """A base64 picture -> RGB array; its header's dimensions are checked before it is decoded
+    (media.image_from_bytes). Blocking: call it off the event loop."""
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
         raise RTAvatarError("portrait: not valid base64") from e
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            im.load()
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        arr = image_from_bytes(raw, "portrait")
+    except MediaSizeError:
+        raise
+    except MediaError as e:
         raise RTAvatarError(f"portrait: not a readable image ({e.__class__.__name__})") from e
     return validate_image(arr, name="portrait")
 
@@ -123,6 +139,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         log.warning("silero-vad is not installed: the auto state uses the energy rule")
         cfg.voice = "energy"
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
+    app.add_middleware(AccessGuard, token=cfg.token, allowed_origins=tuple(cfg.allowed_origins))
     live: set[int] = set()
 
     static = Path(__file__).parent / "static"
@@ -173,18 +190,35 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             if src.startswith("bundled:"):
                 image = read_image(bundled(src.removeprefix("bundled:")))
             else:
-                image = decode_portrait(src)
+                image = await asyncio.to_thread(decode_portrait, src)
             sid = next(_ids)
             live.add(sid)
+            session: Session | None = None
+            peer: WebRTCPeer | None = None
             try:
                 session = await asyncio.to_thread(avatar.session, image, align=offer.align, paste=offer.paste.options(),
                                                   live=True, voice=cfg.voice)
                 peer = WebRTCPeer(session)
-                answer = await peer.answer(offer.sdp, "offer")
-            except BaseException:
+                try:
+                    answer = await peer.answer(offer.sdp, "offer")
+                except Exception as e:  # aiortc's parse / negotiation errors
+                    raise RTAvatarError(f"bad offer: the SDP could not be answered ({e.__class__.__name__}: {e})") from e
+            except BaseException:  # release everything the offer started
                 live.discard(sid)
+                if peer is not None:
+                    await peer.close()
+                elif session is not None:
+                    session.cancel()
                 raise
             peers[sid] = peer
+
+            async def connect_or_release() -> None:  # an answered offer whose peer never connects holds a slot
+                await asyncio.sleep(cfg.connect_timeout)
+                if peer.pc.connectionState != "connected" and not peer.closed.is_set():
+                    session_log(sid, "webrtc", "connect timeout", live_sessions=len(live))
+                    await peer.close()
+
+            asyncio.ensure_future(connect_or_release())
 
             async def reap() -> None:
                 await peer.closed.wait()
@@ -216,16 +250,45 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": cfg.model, "resolution": avatar.resolution, "fps": FPS,
-                "sessions": len(live), "max_sessions": cfg.max_sessions, "protocol": VERSION}
+                "sessions": len(live), "max_sessions": cfg.max_sessions, "generate_jobs": len(jobs),
+                "max_generate_jobs": cfg.max_generate_jobs, "protocol": VERSION}
 
-    @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"}})
-    async def generate(portrait: UploadFile = File(...), audio: UploadFile = File(...), steps: int | None = Form(None),
-                       state: str = Form("auto"), expression: str = Form(""), align: str = Form("face"),
+    # Offline jobs: their own threads (never the default executor live sessions use), at most
+    # max_generate_jobs at once, each on one core at a lower OS priority, cancelled when the
+    # client goes away or the server stops; their temp directories go with them.
+    job_pool = ThreadPoolExecutor(max_workers=cfg.max_generate_jobs, thread_name_prefix="rtavatar-job")
+    jobs: dict[Path, threading.Event] = {}  # temp dir -> cancel flag of each running job
+
+    def run_job(cancel: threading.Event, work: Callable[..., int]) -> int:
+        torch.set_num_threads(1)  # this thread only: one core for the job, the rest for live sessions
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: per thread
+        except (AttributeError, OSError):
+            pass
+        return work(cancelled=cancel.is_set)
+
+    @app.on_event("shutdown")
+    async def stop_jobs() -> None:
+        for tmp, cancel in list(jobs.items()):
+            cancel.set()
+            shutil.rmtree(tmp, ignore_errors=True)
+        job_pool.shutdown(wait=False, cancel_futures=True)
+
+    @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"},
+                                                                      503: {"description": "busy: retry later"}})
+    async def generate(request: Request, portrait: UploadFile = File(...), audio: UploadFile = File(...),
+                       steps: int | None = Form(None), state: str = Form("auto"), expression: str = Form(""),
+                       align: str = Form("face"),
                        paste: str = Form("{}", description="the photo renderer's options as JSON (protocol.Paste)"),
                        seed: int = Form(0)) -> Any:
+        if len(jobs) >= cfg.max_generate_jobs:
+            return JSONResponse(_error(f"busy: {len(jobs)} generate job(s) running; retry in a few seconds"), status_code=503,
+                                headers={"Retry-After": "5"})
         tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
+        cancel = jobs[tmp] = threading.Event()
 
-        def cleanup() -> None:  # after the response is sent
+        def cleanup() -> None:  # after the response is sent, or on any error
+            jobs.pop(tmp, None)
             shutil.rmtree(tmp, ignore_errors=True)
 
         try:
@@ -235,22 +298,34 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 raise RTAvatarError(f"state {state!r}: use auto, speak, listen or idle")
             if steps is not None and not 1 <= steps <= 50:
                 raise RTAvatarError("steps must be in [1, 50]")
+            if not 0 <= seed < 1 << 63:
+                raise RTAvatarError("seed must be in [0, 2**63)")
             expr = parse_expression(expression)
             try:
                 options = Paste.model_validate_json(paste).options()
             except ValidationError as e:
                 raise RTAvatarError(f"bad paste options: {_short(e)}") from None
-            image = read_image(files["portrait"])
-            wav = validate_audio(read_audio(files["audio"]), 16_000, name="audio")
+            image = await asyncio.to_thread(read_image, files["portrait"])  # header checked before decoding; off the loop
+            wav = validate_audio(await asyncio.to_thread(read_audio, files["audio"]), 16_000, name="audio")
             out = tmp / "out.mp4"
             work = partial(write_generated, out, avatar, image, wav, align=align, paste=options, steps=steps,
                            state=state, expression=expr, seed=seed)
-            n = await asyncio.to_thread(work)
+            job = asyncio.get_running_loop().run_in_executor(job_pool, run_job, cancel, work)
+            while not job.done():  # a client that gave up cancels its job
+                await asyncio.wait({job}, timeout=0.25)
+                if not job.done() and await request.is_disconnected():
+                    cancel.set()
+            try:
+                n = job.result()
+            except Cancelled:
+                log.info("generate: cancelled (the client went away or the server is stopping)")
+                cleanup()
+                return JSONResponse(_error("cancelled"), status_code=499)
             log.info("generate: %d frames", n)
             return FileResponse(out, media_type="video/mp4", filename="rtavatar.mp4", background=BackgroundTask(cleanup))
         except RTAvatarError as e:
             cleanup()
-            return JSONResponse(_error(str(e)), status_code=400)
+            return JSONResponse(_error(str(e).replace(f"{tmp}/", "")), status_code=400)  # the upload's name, not a server path
         except BaseException:
             cleanup()
             raise
@@ -325,12 +400,12 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         if len(live) >= cfg.max_sessions:
                             await send(_error(f"server busy: {cfg.max_sessions} sessions in use", fatal=True))
                             break
-                        image = decode_portrait(m.portrait)
+                        image = await asyncio.to_thread(decode_portrait, m.portrait)
                         expr = m.expression.values()
                         live.add(sid)
                         try:
                             session = await asyncio.to_thread(avatar.session, image, align=m.align, paste=m.paste.options(),
-                                                              steps=m.steps, state=m.state, expression=expr,
+                                                              steps=m.steps, state=m.state, expression=expr, max_ahead=cfg.max_audio_ahead,
                                                               seed=m.seed, live=m.live, voice=cfg.voice)
                         except BaseException:
                             live.discard(sid)
@@ -398,8 +473,18 @@ def warm_up(avatar: Avatar, seconds: float = 2.0) -> None:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = None, max_sessions: int = 4,
-          precision: str = "auto", log_json: bool = False) -> None:
+          precision: str = "auto", log_json: bool = False, token: str | None = None,
+          allowed_origins: tuple[str, ...] = ()) -> None:
+    """Serve one model. `token` (else $RTAVATAR_TOKEN) is required on /v1/ routes when set, and
+    binding to an address other than loopback without one is refused."""
+    import os
+
     import uvicorn
+
+    token = token or os.environ.get("RTAVATAR_TOKEN") or None
+    if not is_loopback(host) and token is None:
+        raise RTAvatarError(f"--host {host} exposes the server beyond this machine: give --token (or RTAVATAR_TOKEN) "
+                            "so that only clients with it can use it")
 
     if log_json:
         handler = logging.StreamHandler()
@@ -409,7 +494,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
 
     avatar, model = load_avatar(checkpoint, precision)
     warm_up(avatar)
-    cfg = ServerConfig(max_sessions=max_sessions, model=model)
+    cfg = ServerConfig(max_sessions=max_sessions, model=model, token=token, allowed_origins=tuple(allowed_origins))
     log.info("serving %s (%s) on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, avatar.precision,
              host, port)
-    uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=cfg.max_message_bytes, log_level="info")
+    # The transport's own limit sits above ours, so an oversized message gets our non-fatal refusal (docs/PROTOCOL.md).
+    # Graceful shutdown (SIGTERM / Ctrl-C): open connections get SHUTDOWN_SECONDS, then the shutdown
+    # hook cancels generate jobs and removes their temp directories.
+    uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=2 * cfg.max_message_bytes, log_level="info",
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
