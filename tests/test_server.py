@@ -407,8 +407,10 @@ def test_foreign_origins_are_refused_and_local_pages_pass(server: str) -> None:
 
 @pytest.fixture(scope="module")
 def token_server(server: str) -> Iterator[str]:
-    """A second server on the same model that requires a token."""
-    cfg = ServerConfig(max_sessions=1, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights", token="s3cret")
+    """A second server on the same model that requires a token, and whose measured capacity
+    (one session of any kind at 40 fps: 0.625 of the machine each) admits one session."""
+    cfg = ServerConfig(max_sessions=4, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights", token="s3cret",
+                       capacity={k: 40.0 for k in ("crop", "warp", "photo", "face")})
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(SERVED["avatar"], cfg), host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -488,3 +490,31 @@ def test_an_abandoned_generate_is_cancelled_and_jobs_are_bounded(server: str) ->
         time.sleep(0.1)
     assert httpx.get(f"http://{server}/healthz").json()["generate_jobs"] == 0, "the abandoned job still runs"
     assert set(glob.glob("/tmp/rtavatar-gen-*")) <= before, "its temp directory was left behind"
+
+
+def test_admission_by_capacity_refuses_clearly_and_frees_the_slot(token_server: str) -> None:
+    """A session that would push the admitted ones below real time is refused with "busy" and a
+    retry hint (not admitted to lag), below --max-sessions; /healthz reports capacity and load;
+    when the first session ends, the next is admitted."""
+    h = httpx.get(f"http://{token_server}/healthz").json()
+    assert h["capacity"]["warp"] == 1 and h["load"] == 0
+    first = AvatarClient(f"ws://{token_server}/v1/stream", token="s3cret")
+    first.start(png(), align="center", live=True)
+    assert httpx.get(f"http://{token_server}/healthz").json()["load"] == pytest.approx(0.625)
+    with AvatarClient(f"ws://{token_server}/v1/stream", token="s3cret") as second:
+        with pytest.raises(RuntimeError, match="busy.*retry"):
+            second.start(png(), align="center", timeout=20)
+        assert second.messages[-1].get("retry_after") == 5
+    r = httpx.post(f"http://{token_server}/v1/webrtc/offer", headers={"Authorization": "Bearer s3cret"},
+                   json={"sdp": "v=0", "type": "offer", "portrait": base64.b64encode(png()).decode(), "align": "center"}, timeout=30)
+    assert r.status_code == 503 and r.headers.get("retry-after") and "busy" in r.json()["error"]
+    first.end()
+    list(first.frames(timeout=30))
+    first.close()
+    deadline = time.time() + 10
+    while httpx.get(f"http://{token_server}/healthz").json()["sessions"] and time.time() < deadline:
+        time.sleep(0.1)
+    with AvatarClient(f"ws://{token_server}/v1/stream", token="s3cret") as again:
+        again.start(png(), align="center", live=False)
+        again.end()
+        list(again.frames())

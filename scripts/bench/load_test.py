@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--precision", default="int8+bf16")
     p.add_argument("--photo", nargs="?", const="sample", default=None, help="paste back into this photo (default: the sample)")
     p.add_argument("--paste-mode", default="warp", choices=["warp", "photo", "face"])
+    p.add_argument("--no-capacity", action="store_true", help="admit up to max(--sessions) without measuring capacity")
+    p.add_argument("--generate", type=int, default=0, help="also post this many concurrent /v1/generate jobs 1 s into each run")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     import uvicorn
@@ -45,11 +47,17 @@ def main() -> int:
 
     avatar, model = load_avatar(a.checkpoint, a.precision)
     warm_up(avatar)
+    capacity = None
+    if not a.no_capacity:  # as `rtavatar serve` does at start-up
+        from rtavatar.assets import SAMPLE_PORTRAIT
+        from rtavatar.server.capacity import measure
+
+        capacity = measure(avatar, str(SAMPLE_PORTRAIT))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(avatar, ServerConfig(max_sessions=max(a.sessions), model=model)),
-                                        host="127.0.0.1", port=port, log_level="warning"))
+    cfg = ServerConfig(max_sessions=max(a.sessions), model=model, capacity=capacity)
+    srv = uvicorn.Server(uvicorn.Config(create_app(avatar, cfg), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:
         time.sleep(0.05)
@@ -67,7 +75,11 @@ def main() -> int:
 
     def client(results: list, i: int) -> None:
         with AvatarClient(f"ws://127.0.0.1:{port}/v1/stream") as c:
-            c.start(portrait, live=False, **start)
+            try:
+                c.start(portrait, live=False, **start)
+            except RuntimeError as e:  # refused: at capacity
+                results[i] = {"refused": str(e)}
+                return
             t0 = time.perf_counter()
             pushed_at = []
 
@@ -88,23 +100,43 @@ def main() -> int:
             results[i] = {"frames": n, "fps": round(fps, 1), "first_frame_ms": first,
                           "final_lag_ms": round(1000 * (arrivals[-1][1] - last_audio), 0) if arrivals else None}
 
+    def job(codes: list) -> None:  # an offline job beside the live sessions
+        import httpx
+        import soundfile as sf
+
+        wav = io.BytesIO()
+        sf.write(wav, speech, 16000, format="WAV")
+        t = time.perf_counter()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/generate", files={"portrait": ("p.png", portrait), "audio": ("a.wav", wav.getvalue())},
+                       data={"align": start["align"], "paste": json.dumps(start["paste"])}, timeout=300)
+        codes.append({"status": r.status_code, "seconds": round(time.perf_counter() - t, 1)})
+
     rows = []
     for n in a.sessions:
         results: list = [None] * n
         threads = [threading.Thread(target=client, args=(results, i)) for i in range(n)]
         for t in threads:
             t.start()
+        codes: list = []
+        if a.generate:
+            time.sleep(1.0)
+            jobs = [threading.Thread(target=job, args=(codes,)) for _ in range(a.generate)]
+            for t in jobs:
+                t.start()
+            threads += jobs
         for t in threads:
             t.join(timeout=300)
-        row = {"sessions": n, "per_session": results, "min_fps": min(r["fps"] for r in results),
-               "max_final_lag_ms": max(r["final_lag_ms"] for r in results)}
+        served = [r for r in results if "fps" in r]
+        row = {"sessions": n, "per_session": results, "admitted": len(served), "refused": n - len(served),
+               "min_fps": min(r["fps"] for r in served), "max_final_lag_ms": max(r["final_lag_ms"] for r in served),
+               "generate": codes}
         row["real_time"] = row["min_fps"] >= 24.5 and row["max_final_lag_ms"] < 1500
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     srv.should_exit = True
-    out = {"model": model, "precision": a.precision, "seconds": a.seconds, "photo": a.photo,
+    out = {"model": model, "precision": a.precision, "seconds": a.seconds, "photo": a.photo, "capacity": capacity,
            "paste_mode": a.paste_mode if a.photo else None, "rows": rows,
-           "largest_real_time": max([r["sessions"] for r in rows if r["real_time"]], default=0)}
+           "largest_real_time": max([r["admitted"] for r in rows if r["real_time"]], default=0)}
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}))

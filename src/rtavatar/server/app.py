@@ -48,6 +48,8 @@ from rtavatar.engine.vad import check_voice
 from rtavatar.errors import MediaError, MediaSizeError, RTAvatarError
 from rtavatar.media import image_from_bytes, read_audio, read_image, validate_audio, validate_image
 from rtavatar.models.conditioning import parse_expression
+from rtavatar.photo.options import PasteOptions
+from rtavatar.server.capacity import Capacity, kind_of, measure
 from rtavatar.server.security import AccessGuard, is_loopback
 from rtavatar.server.protocol import CLIENT_MESSAGE, VERSION, Offer, Paste, SetExpression, SetState, Start, pack_frame
 
@@ -67,6 +69,7 @@ class ServerConfig:
     max_audio_ahead: float = 30.0  # s of audio a client may push ahead of the frames sent (backpressure)
     token: str | None = None  # required on every /v1/ route when set (server/security.py)
     max_generate_jobs: int = 1  # concurrent POST /v1/generate jobs (each on one core, below live sessions)
+    capacity: dict[str, float] | None = None  # one session's fps by kind (server/capacity.measure); None: only max_sessions
     allowed_origins: tuple[str, ...] = ()  # pages besides the server's own and loopback ones that may drive it
     connect_timeout: float = 20.0  # s for a WebRTC offer's peer to connect (ICE + DTLS) before its session is released
     model: str = ""
@@ -140,7 +143,21 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         cfg.voice = "energy"
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
     app.add_middleware(AccessGuard, token=cfg.token, allowed_origins=tuple(cfg.allowed_origins))
-    live: set[int] = set()
+    live: set[int] = set()  # every transport's sessions: one count, one capacity
+    cap = Capacity(dict(cfg.capacity or {}))
+
+    def take_slot(sid: int, paste: PasteOptions | None) -> str | None:
+        """Admit a session of any transport (None), or say why not: the --max-sessions bound, then capacity."""
+        if len(live) >= cfg.max_sessions:
+            return f"server busy: {cfg.max_sessions} sessions in use (--max-sessions); retry in a few seconds"
+        busy = cap.admit(sid, kind_of(paste))
+        if busy is None:
+            live.add(sid)
+        return busy
+
+    def free_slot(sid: int) -> None:
+        live.discard(sid)
+        cap.release(sid)
 
     static = Path(__file__).parent / "static"
     portraits = Path(__file__).parents[1] / "assets" / "portraits"
@@ -184,15 +201,15 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 offer = Offer.model_validate(body)
             except ValidationError as e:
                 raise RTAvatarError(f"bad offer: {_short(e)}") from None
-            if len(live) >= cfg.max_sessions:
-                raise RTAvatarError(f"server busy: {cfg.max_sessions} sessions in use")
             src = offer.portrait
             if src.startswith("bundled:"):
                 image = read_image(bundled(src.removeprefix("bundled:")))
             else:
                 image = await asyncio.to_thread(decode_portrait, src)
             sid = next(_ids)
-            live.add(sid)
+            busy = take_slot(sid, offer.paste.options())
+            if busy:
+                return JSONResponse(_error(busy), status_code=503, headers={"Retry-After": "5"})
             session: Session | None = None
             peer: WebRTCPeer | None = None
             try:
@@ -204,7 +221,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 except Exception as e:  # aiortc's parse / negotiation errors
                     raise RTAvatarError(f"bad offer: the SDP could not be answered ({e.__class__.__name__}: {e})") from e
             except BaseException:  # release everything the offer started
-                live.discard(sid)
+                free_slot(sid)
                 if peer is not None:
                     await peer.close()
                 elif session is not None:
@@ -223,7 +240,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             async def reap() -> None:
                 await peer.closed.wait()
                 peers.pop(sid, None)
-                live.discard(sid)
+                free_slot(sid)
                 session_log(sid, "webrtc", "closed", frames=session.times.frames, live_sessions=len(live))
 
             asyncio.ensure_future(reap())
@@ -250,7 +267,8 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": cfg.model, "resolution": avatar.resolution, "fps": FPS,
-                "sessions": len(live), "max_sessions": cfg.max_sessions, "generate_jobs": len(jobs),
+                "sessions": len(live), "max_sessions": cfg.max_sessions, "load": cap.load,
+                "capacity": {k: cap.sessions_of(k) for k in cap.rates}, "generate_jobs": len(jobs),
                 "max_generate_jobs": cfg.max_generate_jobs, "protocol": VERSION}
 
     # Offline jobs: their own threads (never the default executor live sessions use), at most
@@ -397,18 +415,18 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                         if session is not None:
                             await send(_error("already started"))
                             continue
-                        if len(live) >= cfg.max_sessions:
-                            await send(_error(f"server busy: {cfg.max_sessions} sessions in use", fatal=True))
-                            break
                         image = await asyncio.to_thread(decode_portrait, m.portrait)
                         expr = m.expression.values()
-                        live.add(sid)
+                        busy = take_slot(sid, m.paste.options())
+                        if busy:
+                            await send({**_error(busy, fatal=True), "retry_after": 5})
+                            break
                         try:
                             session = await asyncio.to_thread(avatar.session, image, align=m.align, paste=m.paste.options(),
                                                               steps=m.steps, state=m.state, expression=expr, max_ahead=cfg.max_audio_ahead,
                                                               seed=m.seed, live=m.live, voice=cfg.voice)
                         except BaseException:
-                            live.discard(sid)
+                            free_slot(sid)
                             raise
                         start = m
                         await send({"type": "ready", "session": sid, "resolution": avatar.resolution, "fps": FPS,
@@ -439,7 +457,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
                 session.cancel()
             if sender is not None and not sender.done():
                 sender.cancel()
-            live.discard(sid)
+            free_slot(sid)
             session_log(sid, "websocket", "closed", frames=session.times.frames if session else 0, live_sessions=len(live))
             try:
                 await ws.close()
@@ -494,7 +512,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
 
     avatar, model = load_avatar(checkpoint, precision)
     warm_up(avatar)
-    cfg = ServerConfig(max_sessions=max_sessions, model=model, token=token, allowed_origins=tuple(allowed_origins))
+    from rtavatar.assets import SAMPLE_PORTRAIT
+
+    capacity = measure(avatar, str(SAMPLE_PORTRAIT))  # a few seconds: what this machine sustains, per kind of session
+    cfg = ServerConfig(max_sessions=max_sessions, model=model, token=token, allowed_origins=tuple(allowed_origins),
+                       capacity=capacity)
     log.info("serving %s (%s) on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, avatar.precision,
              host, port)
     # The transport's own limit sits above ours, so an oversized message gets our non-fatal refusal (docs/PROTOCOL.md).
