@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -176,7 +177,10 @@ def test_malformed_messages_get_errors_and_the_session_survives(server: str) -> 
                            (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "sample_rate": 7000}),
                             "sample_rate"),
                            (json.dumps({"type": "start", "portrait": base64.b64encode(png()[:60]).decode()}), "not a readable image"),
-                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "steps": "many"}), "steps")]:
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "steps": "many"}), "steps"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "steps": "5"}), "steps"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "steps": True}), "steps"),
+                           (json.dumps({"type": "start", "portrait": base64.b64encode(png()).decode(), "seed": 2**70}), "seed")]:
             ws.send(bad)
             m = reply()
             assert m["type"] == "error" and match in m["error"], (bad, m)
@@ -518,3 +522,21 @@ def test_admission_by_capacity_refuses_clearly_and_frees_the_slot(token_server: 
         again.start(png(), align="center", live=False)
         again.end()
         list(again.frames())
+
+
+def test_a_client_closing_its_socket_is_not_an_error(server: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closes while frames stream ends its session; the server logs it at INFO,
+    not as an ERROR with a traceback."""
+    caplog.set_level(logging.INFO)
+    for _ in range(2):
+        c = AvatarClient(f"ws://{server}/v1/stream")
+        c.start(png(), align="center", live=True)
+        c.push(speech(0.5))
+        time.sleep(0.3)
+        c.close()
+    deadline = time.time() + 10
+    while httpx.get(f"http://{server}/healthz").json()["sessions"] and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("closed" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)

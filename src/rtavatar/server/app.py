@@ -44,6 +44,7 @@ from rtavatar.checkpoints import shipped_model
 from rtavatar.engine import Avatar, Session
 from rtavatar.engine.files import write_generated
 from rtavatar.engine.offline import Cancelled
+from rtavatar.engine.session import MAX_PUSH_SECONDS
 from rtavatar.engine.vad import check_voice
 from rtavatar.errors import MediaError, MediaSizeError, RTAvatarError
 from rtavatar.media import image_from_bytes, read_audio, read_image, validate_audio, validate_image
@@ -123,6 +124,13 @@ def decode_portrait(data: str) -> np.ndarray:
     except MediaError as e:
         raise RTAvatarError(f"portrait: not a readable image ({e.__class__.__name__})") from e
     return validate_image(arr, name="portrait")
+
+
+def request_audio(wav: np.ndarray) -> np.ndarray:
+    """An upload's audio, refused when longer than one request may carry."""
+    if len(wav) > MAX_PUSH_SECONDS * 16_000:
+        raise RTAvatarError(f"audio is {len(wav) / 16_000:.0f} s long; one request takes at most {MAX_PUSH_SECONDS:.0f} s")
+    return wav
 
 
 async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) -> Path:
@@ -258,7 +266,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         with tempfile.TemporaryDirectory(prefix="rtavatar-say-") as tmp:
             try:
                 f = await save_upload(audio, "audio", Path(tmp), cfg.max_upload_bytes)
-                wav = validate_audio(read_audio(f), 16_000, name="audio")
+                wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, f), 16_000, name="audio"))
                 peer.push(wav)
                 return {"seconds": round(len(wav) / 16000, 2)}
             except RTAvatarError as e:
@@ -324,7 +332,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             except ValidationError as e:
                 raise RTAvatarError(f"bad paste options: {_short(e)}") from None
             image = await asyncio.to_thread(read_image, files["portrait"])  # header checked before decoding; off the loop
-            wav = validate_audio(await asyncio.to_thread(read_audio, files["audio"]), 16_000, name="audio")
+            wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, files["audio"]), 16_000, name="audio"))
             out = tmp / "out.mp4"
             work = partial(write_generated, out, avatar, image, wav, align=align, paste=options, steps=steps,
                            state=state, expression=expr, seed=seed)
@@ -461,7 +469,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
             session_log(sid, "websocket", "closed", frames=session.times.frames if session else 0, live_sessions=len(live))
             try:
                 await ws.close()
-            except RuntimeError:  # already closed by the client
+            except (RuntimeError, WebSocketDisconnect, OSError):  # the client closed first: nothing to report
                 pass
 
     return app
@@ -469,11 +477,11 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
 
 def load_avatar(checkpoint: str | None, precision: str = "fp32") -> tuple[Avatar, str]:
     """The model to serve: a run, else the shipped model, else random tiny weights (said so)."""
-    if checkpoint:
-        return Avatar.load(checkpoint, precision=precision), str(checkpoint)
+    if checkpoint:  # named, not located: the page and /healthz show it to every client
+        return Avatar.load(checkpoint, precision=precision), Path(checkpoint).name
     shipped = shipped_model()
     if shipped:
-        return Avatar.load(shipped, precision=precision), f"shipped ({shipped})"
+        return Avatar.load(shipped, precision=precision), f"shipped {Path(shipped).name}"
     log.warning("no --checkpoint and no shipped model: serving RANDOM tiny weights (the frames are noise)")
     return Avatar.random("tiny", precision=precision), "random weights, tiny config"
 

@@ -8,7 +8,7 @@ import struct
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
 from rtavatar.models.conditioning import CONTROL_LIMITS
 from rtavatar.photo.options import DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PasteOptions
@@ -83,8 +83,8 @@ class Start(_Msg):
     sample_rate: int = Field(16000, ge=8000, le=48000, description="rate of the int16 mono PCM you will send")
     state: Literal["auto", "speak", "listen", "idle"] = "auto"
     expression: Expression = Field(default_factory=Expression)
-    steps: int | None = Field(None, ge=1, le=50)
-    seed: int = 0
+    steps: StrictInt | None = Field(None, ge=1, le=50)
+    seed: StrictInt = Field(0, ge=0, lt=1 << 63)
     live: bool = True  # idle frames at 25 fps while no audio arrives
     jpeg_quality: int = Field(85, ge=10, le=100)
 
