@@ -53,7 +53,7 @@ class Playout:
         self.done = False
         self.state = None
         self.on_state = None  # callback(state) when the shown state changes
-        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump, name=f"{session.name}-playout", daemon=True).start()  # named: leak checks see it
 
     def _pump(self) -> None:
         for f in self.session.frames():
