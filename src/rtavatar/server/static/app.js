@@ -61,14 +61,14 @@ async function start() {
     await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
     const r = await fetch("/v1/webrtc/offer", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", portrait: await portraitField(), paste: {back: $("paste").checked}})});
-    const ans = await r.json();
-    if (!r.ok) throw new Error(ans.error || r.statusText);
+    const ans = await r.json().catch(() => ({}));  // an error page that is not JSON still gets a readable message
+    if (!r.ok) throw new Error(ans.error || `offer refused: HTTP ${r.status} ${r.statusText}`);
     session = ans.session;
     await pc.setRemoteDescription({sdp: ans.sdp, type: ans.type});
     showState("idle");
     for (const id of ["stop", "say", "interrupt"]) $(id).disabled = false;
     statsTimer = setInterval(() => send({type: "stats"}), 1000);
-  } catch (e) { error(String(e.message || e)); $("start").disabled = false; }
+  } catch (e) { error(String(e.message || e)); release(); $("start").disabled = false; }
 }
 
 let lastFrames = 0, lastT = performance.now();
@@ -77,8 +77,14 @@ function fps() {
   const now = performance.now(); const f = ((q - lastFrames) * 1000 / (now - lastT)).toFixed(1); lastFrames = q; lastT = now; return f;
 }
 
+function release() {  // the connection and the microphone (closing the connection leaves the mic captured)
+  clearInterval(statsTimer);
+  if (pc) { for (const s of pc.getSenders()) if (s.track) s.track.stop(); pc.close(); }
+  pc = null; channel = null; session = null;
+}
+
 function stop() {
-  clearInterval(statsTimer); if (pc) pc.close(); pc = null; channel = null; session = null;
+  release();
   showState("not started"); $("start").disabled = false; for (const id of ["stop", "say", "interrupt"]) $(id).disabled = true;
 }
 
@@ -86,7 +92,7 @@ async function sayFile() {
   const f = $("audio").files[0]; if (!f || session === null) return;
   const form = new FormData(); form.append("audio", f);
   const r = await fetch(`/v1/webrtc/${session}/audio`, {method: "POST", body: form});
-  if (!r.ok) error((await r.json()).error);
+  if (!r.ok) error((await r.json().catch(() => ({}))).error || `HTTP ${r.status}`);
 }
 
 $("start").onclick = start;
