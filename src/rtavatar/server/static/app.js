@@ -5,6 +5,9 @@ const $ = (id) => document.getElementById(id);
 const CONTROLS = [["smile", -1, 1.5, 0.1, 0.05], ["brow_raise", -1, 1, 0, 0.05], ["eye_open_l", 0, 1.5, 1, 0.05],
                   ["eye_open_r", 0, 1.5, 1, 0.05], ["yaw", -25, 25, 0, 1], ["pitch", -15, 15, 0, 1], ["roll", -10, 10, 0, 1]];
 let pc = null, channel = null, session = null, statsTimer = null;
+// With `rtavatar serve --token T`, open the page as /?token=T: it sends T on every /v1/ call.
+const TOKEN = new URLSearchParams(location.search).get("token");
+const auth = () => (TOKEN ? {Authorization: `Bearer ${TOKEN}`} : {});
 
 function error(msg) { $("error").textContent = msg || ""; }
 function showState(s) { const b = $("state"); b.textContent = s; b.className = "badge " + s; }
@@ -12,7 +15,7 @@ function showState(s) { const b = $("state"); b.textContent = s; b.className = "
 async function init() {
   const h = await (await fetch("/healthz")).json();
   $("model").textContent = `${h.model} · ${h.resolution}px · ${h.fps} fps`;
-  const list = (await (await fetch("/v1/portraits")).json()).portraits;
+  const list = (await (await fetch("/v1/portraits", {headers: auth()})).json()).portraits;
   for (const name of list) { const o = document.createElement("option"); o.value = name; o.textContent = name; $("bundled").append(o); }
   for (const [name, lo, hi, val, step] of CONTROLS) {
     const l = document.createElement("label");
@@ -59,7 +62,7 @@ async function start() {
     };
     await pc.setLocalDescription(await pc.createOffer());
     await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); });
-    const r = await fetch("/v1/webrtc/offer", {method: "POST", headers: {"Content-Type": "application/json"},
+    const r = await fetch("/v1/webrtc/offer", {method: "POST", headers: {"Content-Type": "application/json", ...auth()},
       body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", portrait: await portraitField(), paste: {back: $("paste").checked}})});
     const ans = await r.json().catch(() => ({}));  // an error page that is not JSON still gets a readable message
     if (!r.ok) throw new Error(ans.error || `offer refused: HTTP ${r.status} ${r.statusText}`);
@@ -91,7 +94,7 @@ function stop() {
 async function sayFile() {
   const f = $("audio").files[0]; if (!f || session === null) return;
   const form = new FormData(); form.append("audio", f);
-  const r = await fetch(`/v1/webrtc/${session}/audio`, {method: "POST", body: form});
+  const r = await fetch(`/v1/webrtc/${session}/audio`, {method: "POST", body: form, headers: auth()});
   if (!r.ok) error((await r.json().catch(() => ({}))).error || `HTTP ${r.status}`);
 }
 
