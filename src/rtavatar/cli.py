@@ -114,15 +114,43 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
+def cmd_eval_videos(args: argparse.Namespace) -> dict:
+    from rtavatar.engine import Avatar
+    from rtavatar.evaluation.videos import evaluate_videos, format_video_table, jsonable, list_videos
+
+    if args.photos:
+        raise RTAvatarError("give --videos or --photos, not both")
+    if args.audio:
+        raise RTAvatarError("eval --videos animates each clip with its own audio: drop --audio")
+    if len(args.checkpoint) > 1:
+        raise RTAvatarError("eval --videos scores one model: give at most one --checkpoint")
+    if args.out:
+        check_output(args.out)
+    if args.strip and Path(args.strip).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        check_output(args.strip)
+    videos = list_videos(args.videos)
+    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
+    result = evaluate_videos(avatar, videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
+                             strip_to=args.strip or None)
+    result["model"] = args.checkpoint[0] if args.checkpoint else "shipped"
+    print(format_video_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(jsonable(result), indent=1))
+    return jsonable(result)
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.engine import Avatar
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
 
+    if args.videos:
+        return cmd_eval_videos(args)
     if args.photos:
         return cmd_eval_photos(args)
     if not args.expert or not args.data:
-        raise RTAvatarError("eval needs --expert and --data (or --photos DIR --audio WAV for real photos)")
+        raise RTAvatarError("eval needs --expert and --data (or --photos DIR --audio WAV for real photos, "
+                            "or --videos DIR for real talking clips)")
     if not args.checkpoint:
         raise RTAvatarError("eval needs at least one --checkpoint (list the teacher first: speedup is relative to it)")
     if len(set(args.checkpoint)) != len(args.checkpoint):
@@ -389,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prepare)
 
     ev = sub.add_parser("eval", help="score generated held-out clips: Sync-C/D (our expert), aperture, jitter, FD-sync, fps; "
-                                     "or real photos (--photos)")
+                                     "or real photos (--photos), or real talking clips (--videos)")
     ev.add_argument("--checkpoint", action="append", default=[],
                     help="teacher, distill or eft run, optionally with its step counts: RUN:1,2,4 "
                          "(repeatable; list the teacher first: speedup is relative to the first system)")
@@ -397,10 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default="", help="dataset with held-out clips (docs/DATA.md)")
     ev.add_argument("--photos", default="", help="a photo or folder of photos: animate each with --audio and score it with dlib "
                                                  "(evaluation/photos.py; default model: the shipped one)")
+    ev.add_argument("--videos", default="", help="a talking clip or folder of clips: self-reenactment (a mouth-shut frame of "
+                                                 "the first second animated with the clip's own audio) scored against the "
+                                                 "person with dlib (evaluation/videos.py; default model: the shipped one)")
     ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
-    ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here")
+    ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here; with --videos: FILE.png/.jpg "
+                                                "for one sheet of every clip, or a folder for one PNG per clip")
     ev.add_argument("--no-controls", action="store_true", help="with --photos: skip the listen / smile runs")
-    add_paste_args(ev, "with --photos")
+    add_paste_args(ev, "with --photos or --videos")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
