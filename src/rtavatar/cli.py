@@ -336,6 +336,7 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     from rtavatar.server.app import serve
 
     serve(host=args.host, port=args.port, checkpoint=args.checkpoint, max_sessions=args.max_sessions, precision=args.precision,
+          token=args.token, allowed_origins=tuple(args.allowed_origin),
           log_json=args.log_json)
     return {}
 
@@ -502,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default auto: INT8 denoiser, + bf16 decoder where the CPU has AMX (fp32 does not keep real "
                          "time beside a browser on 2 cores)")
     sv.add_argument("--log-json", action="store_true", help="structured logs: one JSON object per line, with per-session fields")
+    sv.add_argument("--token", default=None, help="require this bearer token on every /v1/ route (default: $RTAVATAR_TOKEN; "
+                                                  "needed to bind beyond loopback)")
+    sv.add_argument("--allowed-origin", action="append", default=[],
+                    help="a web page origin (scheme://host:port) allowed to drive the server besides its own and loopback pages (repeatable)")
     sv.set_defaults(func=cmd_serve)
 
     ex = sub.add_parser("export", help="a self-contained inference checkpoint (float16, no optimizer state): what the package ships")
