@@ -41,7 +41,7 @@ def create_app(avatar: Avatar, cfg: ServerConfig | None = None) -> FastAPI:
         cfg.voice = "energy"
     app = FastAPI(title="rtavatar", version=str(VERSION), description="Real-time talking-portrait video (docs/PROTOCOL.md).")
     app.add_middleware(AccessGuard, token=cfg.token, allowed_origins=tuple(cfg.allowed_origins))
-    hub = Hub(avatar, cfg)
+    hub = app.state.hub = Hub(avatar, cfg)
     for routes in (http_routes, webrtc_routes, ws_routes):
         routes.register(app, hub)
     return app
@@ -102,5 +102,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
     # The transport's own limit sits above ours, so an oversized message gets our non-fatal refusal (docs/PROTOCOL.md).
     # Graceful shutdown (SIGTERM / Ctrl-C): open connections get SHUTDOWN_SECONDS, then the shutdown
     # hook cancels generate jobs and removes their temp directories.
-    uvicorn.run(create_app(avatar, cfg), host=host, port=port, ws_max_size=2 * cfg.max_message_bytes, log_level="info",
-                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
+    app = create_app(avatar, cfg)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:  # at SIGTERM / Ctrl-C: jobs stop now, not after the grace period
+            app.state.hub.stop_jobs()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(uvicorn.Config(app, host=host, port=port, ws_max_size=2 * cfg.max_message_bytes, log_level="info",
+                          timeout_graceful_shutdown=SHUTDOWN_SECONDS)).run()

@@ -7,6 +7,7 @@ import base64
 import binascii
 import itertools
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,13 @@ class Hub:
     def free_slot(self, sid: int) -> None:
         self.live.discard(sid)
         self.cap.release(sid)
+
+    def stop_jobs(self) -> None:
+        """Cancel every running /v1/generate job (a stopping server: called at the signal, so a
+        job does not hold the shutdown) and remove their temp directories."""
+        for tmp, cancel in list(self.jobs.items()):
+            cancel.set()
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
     def bundled(name: str) -> Path:

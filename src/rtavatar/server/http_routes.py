@@ -76,9 +76,7 @@ def register(app: FastAPI, hub: Hub) -> None:
 
     @app.on_event("shutdown")
     async def stop_jobs() -> None:
-        for tmp, cancel in list(hub.jobs.items()):
-            cancel.set()
-            shutil.rmtree(tmp, ignore_errors=True)
+        hub.stop_jobs()
         job_pool.shutdown(wait=False, cancel_futures=True)
 
     @app.post("/v1/generate", response_class=FileResponse, responses={400: {"description": "bad input, with the reason"},
@@ -94,7 +92,8 @@ def register(app: FastAPI, hub: Hub) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="rtavatar-gen-"))
         cancel = hub.jobs[tmp] = threading.Event()
 
-        def cleanup() -> None:  # after the response is sent, or on any error
+        def cleanup() -> None:  # after the response is sent, or on any error: the job stops too
+            cancel.set()
             hub.jobs.pop(tmp, None)
             shutil.rmtree(tmp, ignore_errors=True)
 

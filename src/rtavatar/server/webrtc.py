@@ -192,10 +192,12 @@ class WebRTCPeer:
                 if self.playout.state is not None:
                     self.send({"type": "state", "state": self.playout.state})
 
+        self._listener: asyncio.Future | None = None
+
         @self.pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind == "audio":
-                asyncio.ensure_future(self._listen(track))
+                self._listener = asyncio.ensure_future(self._listen(track))
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -281,4 +283,6 @@ class WebRTCPeer:
         if not self.closed.is_set():
             self.closed.set()
             self.session.cancel()
+            if self._listener is not None:  # else it waits on a track that never ends, and is destroyed pending
+                self._listener.cancel()
             await self.pc.close()

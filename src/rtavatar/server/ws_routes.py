@@ -38,6 +38,12 @@ def register(app: FastAPI, hub: Hub) -> None:
                     await ws.send_json(obj)
 
         async def send_frames(s: Session, quality: int) -> None:
+            try:
+                await stream_frames(s, quality)
+            except (WebSocketDisconnect, RuntimeError, OSError):  # the client went away mid-send: the session is ended below
+                pass
+
+        async def stream_frames(s: Session, quality: int) -> None:
             it = s.frames()
             last_state, n, t0 = None, 0, time.perf_counter()
             while (f := await asyncio.to_thread(next, it, None)) is not None:
