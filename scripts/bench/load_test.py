@@ -47,20 +47,23 @@ def main() -> int:
 
     avatar, model = load_avatar(a.checkpoint, a.precision)
     warm_up(avatar)
-    capacity = None
-    if not a.no_capacity:  # as `rtavatar serve` does at start-up
-        from rtavatar.assets import SAMPLE_PORTRAIT
-        from rtavatar.server.capacity import measure
-
-        capacity = measure(avatar, str(SAMPLE_PORTRAIT))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = ServerConfig(max_sessions=max(a.sessions), model=model, capacity=capacity)
-    srv = uvicorn.Server(uvicorn.Config(create_app(avatar, cfg), host="127.0.0.1", port=port, log_level="warning"))
+    cfg = ServerConfig(max_sessions=max(a.sessions), model=model)
+    app = create_app(avatar, cfg)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=srv.run, daemon=True).start()
     while not srv.started:
         time.sleep(0.05)
+    capacity = None
+    if not a.no_capacity:  # as `rtavatar serve` does at start-up: throughputs, then the live fit over the server
+        from rtavatar.assets import SAMPLE_PORTRAIT
+        from rtavatar.server.capacity import calibrate, measure
+
+        rates = measure(avatar, str(SAMPLE_PORTRAIT))
+        calibrate(app.state.hub.cap, rates, f"ws://127.0.0.1:{port}/v1/stream", SAMPLE_PORTRAIT.read_bytes()).join()
+        capacity = app.state.hub.cap.costs
     speech = bench_speech(a.seconds)
     if a.photo:
         from rtavatar.assets import SAMPLE_PORTRAIT

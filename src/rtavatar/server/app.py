@@ -23,7 +23,7 @@ from rtavatar.engine import Avatar
 from rtavatar.engine.vad import check_voice
 from rtavatar.errors import RTAvatarError
 from rtavatar.server import http_routes, webrtc_routes, ws_routes
-from rtavatar.server.capacity import measure
+from rtavatar.server.capacity import calibrate, measure
 from rtavatar.server.common import SHUTDOWN_SECONDS, Hub, JsonLogFormatter, ServerConfig, decode_portrait  # noqa: F401
 from rtavatar.server.protocol import VERSION
 from rtavatar.server.security import AccessGuard, is_loopback
@@ -94,9 +94,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
     warm_up(avatar)
     from rtavatar.assets import SAMPLE_PORTRAIT
 
-    capacity = measure(avatar, str(SAMPLE_PORTRAIT))  # a few seconds: what this machine sustains, per kind of session
-    cfg = ServerConfig(max_sessions=max_sessions, model=model, token=token, allowed_origins=tuple(allowed_origins),
-                       capacity=capacity)
+    rates = measure(avatar, str(SAMPLE_PORTRAIT))  # a few seconds: each kind's throughput on this machine
+    cfg = ServerConfig(max_sessions=max_sessions, model=model, token=token, allowed_origins=tuple(allowed_origins))
     log.info("serving %s (%s) on http://%s:%d (WebSocket /v1/stream, POST /v1/generate, docs at /docs)", model, avatar.precision,
              host, port)
     # The transport's own limit sits above ours, so an oversized message gets our non-fatal refusal (docs/PROTOCOL.md).
@@ -109,5 +108,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, checkpoint: str | None = No
             app.state.hub.stop_jobs()
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    Server(uvicorn.Config(app, host=host, port=port, ws_max_size=2 * cfg.max_message_bytes, log_level="info",
-                          timeout_graceful_shutdown=SHUTDOWN_SECONDS)).run()
+    server = Server(uvicorn.Config(app, host=host, port=port, ws_max_size=2 * cfg.max_message_bytes, log_level="info",
+                                   timeout_graceful_shutdown=SHUTDOWN_SECONDS))
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - where this process reaches itself
+    calibrate(app.state.hub.cap, rates, f"ws://{local}:{port}/v1/stream", SAMPLE_PORTRAIT.read_bytes(), token,
+              ready=lambda: server.started)  # the live fit, over the running server (capacity.py)
+    server.run()

@@ -41,7 +41,7 @@ class ServerConfig:
     max_audio_ahead: float = 30.0  # s of audio a client may push ahead of the frames sent (backpressure)
     token: str | None = None  # required on every /v1/ route when set (server/security.py)
     max_generate_jobs: int = 1  # concurrent POST /v1/generate jobs (each on one core, below live sessions)
-    capacity: dict[str, float] | None = None  # one session's fps by kind (server/capacity.measure); None: only max_sessions
+    capacity: dict[str, float] | None = None  # one live session's share of the machine by kind (capacity.measure); None: only max_sessions
     allowed_origins: tuple[str, ...] = ()  # pages besides the server's own and loopback ones that may drive it
     connect_timeout: float = 20.0  # s for a WebRTC offer's peer to connect (ICE + DTLS) before its session is released
     model: str = ""

@@ -58,7 +58,7 @@ def register(app: FastAPI, hub: Hub) -> None:
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "model": hub.cfg.model, "resolution": hub.avatar.resolution, "fps": FPS,
                 "sessions": len(hub.live), "max_sessions": hub.cfg.max_sessions, "load": hub.cap.load,
-                "capacity": {k: hub.cap.sessions_of(k) for k in hub.cap.rates}, "generate_jobs": len(hub.jobs),
+                "capacity": {k: hub.cap.sessions_of(k) for k in hub.cap.costs}, "generate_jobs": len(hub.jobs),
                 "max_generate_jobs": hub.cfg.max_generate_jobs, "protocol": VERSION}
 
     # Offline jobs: their own threads (never the default executor live sessions use), at most
