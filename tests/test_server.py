@@ -412,9 +412,9 @@ def test_foreign_origins_are_refused_and_local_pages_pass(server: str) -> None:
 @pytest.fixture(scope="module")
 def token_server(server: str) -> Iterator[str]:
     """A second server on the same model that requires a token, and whose measured capacity
-    (one session of any kind at 40 fps: 0.625 of the machine each) admits one session."""
+    (0.625 of the machine per session of any kind) admits one session."""
     cfg = ServerConfig(max_sessions=4, max_message_bytes=1 << 20, idle_timeout=20, model="random test weights", token="s3cret",
-                       capacity={k: 40.0 for k in ("crop", "warp", "photo", "face")})
+                       capacity={k: 0.625 for k in ("crop", "warp", "photo", "face")})
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(SERVED["avatar"], cfg), host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
