@@ -549,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         result = args.func(args)
-    except KeyboardInterrupt:
-        log.error("interrupted")
+    except KeyboardInterrupt:  # the user's own Ctrl-C: said, not an error
+        log.warning("interrupted")
         return 130
     except (RTAvatarError, ValueError, OSError) as e:  # what a user can cause; a bug (any other type) shows its traceback
         if args.debug:
