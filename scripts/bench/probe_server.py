@@ -100,7 +100,8 @@ class Server:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             try:
                 r = httpx.get(f"{self.base}/healthz", timeout=5)
-                if r.status_code == 200:
+                # ready once the server's own live probe has set its capacity and ended its sessions
+                if r.status_code == 200 and r.json().get("capacity") and r.json()["sessions"] == 0:
                     return {**r.json(), "startup_s": round(time.time() - t0, 1)}
             except httpx.HTTPError:
                 pass
