@@ -540,3 +540,17 @@ def test_a_client_closing_its_socket_is_not_an_error(server: str, caplog: pytest
     time.sleep(0.5)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("closed" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_an_hour_long_upload_is_refused_from_its_header(server: str, tmp_path: Path) -> None:
+    """/v1/generate takes at most 600 s of audio a request: a 1-hour WAV is refused from its
+    declared length before it is decoded (the message says it lasts 1.0 h), naming no server path."""
+    import soundfile as sf
+
+    wav = tmp_path / "hour.wav"
+    sf.write(wav, np.zeros(3600 * 8000, np.int16), 8000, subtype="PCM_U8")  # 28.8 MB
+    r = httpx.post(f"http://{server}/v1/generate", files={"portrait": ("p.png", png()), "audio": ("a.wav", wav.read_bytes())},
+                   data={"align": "center"}, timeout=60)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert "lasts 1.0 h" in err and "600 s" in err and "/tmp" not in err, err

@@ -150,14 +150,15 @@ class _AudioCollector:
     audio against another stream.
     """
 
-    def __init__(self, p: Path, what: str, sample_rate: int) -> None:
+    def __init__(self, p: Path, what: str, sample_rate: int, max_seconds: float = MAX_AUDIO_SECONDS) -> None:
         self.p, self.what, self.sample_rate = p, what, sample_rate
         self.resampler: Any = None
         self.setup: tuple[Any, ...] | None = None
         self.chunks: list[np.ndarray] = []
         self.n = 0
         self.start: float | None = None
-        self.limit = int(MAX_AUDIO_SECONDS * sample_rate)
+        self.max_seconds = max_seconds
+        self.limit = int(max_seconds * sample_rate)
 
     def _take(self, frames: list[Any]) -> None:
         for f in frames:
@@ -167,9 +168,7 @@ class _AudioCollector:
             self.chunks.append(a)
             self.n += a.size
         if self.n > self.limit:
-            raise MediaSizeError(
-                f"{self.what} file {self.p} has more than {MAX_AUDIO_SECONDS / 3600:.0f} h of audio (the limit)"
-            )
+            raise MediaSizeError(f"{self.what} file {self.p} has more than {_span(self.max_seconds)} of audio (the limit)")
 
     def add(self, frame: Any) -> None:
         nch = frame.layout.nb_channels
@@ -206,11 +205,16 @@ class _AudioCollector:
 # --------------------------------------------------------------------------- audio
 
 
-def _decode_audio_stream(container: Any, stream: Any, p: Path, what: str, sample_rate: int) -> tuple[np.ndarray, float | None]:
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def _decode_audio_stream(container: Any, stream: Any, p: Path, what: str, sample_rate: int,
+                         max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[np.ndarray, float | None]:
     """Check and decode a whole audio stream: (mono float32 at sample_rate, its start in seconds).
     FFmpeg errors propagate for the caller to name."""
     _check_audio_stream(stream, p, what)
-    col = _AudioCollector(p, what, sample_rate)
+    col = _AudioCollector(p, what, sample_rate, max_seconds)
     for frame in container.decode(stream):
         col.add(frame)
     return col.finish(_stream_seconds(stream)), col.start
@@ -221,18 +225,20 @@ def _stream_start(stream: Any) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
-def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE, *, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     """Decode an audio file, or the audio track of a video, to float32 mono at ``sample_rate``.
 
     Any format FFmpeg reads works (wav, flac, mp3, ogg, m4a, mp4, mkv, webm, mov, ...);
-    the first audio stream is used and all channels are averaged.
+    the first audio stream is used and all channels are averaged. A file that declares more
+    than ``max_seconds`` is refused before anything is decoded (and one that turns out longer,
+    as soon as it does).
 
     Raises:
         MediaNotFoundError: the file does not exist.
         UnsupportedMediaError: a directory, or a file without an audio stream.
         CorruptMediaError: unknown format or undecodable data.
         ChannelLayoutError: more than 8 channels.
-        MediaSizeError: longer than ``MAX_AUDIO_SECONDS``.
+        MediaSizeError: longer than ``max_seconds``.
         EmptyAudioError: the audio has no samples.
     """
     p = _check_path(path, "audio")
@@ -242,12 +248,10 @@ def read_audio(path: PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             raise UnsupportedMediaError(f"audio file {p} has no audio stream")
         stream = container.streams.audio[0]
         total = _container_seconds(container)
-        if total is not None and total > MAX_AUDIO_SECONDS:
-            raise MediaSizeError(
-                f"audio file {p} lasts {total / 3600:.1f} h; the limit is {MAX_AUDIO_SECONDS / 3600:.0f} h"
-            )
+        if total is not None and total > max_seconds:
+            raise MediaSizeError(f"audio file {p} lasts {_span(total)}; the limit is {_span(max_seconds)}")
         try:
-            audio, _ = _decode_audio_stream(container, stream, p, "audio", sample_rate)
+            audio, _ = _decode_audio_stream(container, stream, p, "audio", sample_rate, max_seconds)
         except av.error.FFmpegError as e:
             raise _decode_error(p, "audio", e) from e
     finally:

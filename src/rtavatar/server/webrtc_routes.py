@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from rtavatar.engine import Session
+from rtavatar.engine.session import MAX_PUSH_SECONDS
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_audio, read_image, validate_audio
 from rtavatar.server.common import SESSION_IDS, Hub, decode_portrait, error_body, request_audio, save_upload, session_log, validation_summary
@@ -88,9 +89,9 @@ def register(app: FastAPI, hub: Hub) -> None:
         with tempfile.TemporaryDirectory(prefix="rtavatar-say-") as tmp:
             try:
                 f = await save_upload(audio, "audio", Path(tmp), hub.cfg.max_upload_bytes)
-                wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, f), 16_000, name="audio"))
+                wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, f, max_seconds=MAX_PUSH_SECONDS), 16_000, name="audio"))
                 peer.push(wav)
                 return {"seconds": round(len(wav) / 16000, 2)}
             except RTAvatarError as e:
-                return JSONResponse(error_body(str(e)), status_code=400)
+                return JSONResponse(error_body(str(e).replace(f"{tmp}/", "")), status_code=400)  # no server path
 
