@@ -67,10 +67,14 @@ class FaceReader:
         pts = self.fa.landmarks(image, box)
         out: dict[str, Any] = {"box": box, "features": raw_features(pts)}
         if embed:
-            r = self._dlib.rectangle(*(int(round(v)) for v in box))
-            shape = self.fa.predictor(image, r)
-            out["embedding"] = np.array(self.rec.compute_face_descriptor(image, shape))
+            out["embedding"] = face_descriptor(self.fa, self.rec, image, box)
         return out
+
+
+def face_descriptor(fa: FaceAnalyzer, rec: Any, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """dlib's 128-d face embedding (`rec`: its face-recognition model) of the face in `box`."""
+    r = fa._dlib.rectangle(*(int(round(v)) for v in box))
+    return np.array(rec.compute_face_descriptor(image, fa.predictor(image, r)))
 
 
 def laplacian_variance(image: np.ndarray, box: tuple[float, float, float, float], width: int = 256) -> float:
@@ -187,16 +191,22 @@ def passes(row: dict[str, Any]) -> dict[str, bool]:
     return out
 
 
-def list_photos(root: str | Path) -> list[Path]:
+def list_files(root: str | Path, suffixes: tuple[str, ...], option: str, kind: str) -> list[Path]:
+    """`root` itself if it is a file, else the files under it with one of `suffixes` (clear errors
+    naming the command-line `option` and the `kind` of file when there is nothing to read)."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise RTAvatarError(f"--photos {root}: no such file or directory")
-    photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos:
-        raise RTAvatarError(f"--photos {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return photos
+        raise RTAvatarError(f"{option} {root}: no such file or directory")
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not found:
+        raise RTAvatarError(f"{option} {root}: no {kind} ({', '.join(suffixes)})")
+    return found
+
+
+def list_photos(root: str | Path) -> list[Path]:
+    return list_files(root, IMAGE_SUFFIXES, "--photos", "images")
 
 
 def strip_row(photo: np.ndarray, talk: np.ndarray, audio: np.ndarray, height: int = 192,

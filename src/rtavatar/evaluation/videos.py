@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.errors import RTAvatarError
-from rtavatar.evaluation.photos import frame_energy, speech_masks
+from rtavatar.evaluation.photos import face_descriptor, frame_energy, list_files, speech_masks
 from rtavatar.photo.align import FaceAnalyzer, landmark_box
 from rtavatar.photo.landmarks import (EYE_LEFT_START, EYE_RIGHT_START, FEATURES, MOUTH, NOSE_TIP, face_axes, inner_gap,
                                       raw_features)
@@ -247,26 +247,13 @@ def track_faces(frames: np.ndarray | list[np.ndarray], fa: FaceAnalyzer, rec: An
             continue
         pts[i] = prev = fa.landmarks(f, box)
         if rec is not None and i % embed_every == 0:
-            emb[i] = embedding(fa, rec, f, box)
+            emb[i] = face_descriptor(fa, rec, f, box)
     return Track(pts, det, emb)
-
-
-def embedding(fa: FaceAnalyzer, rec: Any, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    r = fa._dlib.rectangle(*(int(round(v)) for v in box))
-    return np.array(rec.compute_face_descriptor(image, fa.predictor(image, r)))
 
 
 def list_videos(root: str | Path) -> list[Path]:
     """`root` itself if it is a file, else the files under it with a VIDEO_SUFFIXES suffix."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise RTAvatarError(f"--videos {root}: no such file or directory")
-    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    if not videos:
-        raise RTAvatarError(f"--videos {root}: no video files ({', '.join(VIDEO_SUFFIXES)})")
-    return videos
+    return list_files(root, VIDEO_SUFFIXES, "--videos", "video files")
 
 
 def read_clip(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +300,7 @@ def score_clip(real: np.ndarray, gen: np.ndarray, audio: np.ndarray, portrait_in
     row["identity"] = float("nan")
     faces = fa.detect(real[portrait_index]) if rec is not None and gt.embeddings else []
     if faces:
-        ref = embedding(fa, rec, real[portrait_index], faces[0].box)
+        ref = face_descriptor(fa, rec, real[portrait_index], faces[0].box)
         row["identity"] = _median([float(np.linalg.norm(e - ref)) for e in gt.embeddings.values()])
     return row
 

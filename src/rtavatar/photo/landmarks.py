@@ -53,11 +53,6 @@ def face_axes(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, floa
     return (le + re_) / 2, e, np.array([-e[1], e[0]]), iod
 
 
-def iod(pts: np.ndarray) -> float:
-    """Inter-ocular distance of (68, 2) landmarks, in their pixels."""
-    return face_axes(pts)[3]
-
-
 # Columns of raw_features (all in IOD, roll-corrected; angles in degrees).
 FEATURES = ("iod", "roll", "mouth_gap", "mouth_w", "corner_lift", "brow_h", "ear_l", "ear_r", "nose_dx", "nose_dy",
             "eye_mouth")

@@ -118,7 +118,7 @@ class LatentMouthReader:
         z = z.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for the convs
         crops = decode_mouth(_Decode(self.decoder), z, self.head.cfg, margin=self.margin)
         param = next(self.head.parameters())
-        return self.head.tower(crops.to(param.device, param.dtype).float())[:, 0].float().cpu().numpy()
+        return self.head.tower(crops.to(param.device, param.dtype))[:, 0].float().cpu().numpy()
 
     def read(self, faces: Sequence[np.ndarray | None], latents: Sequence[torch.Tensor | None]) -> np.ndarray:
         """Openings of a batch of frames (one mouth-box decode for all of them)."""

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from rtavatar.engine import Avatar
 from rtavatar.engine.session import MAX_PUSH_SECONDS
 from rtavatar.errors import MediaError, MediaSizeError, RTAvatarError
-from rtavatar.media import image_from_bytes, validate_image
+from rtavatar.media import image_from_bytes, read_audio, validate_audio, validate_image
 from rtavatar.photo.options import PasteOptions
 from rtavatar.server.capacity import Capacity, kind_of
 
@@ -97,11 +97,10 @@ def decode_portrait(data: str) -> np.ndarray:
     return validate_image(arr, name="portrait")
 
 
-def request_audio(wav: np.ndarray) -> np.ndarray:
-    """An upload's audio, refused when longer than one request may carry."""
-    if len(wav) > MAX_PUSH_SECONDS * 16_000:
-        raise RTAvatarError(f"audio is {len(wav) / 16_000:.0f} s long; one request takes at most {MAX_PUSH_SECONDS:.0f} s")
-    return wav
+def read_upload_audio(path: Path) -> np.ndarray:
+    """An uploaded audio file at 16 kHz, refused from its declared length (before decoding) when
+    longer than one request may carry, else as soon as its decoding passes that. Blocking."""
+    return validate_audio(read_audio(path, max_seconds=MAX_PUSH_SECONDS), 16_000, name="audio")
 
 
 async def save_upload(up: UploadFile, name: str, directory: Path, limit: int) -> Path:

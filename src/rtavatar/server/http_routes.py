@@ -22,11 +22,10 @@ from starlette.background import BackgroundTask
 from rtavatar import FPS
 from rtavatar.engine.files import write_generated
 from rtavatar.engine.offline import Cancelled
-from rtavatar.engine.session import MAX_PUSH_SECONDS
 from rtavatar.errors import RTAvatarError
-from rtavatar.media import read_audio, read_image, validate_audio
+from rtavatar.media import read_image
 from rtavatar.models.conditioning import parse_expression
-from rtavatar.server.common import PORTRAITS, Hub, error_body, log, request_audio, save_upload, validation_summary
+from rtavatar.server.common import PORTRAITS, Hub, error_body, log, read_upload_audio, save_upload, validation_summary
 from rtavatar.server.protocol import VERSION, Paste
 
 
@@ -113,8 +112,7 @@ def register(app: FastAPI, hub: Hub) -> None:
             except ValidationError as e:
                 raise RTAvatarError(f"bad paste options: {validation_summary(e)}") from None
             image = await asyncio.to_thread(read_image, files["portrait"])  # header checked before decoding; off the loop
-            wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, files["audio"], max_seconds=MAX_PUSH_SECONDS),
-                                               16_000, name="audio"))  # a too-long file refused from its header
+            wav = await asyncio.to_thread(read_upload_audio, files["audio"])
             out = tmp / "out.mp4"
             work = partial(write_generated, out, hub.avatar, image, wav, align=align, paste=options, steps=steps,
                            state=state, expression=expr, seed=seed)

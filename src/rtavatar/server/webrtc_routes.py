@@ -14,10 +14,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from rtavatar.engine import Session
-from rtavatar.engine.session import MAX_PUSH_SECONDS
 from rtavatar.errors import RTAvatarError
-from rtavatar.media import read_audio, read_image, validate_audio
-from rtavatar.server.common import SESSION_IDS, Hub, decode_portrait, error_body, request_audio, save_upload, session_log, validation_summary
+from rtavatar.media import read_image
+from rtavatar.server.common import SESSION_IDS, Hub, decode_portrait, error_body, read_upload_audio, save_upload, session_log, validation_summary
 from rtavatar.server.protocol import Offer
 
 
@@ -89,7 +88,7 @@ def register(app: FastAPI, hub: Hub) -> None:
         with tempfile.TemporaryDirectory(prefix="rtavatar-say-") as tmp:
             try:
                 f = await save_upload(audio, "audio", Path(tmp), hub.cfg.max_upload_bytes)
-                wav = request_audio(validate_audio(await asyncio.to_thread(read_audio, f, max_seconds=MAX_PUSH_SECONDS), 16_000, name="audio"))
+                wav = await asyncio.to_thread(read_upload_audio, f)
                 peer.push(wav)
                 return {"seconds": round(len(wav) / 16000, 2)}
             except RTAvatarError as e:
