@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from rtavatar.media import read_image
 from rtavatar.photo import PasteOptions
 from rtavatar.photo.align import register
 from rtavatar.photo.compose import PhotoCompositor, RenderFrame, WarpedMouth, make_renderer, render_one
@@ -160,9 +161,13 @@ def test_a_chunk_never_straddles_a_state_change(planner_parts: tuple, ops: list)
 # --------------------------------------------------------------------------- the shipped model
 @pytest.fixture(scope="module")
 def shipped():  # noqa: ANN201
+    """The shipped model on photo-v5's path: its MotionNet (photo-v6) set aside, so paste mode
+    warp reads the openings from the latents as the stored frames were made."""
     from rtavatar.engine import Avatar
 
-    return Avatar.from_pretrained()
+    avatar = Avatar.from_pretrained()
+    avatar.bundle.motion = None
+    return avatar
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +183,17 @@ def _fingerprint(frames: np.ndarray) -> np.ndarray:
     return x[:, : h // 16 * 16, : w // 16 * 16].reshape(n, h // 16, 16, w // 16, 16, c).mean((2, 4))
 
 
+def _lid_rows() -> slice:
+    """The 16 px block rows of the bundled photo's brows and eyes: the blinks were repainted
+    (issue 30: a shut eye dlib reads as shut) after the stored frames were made."""
+    from rtavatar.photo.align import FaceAnalyzer
+
+    img = read_image(LISA)
+    fa = FaceAnalyzer()
+    pts = fa.landmarks(img, fa.detect(img)[0].box)
+    return slice(int(pts[17:27, 1].min() - 8) // 16, int(pts[36:48, 1].max() + 12) // 16 + 1)
+
+
 @pytest.mark.parametrize("mode", ["face", "photo", "warp"])
 def test_generate_frames_unchanged_by_the_renderer_refactor(shipped, hello: np.ndarray, mode: str) -> None:  # noqa: ANN001
     """`generate` on the bundled photo (seed 0, head still) against 16 px block means of the
@@ -190,6 +206,8 @@ def test_generate_frames_unchanged_by_the_renderer_refactor(shipped, hello: np.n
     got = _fingerprint(shipped.generate(LISA, hello, paste=PasteOptions(mode=mode, head_motion=0.0), seed=0))
     ref = np.load(FRAMES_V5)[mode].astype(np.float32)
     d = np.abs(got - ref)
+    if mode != "face":  # the lids are the photo compositor's
+        d[:, _lid_rows()] = 0
     if mode == "warp":
         assert d.max() < 4.0 and d.mean() < 0.05, (d.max(), d.mean())
     else:

@@ -11,6 +11,8 @@ what inference needs, so they run on their own, without the other runs they came
     vae.safetensors    the VAE's weights
     reader.safetensors (optional) the sync expert's aperture head that reads the openings the
                        model draws, for paste mode `warp` (InferenceConfig.warp_reader "expert")
+    motion.safetensors (optional) a MotionNet (models/motion.py: speech -> the mouth's and jaw's
+                       landmark motion, trained on real video), its MotionConfig in the metadata
 
 Older checkpoints without them load through their config.json (the VAE then comes from the
 teacher's `vae_checkpoint` path). Only safetensors and JSON are read, never pickles (state.pt
@@ -42,12 +44,14 @@ from rtavatar.config import from_dict, to_dict
 from rtavatar.diffusion import T_MAX, SamplingConfig
 from rtavatar.errors import CheckpointError, RTAvatarError
 from rtavatar.models.avatarnet import AvatarNet, AvatarNetConfig
+from rtavatar.models.motion import MotionConfig, MotionNet
 from rtavatar.models.space import LatentSpace
 from rtavatar.models.vae import LatentCodec, VAEConfig
 
 log = logging.getLogger(__name__)
 
 INFERENCE_FILE, VAE_FILE, READER_FILE = "inference.json", "vae.safetensors", "reader.safetensors"
+MOTION_FILE = "motion.safetensors"
 WARP_READERS = ("dark", "expert")
 DENOISING_STAGES = ("teacher", "distill", "eft")
 
@@ -279,6 +283,7 @@ class Bundle:
     decoder_autocast: Any = None  # ... and the VAE decoder
     runtime: Any = None  # another backend's dit(x, t, cond) and decode(z) (engine/onnx.py)
     reader: Any = None  # an ApertureHead when cfg.warp_reader == "expert"
+    motion: MotionNet | None = None  # speech -> mouth and jaw motion (motion.safetensors), when the checkpoint ships one
 
     @property
     def resolution(self) -> int:
@@ -325,6 +330,53 @@ def load_reader(ckdir: Path) -> Any:
     head = ApertureHead(from_dict(SyncNetConfig, json.loads(meta["syncnet"])))
     head.tower.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return head.eval().requires_grad_(False)
+
+
+def save_motion(ckdir: str | Path, net: MotionNet) -> Path:
+    """A MotionNet as ckdir/motion.safetensors (float16; its MotionConfig in the metadata);
+    the frozen Whisper encoder is not part of it (it ships in its own package)."""
+    path = Path(ckdir) / MOTION_FILE
+    save_file({k: v.detach().half().contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"motion": json.dumps(to_dict(net.cfg))})
+    if (Path(ckdir) / MANIFEST).is_file():
+        write_manifest(Path(ckdir))
+    return path
+
+
+def motion_gain_of(run: str | Path, default: float = 1.0) -> float:
+    """1 / the median predicted-to-real std of the inner-lip gap on a motion run's held-out
+    clips at its last validation (a regression under-shoots the amplitude), else `default`."""
+    log_path = Path(run) / "val.jsonl"
+    if not log_path.is_file():
+        return default
+    lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    ratio = lines[-1].get("val_gap_std_ratio") if lines else None
+    return float(1.0 / ratio) if ratio else default
+
+
+def load_motion(path: str | Path) -> MotionNet:
+    """A frozen float32 MotionNet from a motion.safetensors file, a directory holding one (an
+    exported model), or a `train motion` run or checkpoint (its EMA weights)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if p.is_dir() and (p / MOTION_FILE).is_file():
+        p = p / MOTION_FILE
+    if p.is_file():
+        verify_checkpoint(p.parent) if (p.parent / MANIFEST).is_file() else _check_safetensors(p)
+        with safe_open(str(p), "pt") as f:
+            meta = f.metadata() or {}
+        if "motion" not in meta:
+            raise CheckpointError(f"{p}: no 'motion' config in its metadata")
+        net = MotionNet(from_dict(MotionConfig, json.loads(meta["motion"])))
+        net.load_state_dict({k: v.float() for k, v in load_file(str(p)).items()})
+    else:
+        ck, stage, raw = read_run_config(p)
+        if stage != "motion":
+            raise RTAvatarError(f"checkpoint {ck} is a {stage!r} checkpoint; this needs a motion run or a motion.safetensors")
+        net = MotionNet(from_dict(MotionConfig, raw["motion"]))
+        load_weights(net, ck, ema=True)
+    return net.eval().requires_grad_(False)
 
 
 def write_inference_files(ckdir: Path, cfg: InferenceConfig, codec: LatentCodec) -> None:
@@ -400,7 +452,8 @@ def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
     sd = checkpoint_weights(ck, ema)
     p = cfg.weights_prefix
     net.load_state_dict({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p)} if p else sd)
-    return Bundle(cfg, net.eval().requires_grad_(False), codec, ck, reader=reader)
+    motion = load_motion(ck / MOTION_FILE) if (ck / MOTION_FILE).is_file() else None
+    return Bundle(cfg, net.eval().requires_grad_(False), codec, ck, reader=reader, motion=motion)
 
 
 def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, seed: int = 0, max_new: int = 8) -> Bundle:
@@ -450,13 +503,19 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
-                      note: dict[str, Any] | None = None, prior: str | None = None) -> Path:
+                      note: dict[str, Any] | None = None, prior: str | None = None, motion: str | Path | None = None,
+                      motion_gain: float | None = None) -> Path:
     """A self-contained inference checkpoint of any teacher / distill / EFT run: inference.json,
     the denoiser's (EMA) weights as model.safetensors and vae.safetensors, in float16 when
     `half` (loading casts them back to float32), no optimizer state, and a manifest. What the
     package ships (`Avatar.from_pretrained`). `prior` replaces the EFT start's prior video
-    ("motion" or "reference", diffusion.SamplingConfig) the run was trained with."""
+    ("motion" or "reference", diffusion.SamplingConfig) the run was trained with. `motion`: a
+    MotionNet (a `train motion` run or a motion.safetensors) shipped with it, its offsets scaled
+    by `motion_gain` (None: the run's own calibration, `motion_gain_of`)."""
     bundle = load_bundle(checkpoint, ema=ema)
+    if motion is not None:
+        bundle.motion = load_motion(motion)
+        bundle.motion.cfg.gain = motion_gain if motion_gain is not None else motion_gain_of(motion, bundle.motion.cfg.gain)
     if prior is not None:
         bundle.cfg.sampling = replace(bundle.cfg.sampling, prior=prior).validate()
     out = Path(out)
@@ -472,6 +531,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True
     save_file({k: cast(v).contiguous() for k, v in bundle.codec.state_dict().items()}, str(out / VAE_FILE))
     if bundle.reader is not None:
         save_reader(out, bundle.reader)
+    if bundle.motion is not None:
+        save_motion(out, bundle.motion)
     (out / INFERENCE_FILE).write_text(json.dumps(to_dict(cfg), indent=1, sort_keys=True))
     cfg.weights_prefix = prefix
     stage = read_run_config(checkpoint)[1]

@@ -139,11 +139,36 @@ def cmd_eval_videos(args: argparse.Namespace) -> dict:
     return jsonable(result)
 
 
+def cmd_eval_speech(args: argparse.Namespace) -> dict:
+    from rtavatar.assets import SAMPLE_PORTRAIT
+    from rtavatar.engine import Avatar
+    from rtavatar.evaluation.speech import evaluate_speech, format_speech_table, list_speech
+    from rtavatar.evaluation.videos import jsonable
+
+    if args.photos or args.videos or args.audio:
+        raise RTAvatarError("eval --speech animates one photo (--image) with each recording: drop --photos, --videos and --audio")
+    if len(args.checkpoint) > 1:
+        raise RTAvatarError("eval --speech scores one model: give at most one --checkpoint")
+    if args.out:
+        check_output(args.out)
+    files = list_speech(args.speech)
+    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
+    result = evaluate_speech(avatar, files, args.image or SAMPLE_PORTRAIT, paste=paste_options(args),
+                             steps=args.steps[0] if args.steps else None)
+    result["model"] = args.checkpoint[0] if args.checkpoint else "shipped"
+    print(format_speech_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(jsonable(result), indent=1))
+    return jsonable(result)
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.engine import Avatar
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
 
+    if args.speech:
+        return cmd_eval_speech(args)
     if args.videos:
         return cmd_eval_videos(args)
     if args.photos:
@@ -179,12 +204,13 @@ def _stage_config(stage: str, spec: str | None) -> object:
     from rtavatar.models.dit import PRESETS
     from rtavatar.training.distill import DistillConfig
     from rtavatar.training.eft import EFTConfig
+    from rtavatar.training.motion import MotionStageConfig
     from rtavatar.training.syncnet import SyncStageConfig
     from rtavatar.training.teacher import TeacherConfig
     from rtavatar.training.vae import VAEStageConfig
 
     cls = {"vae": VAEStageConfig, "teacher": TeacherConfig, "syncnet": SyncStageConfig, "distill": DistillConfig,
-           "eft": EFTConfig}[stage]
+           "eft": EFTConfig, "motion": MotionStageConfig}[stage]
     if spec and Path(spec).is_file():
         return load_config(cls, spec)
     if spec and spec not in PRESETS:
@@ -215,6 +241,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
         from rtavatar.training.syncnet import train_syncnet
 
         return train_syncnet(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite)
+    if args.stage == "motion":
+        from rtavatar.training.motion import train_motion
+
+        return train_motion(cfg, args.data.split(","), args.out, resume=args.resume, overwrite=args.overwrite)
     if args.stage == "distill":
         from rtavatar.training.distill import train_distill
 
@@ -355,7 +385,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> dict:
 def cmd_export(args: argparse.Namespace) -> dict:
     from rtavatar.checkpoints import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32, prior=args.prior)
+    out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32, prior=args.prior, motion=args.motion,
+                            motion_gain=args.motion_gain)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     res = {"out": str(out), "files": files, "megabytes": round(sum(files.values()) / 1e6, 2)}
     if not args.json:
@@ -429,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--videos", default="", help="a talking clip or folder of clips: self-reenactment (a mouth-shut frame of "
                                                  "the first second animated with the clip's own audio) scored against the "
                                                  "person with dlib (evaluation/videos.py; default model: the shipped one)")
+    ev.add_argument("--speech", default="", help="a recording or folder of recordings: animate one photo (--image) with each and "
+                    "check with dlib and silero-vad that the mouth opens in speech and rests in pauses (evaluation/speech.py)")
+    ev.add_argument("--image", default="", help="with --speech: the photo (default: the bundled sample)")
     ev.add_argument("--audio", default="", help="with --photos: the speech to animate them with")
     ev.add_argument("--strip", default="", help="with --photos: write a frame strip (PNG) here; with --videos: FILE.png/.jpg "
                                                 "for one sheet of every clip, or a folder for one PNG per clip")
@@ -515,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fp32", action="store_true", help="keep float32 weights (twice the size)")
     ex.add_argument("--prior", default=None, choices=["motion", "reference"],
                     help="EFT student: the prior video its one step starts from (default: the run's own)")
+    ex.add_argument("--motion", default=None, help="a `train motion` run (or motion.safetensors) to ship with it: paste mode warp "
+                    "then moves the photo's lips and jaw by its offsets")
+    ex.add_argument("--motion-gain", type=_float(0.1, 5.0), default=None,
+                    help="scale of the MotionNet's offsets (default: from the run's held-out validation, 1 / predicted-to-real gap std)")
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 
@@ -526,10 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x.set_defaults(func=cmd_export_onnx)
 
-    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill, eft")
-    t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill", "eft"])
+    t = sub.add_parser("train", help="train a stage: vae, teacher, syncnet, distill, eft, motion")
+    t.add_argument("stage", choices=["vae", "teacher", "syncnet", "distill", "eft", "motion"])
     t.add_argument("--config", default=None, help="YAML/JSON stage config, or a size preset (tiny, base, paper)")
-    t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md)")
+    t.add_argument("--data", required=True, help="dataset directory (docs/DATA.md); motion: prepared real video, several joined by commas")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
     t.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete an existing run's checkpoints and log and start over")

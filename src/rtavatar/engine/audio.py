@@ -29,7 +29,9 @@ WIDE_CONTEXT = 25  # for bidirectional encoders (whisper): 1 s each side, an app
 class StreamingAudio:
     """The session's audio timeline and its features."""
 
-    def __init__(self, net: AvatarNet) -> None:
+    def __init__(self, net: AvatarNet, extra_lookahead: int = 0, extra_past: int = 0) -> None:
+        """`extra_lookahead` samples / `extra_past` frames: what another reader of the timeline
+        (the session's MotionNet) needs beyond the DiT's own window."""
         self.net = net
         self.m, self.w = net.cfg.audio_margin, net.cfg.dit.audio_window
         enc = net.audio_enc
@@ -37,6 +39,7 @@ class StreamingAudio:
         self.context = CONTEXT if self.exact else WIDE_CONTEXT
         self.encoder_lookahead = enc.lookahead_samples if self.exact else WIDE_CONTEXT * SAMPLES_PER_FRAME
         self.after = -(-self.encoder_lookahead // SAMPLES_PER_FRAME)  # whole frames of future per window
+        self.extra_lookahead, self.extra_past = extra_lookahead, extra_past
         # The padded timeline from _start is _store[:_len]: appends copy into spare capacity
         # (doubling when full), so a push costs O(its length), not O(the buffer).
         self._store = np.zeros(max(self.m * SAMPLES_PER_FRAME, 1 << 14), np.float32)
@@ -51,7 +54,7 @@ class StreamingAudio:
     @property
     def lookahead_samples(self) -> int:
         """Audio needed beyond a frame's end before the frame can be generated."""
-        return self.w * SAMPLES_PER_FRAME + self.encoder_lookahead
+        return max(self.w * SAMPLES_PER_FRAME + self.encoder_lookahead, self.extra_lookahead)
 
     @property
     def lookahead_ms(self) -> float:
@@ -93,13 +96,22 @@ class StreamingAudio:
 
     def forget_before(self, frame: int) -> None:
         """Free audio no longer needed for frames >= `frame` (bounded memory on long streams)."""
-        keep_from = max(0, (frame + self.m - self.w - self.context - 1) * SAMPLES_PER_FRAME)
+        keep_from = max(0, (frame + self.m - max(self.w + self.context, self.extra_past) - 1) * SAMPLES_PER_FRAME)
         cut = keep_from - self._start
         if cut > 0:
             rest = max(self._len - cut, 0)
             self._store[:rest] = self._store[cut : cut + rest].copy()  # capacity is kept for the next appends
             self._len = rest
             self._start = keep_from
+
+    def span(self, i0: int, i1: int, zero_after: int | None = None) -> np.ndarray:
+        """The samples of frames [i0, i1), i0 may be negative: silence before frame 0, past the
+        timeline's end and after timeline sample `zero_after` (as `window`)."""
+        out = self.frame_audio(max(i0, -self.m), i1)
+        out = np.concatenate([np.zeros((max(i0, -self.m) - i0) * SAMPLES_PER_FRAME, np.float32), out])
+        if zero_after is not None:
+            out[max(zero_after - i0 * SAMPLES_PER_FRAME, 0):] = 0.0
+        return out
 
     # ------------------------------------------------------------------ features
     def window(self, i0: int, i1: int, zero_after: int | None = None) -> tuple[np.ndarray, int, int]:

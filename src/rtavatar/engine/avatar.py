@@ -27,6 +27,7 @@ from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
 from rtavatar.engine.core import ChunkSampler, sampling_for
 from rtavatar.engine.offline import generate_latents
 from rtavatar.engine.schedule import ChunkSchedule
+from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.engine.session import Session, as_pcm, render_chunk
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_image, validate_image
@@ -138,9 +139,9 @@ class Avatar:
             return make_renderer(p, options, seed=seed)
         bundle = cs.bundle
         reader = None
-        if options.mode == "warp" and bundle.reader is not None and p.landmarks is not None:
+        if options.mode == "warp" and bundle.reader is not None and p.landmarks is not None and bundle.motion is None:
             reader = LatentMouthReader(lambda z: cs.vae_decode(z, runtime=False), bundle.reader, ref.raw, bundle.cfg.warp_gain)
-        return make_renderer(p, options, cs.reconstruction(ref), reader, bundle.cfg.warp_gain, seed)
+        return make_renderer(p, options, cs.reconstruction(ref), reader, bundle.cfg.warp_gain, seed, motion=bundle.motion is not None)
 
     @torch.no_grad()
     def iter_frames(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, *, align: str = "face",
@@ -162,13 +163,16 @@ class Avatar:
         n = lat.shape[1]
         states = offline_states(np.pad(pcm, (0, n * SAMPLES_PER_FRAME - len(pcm))), n, state)
         controls = np.repeat(control_vector(expression)[None], n, 0)
+        mouth = None
+        if self.bundle.motion is not None and getattr(renderer, "uses_motion", False):
+            mouth = MotionTrack(self.bundle.motion).clip_offsets(ArrayTimeline(pcm), n, self.bundle.cfg.max_new)
         for i in range(0, n, decode_batch):
             chunk = lat[:, i : i + decode_batch]
             if renderer is None:
                 yield from cs.decode(ref, chunk, batch=decode_batch)
             else:
                 yield from render_chunk(renderer, cs, ref, chunk, i, states[i : i + decode_batch],  # type: ignore[misc]
-                                        controls[i : i + decode_batch])
+                                        controls[i : i + decode_batch], mouth=None if mouth is None else mouth[i : i + decode_batch])
 
     def generate(self, portrait: str | Path | np.ndarray | Portrait, audio: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Offline: frames (N, H, W, 3) uint8 for `audio` (see iter_frames)."""

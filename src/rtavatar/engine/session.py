@@ -39,6 +39,8 @@ import torch
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
 from rtavatar.engine.core import ChunkSampler, Reference
+from rtavatar.engine.motion import CONTEXT as MOTION_CONTEXT
+from rtavatar.engine.motion import MotionTrack
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.vad import voice_detector
 from rtavatar.errors import RTAvatarError
@@ -82,6 +84,7 @@ class _Chunk:
     audio: np.ndarray  # (new * 640,) timeline audio of the new frames
     zero_after: int | None = None  # timeline sample after which the features assume silence
     tokens: torch.Tensor | None = None
+    mouth: np.ndarray | None = None  # (new, P, 2) the MotionNet's offsets, when the renderer uses them
     states: np.ndarray | None = None
     controls: np.ndarray | None = None
     latents: torch.Tensor | None = None
@@ -145,16 +148,18 @@ def as_pcm(pcm: np.ndarray | bytes, sample_rate: int = SAMPLE_RATE) -> np.ndarra
 
 
 def render_chunk(renderer: Renderer, sampler: ChunkSampler, ref: Reference, latents: torch.Tensor, start: int,
-                 states: np.ndarray, controls: np.ndarray, stale: Callable[[], bool] = lambda: False) -> list[np.ndarray] | None:
+                 states: np.ndarray, controls: np.ndarray, stale: Callable[[], bool] = lambda: False,
+                 mouth: np.ndarray | None = None) -> list[np.ndarray] | None:
     """A chunk's pictures by the photo renderer (the render contract, photo/compose.py): each
-    frame's index, state, named controls and VAE latents, and its decoded face only when the
+    frame's index, state, named controls, VAE latents and MotionNet offsets (`mouth`, when the
+    model has a MotionNet and the renderer uses it), and its decoded face only when the
     renderer needs one. None when `stale()` turns true before the renderer runs."""
     z = sampler.raw_latents(ref, latents)
     faces = sampler.decode_raw(z) if renderer.needs_face else [None] * len(z)
     if stale():
         return None
-    frames = [RenderFrame(start + j, STATES[int(states[j])], named_controls(controls[j]), z[j], faces[j])
-              for j in range(len(z))]
+    frames = [RenderFrame(start + j, STATES[int(states[j])], named_controls(controls[j]), z[j], faces[j],
+                          None if mouth is None else mouth[j]) for j in range(len(z))]
     return renderer.render(frames)
 
 
@@ -172,7 +177,10 @@ class Session:
         self.max_new = icfg.max_new
         self.schedule.sizes(self.max_new)  # validates
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
-        self.audio = StreamingAudio(sampler.net)
+        net = getattr(sampler.bundle, "motion", None)
+        self.mouth = MotionTrack(net) if net is not None and getattr(renderer, "uses_motion", False) else None
+        self.audio = StreamingAudio(sampler.net, extra_lookahead=self.mouth.lookahead_samples if self.mouth else 0,
+                                    extra_past=MOTION_CONTEXT if self.mouth else 0)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name
         self.max_ahead = max_ahead  # seconds of audio a push may put ahead of the frames read (None: no bound)
         self.times = StageTimes()
@@ -489,9 +497,12 @@ class Session:
                     break
                 self._lock.wait(timeout=0.02 if self.live else None)
             window = self.audio.window(chunk.start - len(chunk.context), chunk.start + chunk.new, chunk.zero_after)
+            speech = self.mouth.window(self.audio, chunk.start, chunk.start + chunk.new, chunk.zero_after) if self.mouth else None
             self.audio.forget_before(max(0, min(self._shown, chunk.start) - self.motion))
         t = time.perf_counter()
         chunk.tokens = self.audio.encode(*window)
+        if self.mouth is not None:
+            chunk.mouth = self.mouth.offsets(speech)
         chunk.t_features = time.perf_counter()
         self.times.features += chunk.t_features - t
         return chunk
@@ -534,7 +545,7 @@ class Session:
             images = list(self.sampler.decode(self.ref, chunk.latents))  # type: ignore[arg-type]
         else:
             images = render_chunk(self.renderer, self.sampler, self.ref, chunk.latents, chunk.start,  # type: ignore[arg-type]
-                                  chunk.states, chunk.controls, stale=lambda: self._stale(chunk))  # type: ignore[arg-type]
+                                  chunk.states, chunk.controls, stale=lambda: self._stale(chunk), mouth=chunk.mouth)  # type: ignore[arg-type]
             if images is None:
                 return
         t_decoded = time.perf_counter()

@@ -57,7 +57,7 @@ from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.errors import RTAvatarError
 from rtavatar.evaluation.photos import face_descriptor, frame_energy, list_files, speech_masks
 from rtavatar.photo.align import FaceAnalyzer, landmark_box
-from rtavatar.photo.landmarks import (EYE_LEFT_START, EYE_RIGHT_START, FEATURES, MOUTH, NOSE_TIP, face_axes, inner_gap,
+from rtavatar.photo.landmarks import (EYE_LEFT_START, EYE_RIGHT_START, FEATURES, MOUTH, NOSE_TIP, face_axes, face_frame, inner_gap,
                                       raw_features)
 from rtavatar.photo.options import PasteOptions
 
@@ -107,18 +107,6 @@ def lagged_r(gen: np.ndarray, real: np.ndarray, max_lag: int = MAX_LAG) -> tuple
         if np.isfinite(r) and not (np.isfinite(best) and r <= best):
             best, best_lag = r, lag
     return best, best_lag
-
-
-def face_frame(pts: np.ndarray) -> np.ndarray:
-    """(N, 68, 2) landmarks -> the same points in each frame's face axes (origin the eye
-    midpoint, x along the eye line, y down), in IOD; NaN rows stay NaN."""
-    pts = np.asarray(pts, np.float64)
-    out = np.full(pts.shape, np.nan)
-    for i, p in enumerate(pts):
-        if np.isfinite(p).all():
-            m, e, n, iod = face_axes(p)
-            out[i] = np.stack([(p - m) @ e, (p - m) @ n], 1) / max(iod, 1e-6)
-    return out
 
 
 def features(pts: np.ndarray) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtavatar.models.motion import MOTION_POINTS
 from rtavatar.photo.geometry import border_points, tps_backward_map, warp_image, warp_rows
 from rtavatar.photo.landmarks import BROWS, INNER_PAIRS, LOWER_OUTER, MOUTH, MOUTH_LEFT, MOUTH_RIGHT, UPPER_OUTER, face_axes
 from rtavatar.photo.lids import blink_map
@@ -64,6 +65,9 @@ class Pose:
     pitch: float = 0.0
     roll: float = 0.0
     breath: float = 0.0
+    # A MotionNet's (P, 2) offsets of models.motion.MOTION_POINTS from the photo's mouth at rest
+    # (face axes, IOD): when given, they move lips and jaw instead of mouth_open.
+    mouth_shape: np.ndarray | None = None
 
 
 def target_landmarks(pts: np.ndarray, p: Pose, open_mouth: bool = True) -> np.ndarray:
@@ -79,7 +83,9 @@ def target_landmarks(pts: np.ndarray, p: Pose, open_mouth: bool = True) -> np.nd
     T[MOUTH, 0] = c[0] + (L[MOUTH, 0] - c[0]) * k
     t = np.clip((L[MOUTH, 0] - c[0]) / w0, -1.2, 1.2)
     T[MOUTH, 1] -= p.smile * 0.09 * t * t  # corners rise on a smile, fall on a frown
-    if open_mouth:
+    if p.mouth_shape is not None:
+        T[list(MOTION_POINTS)] += np.asarray(p.mouth_shape, np.float64)
+    elif open_mouth:
         _open(L, T, p, c, w0)
     T[BROWS, 1] -= 0.08 * p.brow_raise
     if p.brow_raise < 0:  # a frown draws the inner brows down and together

@@ -36,6 +36,7 @@ from rtavatar.photo.animator import Pose, PhotoAnimator
 from rtavatar.photo.geometry import Clip, blur, box_pixels, feather_mask, sample_grid, to_uint8
 from rtavatar.photo.landmarks import (BROWS, CHIN, EYE_LEFT_START, EYE_RIGHT_START, EYES, MOUTH_LEFT, MOUTH_RIGHT,
                                      NOSE_TIP, UPPER_LIP_TOP, LOWER_LIP_BOTTOM, face_axes, inner_gap)
+from rtavatar.models.motion import shape_gap
 from rtavatar.photo.lids import Blinks, paint_blink
 from rtavatar.photo.motion import ExpressionWarp, HeadMotion
 from rtavatar.photo.mouth import PHOTO_INTERIOR, PartedLips
@@ -56,6 +57,7 @@ class RenderFrame:
     controls: dict[str, float]  # named controls in user units (docs/DATA.md)
     latents: torch.Tensor | None = None  # (C, h, w) the frame's VAE latents
     face: np.ndarray | None = None  # (R, R, 3) uint8 decoded face: only for a renderer that `needs_face`
+    motion: np.ndarray | None = None  # (P, 2) MotionNet offsets of the mouth and jaw: only for a renderer that `uses_motion`
 
     @property
     def speaking(self) -> bool:
@@ -64,6 +66,7 @@ class RenderFrame:
 
 class Renderer(Protocol):
     needs_face: bool
+    uses_motion: bool
 
     def render(self, frames: Sequence[RenderFrame]) -> list[np.ndarray]: ...
 
@@ -72,7 +75,7 @@ class FacePaste:
     """Paste mode `face`: each generated face resized to its box in the original picture and
     blended in through a feathered mask."""
 
-    needs_face = True
+    needs_face, uses_motion = True, False
 
     def __init__(self, portrait: Portrait) -> None:
         self.base = portrait.image
@@ -159,7 +162,7 @@ class GeneratedMouth:
     shift traded the photo's skin texture for the model's soft 128 px skin.
     """
 
-    needs_face = True
+    needs_face, uses_motion = True, False
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, tau: float = 18.0, shade_sigma: float = 3.0) -> None:
         self.base = portrait.image
@@ -208,10 +211,12 @@ class GeneratedMouth:
 
 
 class WarpedMouth:
-    """Paste mode `warp`'s mouth: the photo's own lips move to the opening the model drew.
+    """Paste mode `warp`'s mouth: the photo's own lips move the way the model says.
 
-    A reader (photo/readers.py) takes each frame's opening, a change from the portrait at
-    rest, and the photo's mouth is re-rendered at the photo's resolution by the landmark warp
+    With a model that ships a MotionNet, every frame carries its offsets (`RenderFrame.motion`):
+    the photo's lip and jaw landmarks move by them (opening, width, rounding, the jaw), and no
+    reader runs (`reader=None`). Otherwise a reader (photo/readers.py) takes each frame's
+    opening, a change from the portrait at rest, and the photo's mouth is re-rendered at the photo's resolution by the landmark warp
     the photo training clips were made with (`PhotoAnimator`: lips and jaw move, the cavity,
     teeth and tongue are drawn inside). The model decides when and how far the mouth opens; the
     pixels are the photo's. A photo whose own lips are parted by at least PARTED_REST (a smile
@@ -225,7 +230,8 @@ class WarpedMouth:
         if portrait.landmarks is None:
             raise RTAvatarError("paste mode 'warp' needs a face-aligned portrait (align='face')")
         self.reader = reader
-        self.needs_face = bool(reader.needs_face)
+        self.needs_face = bool(reader is not None and reader.needs_face)
+        self.uses_motion = reader is None
         pts = portrait.landmarks
         self.rest = inner_gap(pts)  # the photo's own lip gap: the reader's change is added to it
         _, _, _, iod = face_axes(pts)
@@ -267,14 +273,25 @@ class WarpedMouth:
             return None if opening < 0.01 else self.rest + opening
         return opening + self.rest * min(opening / self.ramp, 1.0)
 
-    def read(self, frames: Sequence[RenderFrame]) -> list[float]:
-        """The frames' openings (IOD, >= 0), read in one batch."""
+    def read(self, frames: Sequence[RenderFrame]) -> list[float] | list[np.ndarray]:
+        """The frames' MotionNet offsets, or their openings (IOD, >= 0) read in one batch."""
+        if self.reader is None:
+            if any(f.motion is None for f in frames):
+                raise RTAvatarError("paste mode warp without a reader needs each frame's MotionNet offsets (RenderFrame.motion)")
+            return [np.asarray(f.motion, np.float64) for f in frames]
         r = self.reader.read([f.face for f in frames], [f.latents for f in frames])
         return [max(float(v), 0.0) for v in r]
 
-    def __call__(self, out: np.ndarray, frame: RenderFrame, reading: float) -> None:
-        self.opening = reading
-        gap = self.gap(reading)
+    def __call__(self, out: np.ndarray, frame: RenderFrame, reading: float | np.ndarray) -> None:
+        if isinstance(reading, np.ndarray):
+            self.opening = max(float(shape_gap(reading)), 0.0)
+            if self.parted is None:
+                if np.abs(reading).max() >= self.step:  # below a step the photo as it is
+                    self.clip.paste(out, self.animator.render(Pose(mouth_shape=reading)))
+                return
+        else:
+            self.opening = reading
+        gap = self.gap(self.opening)
         if gap is not None:
             self.clip.paste(out, self._render(gap))
 
@@ -287,7 +304,7 @@ class PhotoCompositor:
     def __init__(self, portrait: Portrait, mouth: GeneratedMouth | WarpedMouth, head_motion: float = 1.0,
                  blinks: float = 15.0, seed: int = 0) -> None:
         self.base, self.mouth = portrait.image, mouth
-        self.needs_face = mouth.needs_face
+        self.needs_face, self.uses_motion = mouth.needs_face, getattr(mouth, "uses_motion", False)
         pts = portrait.landmarks
         self.lids = None if pts is None else Lids(self.base, pts, blinks, seed)
         self.expression = None if pts is None else ExpressionWarp(self.base.shape, pts)
@@ -310,9 +327,10 @@ class PhotoCompositor:
 
 
 def make_renderer(portrait: Portrait, options: PasteOptions, recon: np.ndarray | None = None, reader: Any = None,
-                  gain: float = 1.0, seed: int = 0) -> Renderer:
+                  gain: float = 1.0, seed: int = 0, motion: bool = False) -> Renderer:
     """The renderer for `options` (PasteOptions). `photo` and `warp` need the model's
-    reconstruction of the portrait (`recon`); `warp` reads openings with `reader` (a
+    reconstruction of the portrait (`recon`); `warp` moves the mouth by each frame's MotionNet
+    offsets when `motion` (the model ships a MotionNet), else reads openings with `reader` (a
     LatentMouthReader or ExpertMouthReader the engine built from the model's aperture head),
     else with a MouthReader on decoded pixels, times `gain` (the model's InferenceConfig.warp_gain).
     Without landmarks (`align="center"`) `warp` falls back to `photo`."""
@@ -321,7 +339,9 @@ def make_renderer(portrait: Portrait, options: PasteOptions, recon: np.ndarray |
     head_motion = 1.0 if options.head_motion is None else options.head_motion
     mouth: GeneratedMouth | WarpedMouth
     if options.mode == "warp" and portrait.landmarks is not None:
-        if reader is None:
+        if motion:
+            reader = None
+        elif reader is None:
             x0, y0, side = portrait.box
             local = (portrait.landmarks - np.array([x0, y0], np.float64)) * (recon.shape[0] / side)
             reader = MouthReader(recon, local, gain)

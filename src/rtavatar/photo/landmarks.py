@@ -89,6 +89,19 @@ def raw_features(pts: np.ndarray) -> np.ndarray:
                      nose_dy, mouth_y], -1)
 
 
+def face_frame(pts: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) landmarks -> the same points in each frame's face axes (origin the eye
+    midpoint, x along the eye line, y down), in IOD; rows with a NaN stay NaN."""
+    pts = np.asarray(pts, np.float64)
+    le, re_ = eye_centres(pts)
+    d = re_ - le
+    iod = np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
+    e = d / iod
+    n = np.stack([-e[..., 1], e[..., 0]], -1)
+    rel = pts - ((le + re_) / 2)[..., None, :]
+    return np.stack([(rel * e[..., None, :]).sum(-1), (rel * n[..., None, :]).sum(-1)], -1) / iod[..., None]
+
+
 def inner_gap(pts: np.ndarray) -> float:
     """The inner-lip gap of (68, 2) landmarks, in IOD (raw_features' `mouth_gap`)."""
     return float(raw_features(pts)[FEATURES.index("mouth_gap")])

@@ -17,11 +17,11 @@ from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START, smo
 
 class Blinks:
     """Seeded blinks, `per_minute` on average (gamma-distributed gaps), as a lid closure (0..1)
-    per frame index: 80 ms closing, 40 ms shut, 160 ms opening. The schedule is a function of
+    per frame index: 80 ms closing, 80 ms shut, 160 ms opening (a full closure of 2-3 frames at 25 fps). The schedule is a function of
     the index alone, drawn lazily in order, so it does not depend on how frames are batched or
     on frames dropped before they were shown."""
 
-    DURATION = 0.28  # s, a whole blink
+    DURATION = 0.32  # s, a whole blink
 
     def __init__(self, per_minute: float = 15.0, seed: int = 0, fps: float = 25.0) -> None:
         self.per_minute, self.fps = per_minute, fps
@@ -49,7 +49,7 @@ class Blinks:
         t = (index - self.onsets[j]) / self.fps
         if t > self.DURATION:
             return 0.0
-        return float(min(t / 0.08, 1.0, max(0.0, 1 - (t - 0.12) / 0.16)))
+        return float(min(t / 0.08, 1.0, max(0.0, 1 - (t - 0.16) / 0.16)))
 
 
 def lid_curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray) -> np.ndarray:
@@ -101,43 +101,64 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
     """Close the eyelids of a photo (float (H, W, 3) copy) by painting lid skin over the eyes.
 
     For sharp, full-resolution photos (the engine's photo composite) a remap would stretch a
-    few rows of lid into streaks; instead each column's lid colour is taken from the skin just
-    above the lid margin, shaded toward a dark lash line, and drawn down to where the closure
-    puts the lid's edge.
+    few rows of lid into streaks; instead each column of the eye is filled, from above the
+    upper lid down to where the closure puts the lid's edge, with the skin the column has just
+    above and just below the eye, blended between the two, so the painted lid meets the skin
+    around it without a seam (an outline left around the eye is what a landmark detector reads
+    as an open eye). A dark lash line, an arc from corner to corner, is drawn along the edge.
     """
     out = image.astype(np.float32).copy()
+    src = out.copy()
     h, width = out.shape[:2]
     yy = np.arange(h, dtype=np.float32)[:, None]
     for base, c in zip((EYE_LEFT_START, EYE_RIGHT_START), closure):
         if c <= 1e-3:
             continue
+        c = min(c, 1.0)
         e = pts[base : base + 6]
-        x0, x1 = int(np.floor(e[0, 0])), int(np.ceil(e[3, 0])) + 1
-        x0, x1 = max(x0, 0), min(x1, width)
-        if x1 - x0 < 3:
+        eye_w = e[3, 0] - e[0, 0]
+        x0, x1 = max(int(np.floor(e[0, 0] - 0.25 * eye_w)), 0), min(int(np.ceil(e[3, 0] + 0.25 * eye_w)) + 1, width)
+        if x1 - x0 < 3 or eye_w < 2:
             continue
         xs = np.arange(x0, x1, dtype=np.float64)
         up = lid_curve(pts, (base, base + 1, base + 2, base + 3), xs)
         lo = lid_curve(pts, (base, base + 5, base + 4, base + 3), xs)
-        gap = np.maximum(lo - up, 0.0)
-        up_m, lo_m = up - 0.3 * gap, lo + 0.1 * gap  # the lid margins (dlib's points sit inside the lashes)
-        edge = (up_m + min(c, 1.0) * (lo_m - up_m)).astype(np.float32)
-        # Lid colour: the skin band above the margin, per column, smoothed along the lid.
-        r0 = np.clip(np.round(up_m - 0.6 * gap.max() - 2), 0, h - 1).astype(int)
-        r1 = np.clip(np.round(up_m - 1), 1, h).astype(int)
-        cols = np.stack([out[a:max(b, a + 1), x0 + j].mean(0) for j, (a, b) in enumerate(zip(r0, r1))])
-        k = max(3, (x1 - x0) // 6) | 1
-        pad = np.pad(cols, ((k // 2, k // 2), (0, 0)), mode="edge")
-        cols = np.stack([np.convolve(pad[:, ch], np.ones(k) / k, mode="valid") for ch in range(3)], 1)
-        top = up_m.astype(np.float32)[None]
-        cov = np.clip(yy - top + 0.5, 0, 1) * np.clip(edge[None] - yy + 0.5, 0, 1)
-        depth = np.clip((yy - top) / np.maximum(edge[None] - top, 1.0), 0, 1)
-        lid = cols[None] * (1.0 - 0.12 * depth[..., None])
-        lash_w = np.maximum(1.0, 0.12 * gap.astype(np.float32))[None]
-        lash = np.clip(1 - np.abs(yy - edge[None]) / lash_w, 0, 1) * min(1.0, 2 * c)
-        lid = lid * (1 - 0.6 * lash[..., None])
-        cov = np.maximum(cov, lash * (np.abs(yy - edge[None]) < lash_w))
+        g = max(float(np.max(lo - up)), 2.0)
+        t = np.clip((xs - e[0, 0]) / eye_w, -0.25, 1.25)  # along the eye, corner to corner
+        fade = smoothstep(np.clip(np.minimum(t, 1 - t) / 0.25 + 1, 0, 1)).astype(np.float32)
+        mid = np.clip(t, 0, 1)
+        top = np.minimum(up, lo) - 0.7 * g  # above the upper lid's lashes (the fill fades in from here)
+        bottom = np.maximum(lo, up) + 0.3 * g  # below the lower lid's rim
+        # The shut eye's lash line: an arc from corner to corner, sagging to 85 % of the eye's height.
+        corner = e[0, 1] + (e[3, 1] - e[0, 1]) * mid
+        sag = (np.mean(lo) * 0.85 + np.mean(up) * 0.15 - (e[0, 1] + e[3, 1]) / 2) * 4 * mid * (1 - mid)
+        shut = corner + sag
+        edge = (top + c * (shut + 0.05 * g - top)).astype(np.float32)
+
+        # The skin at the fill's two ends, per column: a few rows averaged, smoothed along the eye.
+        def ring(rows: np.ndarray, sign: int) -> np.ndarray:
+            k = max(int(round(0.15 * g)), 1)
+            r = np.clip(np.round(rows)[None] + sign * np.arange(1, k + 1)[:, None], 0, h - 1).astype(int)
+            cols = src[r, np.arange(x0, x1)[None]].mean(0)
+            n = max(3, (x1 - x0) // 6) | 1
+            pad = np.pad(cols, ((n // 2, n // 2), (0, 0)), mode="edge")
+            return np.stack([np.convolve(pad[:, ch], np.ones(n) / n, mode="valid") for ch in range(3)], 1)
+
+        a, b = ring(top, -1), ring(bottom, 1)
+        topf, botf = top.astype(np.float32)[None], bottom.astype(np.float32)[None]
+        u = np.clip((yy - topf) / np.maximum(botf - topf, 1.0), 0, 1)[..., None]
+        lid = a[None] * (1 - u) + b[None] * u
+        soft = max(0.3 * g, 1.0)  # the fill fades in from its top over this many rows: no outline
+        cov = smoothstep(np.clip((yy - topf) / soft, 0, 1)) * np.clip(edge[None] - yy + 0.5, 0, 1) * fade[None]
+        # Shut: the lower lid's skin under the lash line too (a shut eye shows no eye below its lashes).
+        low = float(np.clip((c - 0.8) / 0.2, 0, 1))
+        if low > 0:
+            cov = np.maximum(cov, low * np.clip(yy - edge[None] + 0.5, 0, 1) * np.clip(botf - yy + 0.5, 0, 1) * fade[None])
+        lash_w = max(1.0, 0.08 * g)
+        inner = np.clip(np.minimum(t, 1 - t) / 0.08 + 1, 0, 1).astype(np.float32)
+        lash = np.clip(1 - np.abs(yy - edge[None]) / lash_w, 0, 1) * min(1.0, 2 * c) * inner[None]
+        lid = lid * (1 - 0.65 * lash[..., None])
+        cov = np.maximum(cov, lash * fade[None])
         region = out[:, x0:x1]
         region += cov[..., None] * (lid - region)
     return out
-

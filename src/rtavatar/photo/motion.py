@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from rtavatar.models.conditioning import NEUTRAL
 from rtavatar.photo.geometry import Clip, border_points, box_pixels, sample_grid, to_uint8, tps_backward_map, warp_image
-from rtavatar.photo.landmarks import face_axes, smoothstep
+from rtavatar.photo.landmarks import NOSE_TIP, face_axes, smoothstep
 
 
 class ExpressionWarp:
@@ -76,22 +76,28 @@ class HeadMotion:
     moves reads as a still photo with a moving mouth. Each frame the head region (an ellipse
     around the face and hair, weight 1, falling smoothly to 0 over `falloff` of its radius into
     the background) is moved rigidly: rolled about a point below the chin (so the neck barely
-    moves) and shifted sideways (yaw: 0.015 IOD a degree) and up or down (pitch: 0.012). The
-    angles are a seeded sum of slow sinusoids of the frame index (0.05-0.4 Hz; std `roll`,
-    `yaw`, `pitch` degrees, `amplitude` times), up to 1.6x larger while the avatar speaks (the
-    speaking level is smoothed over ~0.5 s of frames), plus the `yaw`, `pitch` and `roll`
-    controls; the picture's edges stay put. Kept small: a 2-D warp bends what is behind the
-    head (a door frame next to it curves by a few pixels at the extremes). One bilinear
-    resample of the head's box a frame, the displacement computed on an 8 px grid (10-25 ms
-    on a 1,024 px photo, 1-2 ms on the bundled 300x400 one).
+    moves) and shifted sideways (yaw: 0.015 IOD a degree) and up or down (pitch: 0.012). A
+    turning head is not flat: its nose moves across the eyes and cheeks, so the middle of the
+    face (a Gaussian bump around the nose tip, `PARALLAX_SIGMA` IOD) moves a further
+    `PARALLAX` IOD a degree, the nose tip's own travel for a nose about 0.7 IOD in front of the
+    eyes. The angles are a seeded sum of slow sinusoids of the frame index (0.05-0.4 Hz; std
+    `roll`, `yaw`, `pitch` degrees, `amplitude` times), up to 1.6x larger while the avatar
+    speaks (the speaking level is smoothed over ~0.5 s of frames), plus the `yaw`, `pitch` and
+    `roll` controls; the picture's edges stay put. The default amplitudes give a speaker's
+    nose-tip motion against the eye line (docs/RESULTS.md: real speakers on realvid/ move it by
+    a median 0.06 IOD, std); a 2-D warp bends what is behind the head by a few pixels at the
+    extremes. One bilinear resample of the head's box a frame, the displacement computed on an
+    8 px grid (10-25 ms on a 1,024 px photo, 1-2 ms on the bundled 300x400 one).
     """
 
     SPEAKING_GAIN = 0.6  # sway x (1 + SPEAKING_GAIN) while speaking
     LEVEL_RATE = 0.08  # per frame: the speaking level's smoothing
+    PARALLAX, PARALLAX_SIGMA = 0.012, 0.6  # IOD a degree at the nose tip; the bump's radius (IOD)
 
     def __init__(self, image_shape: tuple[int, ...], pts: np.ndarray, seed: int = 0, amplitude: float = 1.0,
-                 roll: float = 1.0, yaw: float = 1.0, pitch: float = 0.8, falloff: float = 0.6) -> None:
-        m, e, n, iod = face_axes(np.asarray(pts, np.float64))
+                 roll: float = 1.5, yaw: float = 2.5, pitch: float = 2.0, falloff: float = 0.6) -> None:
+        pts = np.asarray(pts, np.float64)
+        m, e, n, iod = face_axes(pts)
         self.iod, self.e, self.n = iod, e, n
         centre = m + 0.7 * iod * n
         self.pivot = m + 2.8 * iod * n
@@ -113,7 +119,10 @@ class HeadMotion:
         k = k * np.clip(edge / (0.5 * iod), 0, 1)
         self.size = (x1 - x0, y1 - y0)
         # The weight, times the pixel -> grid_sample coordinate scale of each axis.
-        self.weight = torch.from_numpy(smoothstep(k)[..., None] * (2.0 / np.array(self.size))).float()
+        scale = 2.0 / np.array(self.size)
+        self.weight = torch.from_numpy(smoothstep(k)[..., None] * scale).float()
+        bump = np.exp(-((xy - pts[NOSE_TIP]) ** 2).sum(-1) / (2 * (self.PARALLAX_SIGMA * iod) ** 2)) * smoothstep(k)
+        self.bump = torch.from_numpy(bump[..., None] * scale).float()
         self.rel = torch.from_numpy(xy - self.pivot).float()
         self.grid = sample_grid(0, y1 - y0, 0, x1 - x0, y1 - y0, x1 - x0)
         rng = np.random.default_rng(seed)
@@ -156,8 +165,9 @@ class HeadMotion:
         # Backward map: an output pixel x shows the input at x - w(x) * ((R - I)(x - pivot) + shift).
         rx, ry = self.rel[..., 0], self.rel[..., 1]
         move = torch.stack([(c - 1) * rx - s_ * ry, s_ * rx + (c - 1) * ry], -1) + shift
+        turn = torch.from_numpy(self.iod * self.PARALLAX * (a["yaw"] * self.e + a["pitch"] * self.n)).float()
         wdt, hgt = self.size
-        disp = self.weight * move
+        disp = self.weight * move + self.bump * turn
         disp = F.interpolate(disp.permute(2, 0, 1)[None], size=(hgt, wdt), mode="bilinear", align_corners=True)
         y0, y1, x0, x1 = self.box
         region = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1])).permute(2, 0, 1)[None].float()

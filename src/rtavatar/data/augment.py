@@ -1,0 +1,52 @@
+"""Speech augmentation: the rooms, microphones and lines real voices arrive through.
+
+Each call draws one chain: gain, then (each with its own chance) reverberation from a
+synthetic room response, a band limit (telephone, a cheap headset or a laptop microphone),
+and additive noise (white, pink or brown) at a random SNR. Durations never change, so frame
+alignment with the video is kept; pitch and rate vary through the synthetic voices instead
+(data/speech.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import butter, fftconvolve, sosfilt
+
+from rtavatar import SAMPLE_RATE
+
+BANDS = ((300.0, 3400.0), (150.0, 5000.0), (80.0, 7000.0))  # telephone, headset, laptop (Hz)
+
+
+def room_response(rng: np.random.Generator, rt60: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Exponentially decaying noise: a diffuse room's impulse response with the direct path first."""
+    n = max(int(rt60 * sr), 16)
+    h = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n)  # -60 dB at rt60
+    h[0] = 0.0
+    h *= 0.6 / max(float(np.sqrt((h**2).sum())), 1e-9)
+    h[0] = 1.0
+    return h
+
+
+def coloured_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Noise with power ~ 1/f^exponent (0 white, 1 pink, 2 brown), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    x = np.fft.irfft(spec / f ** (exponent / 2), n)
+    return x / max(float(np.sqrt((x**2).mean())), 1e-9)
+
+
+def augment_speech(wav: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """One random degradation of 16 kHz mono speech (same length, float32)."""
+    x = np.asarray(wav, np.float64)
+    if rng.random() < 0.5:
+        x = fftconvolve(x, room_response(rng, float(rng.uniform(0.15, 0.8)), sr))[: len(x)]
+    if rng.random() < 0.5:
+        lo, hi = BANDS[int(rng.integers(len(BANDS)))]
+        x = sosfilt(butter(4, [lo, min(hi, 0.45 * sr)], btype="band", fs=sr, output="sos"), x)
+    rms = float(np.sqrt((x**2).mean()))
+    if rng.random() < 0.7 and rms > 1e-6:
+        snr_db = float(rng.uniform(5.0, 30.0))
+        x = x + coloured_noise(rng, len(x), float(rng.choice([0.0, 1.0, 2.0]))) * rms / 10 ** (snr_db / 20)
+    x *= 10 ** (float(rng.uniform(-12.0, 6.0)) / 20)
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)

@@ -1,0 +1,232 @@
+"""Stage `motion`: train MotionNet (models/motion.py) on real talking video.
+
+Data: datasets made by `rtavatar prepare` (each clip's `landmarks.npy`, dlib's 68 points per
+frame, and its audio). The target of a frame is MOTION_POINTS in the face's own axes minus
+the clip's mouth at rest (the median over the frames with no voice; a clip with too little
+silence uses its most closed frames), so the net learns how a mouth moves, not whose it is.
+
+Training sees exactly what a session computes (engine/motion.py): a window of audio holding
+CONTEXT frames of past, `chunk` frames and the net's look-ahead, the frozen audio front
+(Whisper's encoder) on that window alone, the head on its features, the loss on the `chunk`
+frames. Whisper is bidirectional, so its features near a window's end differ from those of
+the same audio inside a whole clip; trained on whole clips, the net lost a third of its gap
+correlation on real clips when run a session's way (docs/RESULTS.md). `windows_per_clip`
+windows are drawn per clip from the clean track and from each of `augment` degraded copies
+(data/augment.py: rooms, band limits, noise, gain), encoded once before training and cached
+in the run directory.
+
+Held out for validation: clips whose id matches `val_pattern` (GRID: the second speaker) and
+a `val_fraction` of the others by a hash of their id. Validation predicts each held-out clip
+the way a session does and scores the Pearson r of the predicted against the real inner-lip
+gap and mouth width (the measures `eval --videos` takes on rendered video); the medians are
+logged at every checkpoint (RUN/val.jsonl), with the predicted-to-real std of the gap that
+`rtavatar export --motion` turns into the shipped gain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from rtavatar import SAMPLES_PER_FRAME
+from rtavatar.checkpoints import check_run_dir
+from rtavatar.config import to_dict
+from rtavatar.data.augment import augment_speech
+from rtavatar.data.dataset import Dataset
+from rtavatar.engine.motion import CONTEXT as MOTION_CONTEXT
+from rtavatar.engine.motion import ArrayTimeline, MotionTrack
+from rtavatar.errors import DatasetError
+from rtavatar.models.motion import MotionConfig, MotionNet, shape_gap
+from rtavatar.photo.landmarks import INNER_PAIRS, MOUTH_LEFT, MOUTH_RIGHT, face_frame
+from rtavatar.training.common import TrainConfig, train_loop
+
+log = logging.getLogger(__name__)
+MIN_SILENT = 3  # frames of silence needed to take the rest shape from them
+
+
+@dataclass
+class MotionStageConfig:
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=32, lr=1e-3, warmup=100, ema=0.99,
+                                                                   ckpt_every=500, weight_decay=0.01, decay_from=1000))
+    chunk: int = 8  # frames predicted per training window (a session's chunks are at most this long)
+    windows_per_clip: int = 4  # session windows drawn per clip and audio copy
+    val_pattern: str = r"^w1-"  # clip ids held out entirely (GRID: the second speaker)
+    val_fraction: float = 0.05  # and this share of the rest, by hash of the clip id
+    augment: int = 2  # degraded copies of each clip's audio beside the clean one
+    feature_weight: float = 1.0  # extra loss on the inner-lip gap and mouth width derived from the points
+
+
+def rest_offsets(points: np.ndarray, voice: np.ndarray, idx: tuple[int, ...]) -> np.ndarray:
+    """(N, 68, 2) landmarks (pixels) and (N,) voice flags -> (N, len(idx), 2) offsets of the
+    points `idx` from the clip's rest shape, face axes, IOD."""
+    ff = face_frame(points)
+    ok = np.isfinite(ff).all((1, 2))
+    if ok.sum() < 2:
+        raise DatasetError("fewer than 2 frames with a face")
+    silent = ok & (np.asarray(voice) == 0)
+    if silent.sum() < MIN_SILENT:
+        gap = np.mean([ff[:, b, 1] - ff[:, a, 1] for a, b in INNER_PAIRS], axis=0)
+        silent = ok & (gap <= np.nanpercentile(np.where(ok, gap, np.nan), 10))
+    rest = np.median(ff[silent][:, list(idx)], axis=0)
+    return ff[:, list(idx)] - rest
+
+
+def gap_width(offsets: np.ndarray | Tensor, idx: tuple[int, ...]) -> tuple[Any, Any]:
+    """Inner-lip gap and mouth width change (IOD) of (..., P, 2) offsets from rest: both
+    move exactly as `raw_features`' measures do on the full landmarks (up to the rest's own)."""
+    pos = {p: k for k, p in enumerate(idx)}
+    return shape_gap(offsets, idx), offsets[..., pos[MOUTH_RIGHT], 0] - offsets[..., pos[MOUTH_LEFT], 0]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 1e-9 and b.std() > 1e-9 else float("nan")
+
+
+def _held_out(clip_id: str, cfg: MotionStageConfig) -> bool:
+    if cfg.val_pattern and re.search(cfg.val_pattern, clip_id):
+        return True
+    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < cfg.val_fraction
+
+
+@dataclass
+class MotionClip:
+    clip_id: str
+    wav: np.ndarray  # the clean audio, N x 640 samples
+    target: np.ndarray  # (N, P, 2) float32
+    valid: np.ndarray  # (N,) bool: frames with a face
+    windows: list[tuple[int, Tensor]]  # (first target frame, frozen features of its session window), any audio copy
+
+
+def session_windows(wav: np.ndarray, starts: list[int], chunk: int, net: MotionNet) -> list[np.ndarray]:
+    """The audio a session's MotionTrack takes to predict frames [s, s + chunk) (engine/motion.py):
+    CONTEXT frames before, the net's look-ahead after, silence outside the clip."""
+    timeline = ArrayTimeline(wav)
+    return [timeline.span(s - MOTION_CONTEXT, s + chunk + net.future_frames) for s in starts]
+
+
+def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageConfig, cache: Path | None = None,
+                      seed: int = 0) -> tuple[list[MotionClip], list[MotionClip]]:
+    """(train, validation) clips of every prepared dataset in `data`; the training clips' session
+    windows (`windows_per_clip` per audio copy) through the frozen audio front, cached in `cache`."""
+    clips: list[MotionClip] = []
+    stored = torch.load(cache, weights_only=True) if cache is not None and cache.is_file() else {}
+    fresh: dict[str, list[Tensor]] = {}
+    rng = np.random.default_rng(seed)
+    for root in data:
+        ds = Dataset(root).require()
+        for i in tqdm(range(len(ds)), desc=f"motion data {Path(root).name}", mininterval=5):
+            rec = ds.records[i]
+            lm_path = ds.root / rec["path"] / "landmarks.npy"
+            if not lm_path.is_file():
+                raise DatasetError(f"{lm_path} is missing: stage motion trains on `rtavatar prepare` output (real video)")
+            clip = ds.load(i, with_frames=False)
+            points = np.load(lm_path)
+            n = min(len(points), len(clip.audio) // SAMPLES_PER_FRAME)
+            try:
+                target = rest_offsets(points[:n], clip.columns["voice"][:n], cfg.motion.points)
+            except DatasetError as e:
+                log.warning("skipping %s: %s", rec["clip_id"], e)
+                continue
+            wav = clip.audio[: n * SAMPLES_PER_FRAME].astype(np.float32)
+            mc = MotionClip(rec["clip_id"], wav, np.nan_to_num(target).astype(np.float32), np.isfinite(target).all((1, 2)), [])
+            if not _held_out(mc.clip_id, cfg) and n >= cfg.chunk:
+                key = f"{Path(root).resolve()}::{rec['clip_id']}"
+                if key not in stored:
+                    k = cfg.windows_per_clip
+                    starts = [int(v) for v in rng.integers(0, n - cfg.chunk + 1, (1 + cfg.augment) * k)]
+                    copies = [wav] + [augment_speech(wav, rng) for _ in range(cfg.augment)]
+                    audio = [a for j, w in enumerate(copies) for a in session_windows(w, starts[j * k : (j + 1) * k], cfg.chunk, net)]
+                    fresh[key] = [torch.tensor(starts)] + [net.frozen(torch.from_numpy(a)[None])[0].half() for a in audio]
+                entry = stored.get(key) or fresh[key]
+                mc.windows = list(zip((int(s) for s in entry[0]), entry[1:]))
+            clips.append(mc)
+    if cache is not None and fresh:
+        torch.save({**stored, **fresh}, cache)
+    train = [c for c in clips if c.windows]
+    val = [c for c in clips if _held_out(c.clip_id, cfg)]
+    if not train:
+        raise DatasetError(f"stage motion: no training clips of at least {cfg.chunk} frames left after the validation hold-out")
+    return train, val
+
+
+def motion_loss(pred: Tensor, target: Tensor, valid: Tensor, idx: tuple[int, ...], feature_weight: float) -> tuple[Tensor, dict[str, float]]:
+    """MSE on the points (x100 IOD, frames with a face) plus `feature_weight` x the MSE of the
+    gap and width they imply."""
+    m = valid[..., None, None].float()
+    points = (((pred - target) * 100) ** 2 * m).sum() / (m.sum() * pred.shape[-2] * 2).clamp(min=1)
+    (gp, wp), (gt, wt) = gap_width(pred, idx), gap_width(target, idx)
+    v = valid.float()
+    feats = ((((gp - gt) * 100) ** 2 + ((wp - wt) * 100) ** 2) * v).sum() / (2 * v.sum()).clamp(min=1)
+    return points + feature_weight * feats, {"points": float(points.detach()), "gap_width": float(feats.detach())}
+
+
+@torch.no_grad()
+def validate(net: MotionNet, clips: list[MotionClip], chunk: int = 6) -> dict[str, float]:
+    """Medians over held-out clips (clean audio, predicted `chunk` frames at a time from the
+    windows a session takes) of the gap and width r against the real mouth and of the gap's
+    predicted-to-real std, and the mean squared error (x100 IOD)."""
+    if not clips:
+        return {}
+    was = net.training
+    net.eval()
+    gap_r, width_r, mse, ratio = [], [], [], []
+    track = MotionTrack(net)
+    for c in clips:
+        pred = track.clip_offsets(ArrayTimeline(c.wav), len(c.target), chunk) / net.cfg.gain
+        (gp, wp), (gt, wt) = gap_width(pred, net.cfg.points), gap_width(c.target, net.cfg.points)
+        ok = c.valid
+        gap_r.append(_pearson(gp[ok], gt[ok]))
+        width_r.append(_pearson(wp[ok], wt[ok]))
+        ratio.append(float(np.std(gp[ok]) / max(float(np.std(gt[ok])), 1e-9)))
+        mse.append(float((((pred - c.target) * 100) ** 2)[ok].mean()))
+    net.train(was)
+    return {"val_gap_r": float(np.nanmedian(gap_r)), "val_width_r": float(np.nanmedian(width_r)), "val_mse": float(np.mean(mse)),
+            "val_gap_std_ratio": float(np.median(ratio))}
+
+
+def train_motion(cfg: MotionStageConfig, data: list[str | Path], run: str | Path, resume: bool = False, overwrite: bool = False,
+                 stop_after: int | None = None) -> dict[str, Any]:
+    run = Path(run)
+    check_run_dir(run, resume, overwrite)
+    run.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    net = MotionNet(cfg.motion)
+    train, val = load_motion_clips(data, net, cfg, run / "frozen_cache.pt", cfg.train.seed)
+    log.info("stage motion: %d training clips, %d held out", len(train), len(val))
+    scores: dict[str, float] = {}
+    first, last = MOTION_CONTEXT, MOTION_CONTEXT + cfg.chunk  # the window's predicted frames
+
+    def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
+                world: int) -> tuple[Tensor, dict[str, float]]:
+        xs, ys, vs = [], [], []
+        for _ in range(cfg.train.batch_size):
+            c = train[int(torch.randint(len(train), (1,), generator=gen))]
+            s, f = c.windows[int(torch.randint(len(c.windows), (1,), generator=gen))]
+            xs.append(f.float())
+            ys.append(torch.from_numpy(c.target[s : s + cfg.chunk]))
+            vs.append(torch.from_numpy(c.valid[s : s + cfg.chunk]))
+        pred = model(torch.stack(xs))[:, first:last]
+        return motion_loss(pred, torch.stack(ys), torch.stack(vs), cfg.motion.points, cfg.feature_weight)
+
+    def on_checkpoint(model: nn.Module, step: int) -> None:
+        scores.update(validate(model, val), step=step)
+        with (run / "val.jsonl").open("a") as f:
+            f.write(json.dumps(scores, sort_keys=True) + "\n")
+        log.info("motion step %d: %s", step, {k: round(v, 3) for k, v in scores.items()})
+
+    out = train_loop(run=run, cfg=cfg.train, model=net, config_dict={"stage": "motion", **to_dict(cfg)}, loss_fn=loss_fn,
+                     resume=resume, on_checkpoint=on_checkpoint, stop_after=stop_after)
+    return {**out, **scores, "train_clips": len(train), "val_clips": len(val)}
