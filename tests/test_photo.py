@@ -240,13 +240,14 @@ def test_photo_paste_blinks_the_photos_own_eyes() -> None:
     frames = [render_one(paste, p.face, index=i) for i in range(250)]  # 10 s
     pts = p.landmarks
     eye = lambda f: f[int(pts[37:39, 1].min()) : int(pts[40:42, 1].max()) + 1, int(pts[36, 0]) : int(pts[39, 0]) + 1]  # noqa: E731
-    brightness = np.array([eye(f).mean() for f in frames])
-    base = eye(photo).mean()  # (a dark webcam photo: the lid's skin is only a little lighter than the eye it covers)
-    assert brightness.max() > base + 1.5
-    shut = brightness > base + 0.5 * (brightness.max() - base)
+    # How much the eye's pixels changed (a dark webcam photo: the lid's skin is barely lighter than
+    # the eye it covers, so the change, not the brightness, shows the lid).
+    change = np.array([np.abs(eye(f).astype(np.float32) - eye(photo)).mean() for f in frames])
+    assert change.max() > 8
+    shut = change > 0.5 * change.max()
     assert 3 <= (np.diff(shut.astype(int)) == 1).sum() <= 25  # blinks: distinct events, about one a second
     assert 0.02 < shut.mean() < 0.3
-    k = int(np.argmax(brightness))
+    k = int(np.argmax(change))
     below = int(pts[30, 1])  # nothing else changes: the mouth region is the photo's (the face did not move)
     assert (frames[k][below:] == photo[below:]).all()
 
@@ -276,7 +277,7 @@ def test_expression_controls_move_the_photo_itself() -> None:
     assert changed.sum() > 100 and ys.min() > base[27, 1] and ys.max() < base[8, 1] + 0.5 * iod  # nose bridge to chin
     shut = render_one(paste, p.face, controls={"eye_open_l": 0.0, "eye_open_r": 0.0})
     eye = lambda f: f[int(base[37:39, 1].min()) : int(base[40:42, 1].max()) + 1, int(base[36, 0]) : int(base[39, 0]) + 1]  # noqa: E731
-    assert eye(shut).mean() > eye(photo).mean() + 1.5  # the lid's skin covers the eye (a dark webcam photo)
+    assert np.abs(eye(shut).astype(np.float32) - eye(photo)).mean() > 8  # the lid's skin covers the eye
     assert (shut[int(base[30, 1]) :] == photo[int(base[30, 1]) :]).all()
 
 
@@ -562,15 +563,21 @@ def test_shipped_reader_travels_with_the_model(drawn_head: tuple, tmp_path: Path
     assert b.cfg.warp_reader == "expert" and b.cfg.warp_gain == 1.5
     x = torch.from_numpy(np.stack([recon, an.render(Pose(mouth_open=0.3))])).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert torch.allclose(b.reader(x), head(x), atol=0.01)
+    # The shipped model's MotionNet moves the mouth when it is there (no reader runs) ...
+    assert b.motion is not None
     avatar = Avatar(b)
     p = avatar.portrait(read_image(LISA))
     cs = avatar.sampler()
     paste = avatar.renderer(cs, cs.reference(p.face), p, PasteOptions(mode="warp"))
+    assert paste.uses_motion and paste.mouth.reader is None and not paste.needs_face
+    b.motion = None  # ... and without one, the warp reads the openings with the shipped head
+    paste = avatar.renderer(cs, cs.reference(p.face), p, PasteOptions(mode="warp"))
     reader = paste.mouth.reader  # the shipped head, reading from the latents (no face decoded)
     assert isinstance(reader, LatentMouthReader) and reader.head is b.reader and reader.gain == 1.5
-    assert not paste.needs_face
+    assert not paste.needs_face and not paste.uses_motion
     out = export_checkpoint(ck, tmp_path / "export")
     assert (out / READER_FILE).is_file() and load_bundle(out).cfg.warp_reader == "expert"
+    assert load_bundle(out).motion is not None  # export carries the MotionNet too
     (ck / READER_FILE).unlink()
     with pytest.raises(RTAvatarError, match=READER_FILE):
         load_bundle(ck)
@@ -619,7 +626,7 @@ def test_head_motion_moves_the_head_not_the_picture() -> None:
     for f in range(-100, 0):
         loud_hm.level(f, True)
     loud = np.array([loud_hm.angles(f, True)["yaw"] for f in range(250)])
-    assert 0.5 < quiet.std() < 2.0 and loud.std() > 1.4 * quiet.std()
+    assert 1.5 < quiet.std() < 4.0 and loud.std() > 1.4 * quiet.std()  # yaw std 2.5 degrees (a speaker's, issue 30)
     moved = []
     for f in (int(np.argmin(loud)), int(np.argmax(loud))):
         out = big.copy()
@@ -633,3 +640,47 @@ def test_head_motion_moves_the_head_not_the_picture() -> None:
     still(out, 0, False, controls)
     assert nose(out)[0] - nose(big)[0] > 0.1 * np.linalg.norm(p.landmarks[42:48].mean(0) - p.landmarks[36:42].mean(0))
     assert make_renderer(p, PasteOptions(mode="warp", head_motion=0), p.face).motion is None
+
+
+def test_a_painted_blink_reads_as_a_shut_eye() -> None:
+    """dlib's eye-aspect ratio (the measure `eval --videos` counts blinks with: below 0.6 of the
+    open eye) on a phone photo's full closure; half closed is not shut, and nothing below the
+    nose changes."""
+    from rtavatar.evaluation.videos import eye_aspect_ratio, track_faces
+    from rtavatar.photo.lids import paint_blink
+
+    photo = read_image(Path(__file__).parent / "assets" / "zoom_cc0.jpg")
+    fa = shared_analyzer()
+    pts = track_faces([photo], fa).points[0]
+    ear = lambda img: float(eye_aspect_ratio(track_faces([img], fa).points)[0])  # noqa: E731
+    shut = np.clip(paint_blink(photo, pts, (1.0, 1.0)) + 0.5, 0, 255).astype(np.uint8)
+    half = np.clip(paint_blink(photo, pts, (0.5, 0.5)) + 0.5, 0, 255).astype(np.uint8)
+    assert ear(shut) < 0.6 * ear(photo)  # measured 0.34
+    assert ear(half) > 0.6 * ear(photo)
+    below = int(pts[33, 1])
+    assert (shut[below:] == photo[below:]).all()
+
+
+def test_head_motion_turns_the_face_as_dlib_reads_it() -> None:
+    """The sway moves the nose tip against the eyes (a turn's parallax), as real speakers' heads
+    do (realvid/: a median 0.06 IOD, std), not only the whole head across the picture."""
+    from rtavatar.evaluation.videos import head_motion, track_faces
+    from rtavatar.photo.landmarks import face_frame
+    from rtavatar.photo.motion import HeadMotion
+
+    photo = read_image(Path(__file__).parent / "assets" / "zoom_cc0.jpg")
+    fa = shared_analyzer()
+    pts = track_faces([photo], fa).points[0]
+
+    def nose(hm: HeadMotion) -> float:
+        frames = []
+        for i in range(0, 200, 4):
+            out = photo.copy()
+            hm(out, i, True)
+            frames.append(out)
+        return head_motion(face_frame(track_faces(frames, fa).points))
+
+    turned = nose(HeadMotion(photo.shape, pts, seed=0))
+    flat = HeadMotion(photo.shape, pts, seed=0)
+    flat.PARALLAX = 0.0  # the same sway as one rigid sheet
+    assert turned > 0.025 and turned > 2 * nose(flat), turned

@@ -5,7 +5,7 @@ against dlib's reading of real talking clips, from each clip's own audio (no ren
 
 The rendered pipeline (`rtavatar eval --videos`) can only lose from here: this is the ceiling
 the renderer and engine work against. `--chunk N` predicts N frames at a time from the windows a session takes (engine/motion.py:
-CONTEXT frames of past, the net's look-ahead of future) instead of the whole clip in one window.
+`motion.context` frames of past, the net's look-ahead of future) instead of the whole clip in one window.
 """
 
 from __future__ import annotations

@@ -480,7 +480,7 @@ def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, s
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "photo-v5"
+DEFAULT_MODEL = "photo-v6"
 
 
 def pretrained_path(name: str = DEFAULT_MODEL) -> Path:

@@ -109,7 +109,7 @@ def scale_head_motion(sig: dict[str, np.ndarray], scale: float) -> None:
 
 
 def pose_of(sig: dict[str, np.ndarray], i: int) -> Pose:
-    return Pose(**{k: float(sig[k][i]) for k in Pose.__dataclass_fields__})
+    return Pose(**{k: float(sig[k][i]) for k in Pose.__dataclass_fields__ if k in sig})  # mouth_shape: not a signal
 
 
 def face_state(sig: dict[str, np.ndarray], i: int) -> FaceState:

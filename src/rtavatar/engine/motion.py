@@ -1,7 +1,7 @@
 """The session's mouth track: a MotionNet (models/motion.py) run on the streaming audio.
 
 Each chunk's offsets are computed from the timeline's audio of the chunk's frames plus
-CONTEXT frames before them and the net's look-ahead after them (silence where the timeline
+`MotionConfig.context` frames before them and the net's look-ahead after them (silence where the timeline
 has none yet, or after a flush), the same span whether the chunk came from a file or a live
 stream. The Whisper encoder sees that span as one window, bidirectionally, so a frame's
 offsets depend on where it sits in its window; `rtavatar train motion` trains on exactly these
@@ -17,13 +17,11 @@ from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
 from rtavatar.models.motion import MotionNet
 
-CONTEXT = 25  # frames of past audio in each window (1 s)
-
-
 class MotionTrack:
     def __init__(self, net: MotionNet) -> None:
         self.net = net
-        self.after = net.future_frames  # frames of audio after a chunk in its window
+        self.before = net.cfg.context  # frames of audio before a chunk in its window
+        self.after = net.future_frames  # ... and after it
 
     @property
     def lookahead_samples(self) -> int:
@@ -31,15 +29,14 @@ class MotionTrack:
 
     def window(self, audio: StreamingAudio, i0: int, i1: int, zero_after: int | None = None) -> np.ndarray:
         """The audio frames [i0, i1)'s offsets depend on (a copy: take it under the session's lock)."""
-        return audio.span(i0 - CONTEXT, i1 + self.after, zero_after)
+        return audio.span(i0 - self.before, i1 + self.after, zero_after)
 
     @torch.no_grad()
     def offsets(self, window: np.ndarray) -> np.ndarray:
         """(n, P, 2) offsets from rest (IOD, face axes), times the net's gain, of the n frames a `window` was taken for."""
-        n = len(window) // SAMPLES_PER_FRAME - CONTEXT - self.after
-        out = self.net.predict(torch.from_numpy(window)[None])[0, CONTEXT : CONTEXT + n] * self.net.cfg.gain
+        n = len(window) // SAMPLES_PER_FRAME - self.before - self.after
+        out = self.net.predict(torch.from_numpy(window)[None])[0, self.before : self.before + n] * self.net.cfg.gain
         return out.numpy().astype(np.float32)
-
 
     def clip_offsets(self, audio: "StreamingAudio | ArrayTimeline", n: int, chunk: int) -> np.ndarray:
         """(n, P, 2) offsets of frames [0, n) of a timeline that holds all its audio, `chunk`

@@ -39,7 +39,6 @@ import torch
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
 from rtavatar.engine.core import ChunkSampler, Reference
-from rtavatar.engine.motion import CONTEXT as MOTION_CONTEXT
 from rtavatar.engine.motion import MotionTrack
 from rtavatar.engine.schedule import ChunkSchedule
 from rtavatar.engine.vad import voice_detector
@@ -180,7 +179,7 @@ class Session:
         net = getattr(sampler.bundle, "motion", None)
         self.mouth = MotionTrack(net) if net is not None and getattr(renderer, "uses_motion", False) else None
         self.audio = StreamingAudio(sampler.net, extra_lookahead=self.mouth.lookahead_samples if self.mouth else 0,
-                                    extra_past=MOTION_CONTEXT if self.mouth else 0)
+                                    extra_past=self.mouth.before if self.mouth else 0)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name
         self.max_ahead = max_ahead  # seconds of audio a push may put ahead of the frames read (None: no bound)
         self.times = StageTimes()

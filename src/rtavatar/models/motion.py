@@ -45,6 +45,7 @@ class MotionConfig:
     layers: int = 4
     kernel: int = 5
     lookahead: int = 4  # video frames of future audio the conv stack sees (160 ms)
+    context: int = 25  # frames of past audio in each window a session encodes (engine/motion.py; trained on exactly these)
     dropout: float = 0.1
     points: tuple[int, ...] = MOTION_POINTS
     gain: float = 1.0  # inference: offsets x gain (a regression under-shoots; set at export from held-out speakers)

@@ -17,11 +17,13 @@ from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START, smo
 
 class Blinks:
     """Seeded blinks, `per_minute` on average (gamma-distributed gaps), as a lid closure (0..1)
-    per frame index: 80 ms closing, 80 ms shut, 160 ms opening (a full closure of 2-3 frames at 25 fps). The schedule is a function of
+    per frame index: 80 ms closing, 120 ms shut, 160 ms opening (360 ms in all, within a person's
+    250-400 ms; a full closure of 3-4 frames at 25 fps, so a landmark detector that misses one
+    frame still sees the eye shut). The schedule is a function of
     the index alone, drawn lazily in order, so it does not depend on how frames are batched or
     on frames dropped before they were shown."""
 
-    DURATION = 0.32  # s, a whole blink
+    DURATION = 0.36  # s, a whole blink
 
     def __init__(self, per_minute: float = 15.0, seed: int = 0, fps: float = 25.0) -> None:
         self.per_minute, self.fps = per_minute, fps
@@ -49,7 +51,7 @@ class Blinks:
         t = (index - self.onsets[j]) / self.fps
         if t > self.DURATION:
             return 0.0
-        return float(min(t / 0.08, 1.0, max(0.0, 1 - (t - 0.16) / 0.16)))
+        return float(min(t / 0.08, 1.0, max(0.0, 1 - (t - 0.2) / 0.16)))
 
 
 def lid_curve(pts: np.ndarray, idx: tuple[int, ...], x: np.ndarray) -> np.ndarray:
@@ -127,12 +129,15 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         t = np.clip((xs - e[0, 0]) / eye_w, -0.25, 1.25)  # along the eye, corner to corner
         fade = smoothstep(np.clip(np.minimum(t, 1 - t) / 0.25 + 1, 0, 1)).astype(np.float32)
         mid = np.clip(t, 0, 1)
-        top = np.minimum(up, lo) - 0.7 * g  # above the upper lid's lashes (the fill fades in from here)
+        brow = lid_curve(pts, tuple(range(17, 22)) if base == EYE_LEFT_START else tuple(range(22, 27)), xs)
+        # From halfway up to the brow (above the socket's crease, where a shut lid's skin is as
+        # light as under the brow), fading in: no outline of the eye or its crease is left.
+        top = np.minimum(brow + 0.5 * (np.minimum(up, lo) - brow), np.minimum(up, lo) - 0.5 * g)
         bottom = np.maximum(lo, up) + 0.3 * g  # below the lower lid's rim
         # The shut eye's lash line: an arc from corner to corner, sagging to 85 % of the eye's height.
         corner = e[0, 1] + (e[3, 1] - e[0, 1]) * mid
         sag = (np.mean(lo) * 0.85 + np.mean(up) * 0.15 - (e[0, 1] + e[3, 1]) / 2) * 4 * mid * (1 - mid)
-        shut = corner + sag
+        shut = corner + sag - 0.05 * g
         edge = (top + c * (shut + 0.05 * g - top)).astype(np.float32)
 
         # The skin at the fill's two ends, per column: a few rows averaged, smoothed along the eye.
@@ -147,17 +152,17 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         a, b = ring(top, -1), ring(bottom, 1)
         topf, botf = top.astype(np.float32)[None], bottom.astype(np.float32)[None]
         u = np.clip((yy - topf) / np.maximum(botf - topf, 1.0), 0, 1)[..., None]
-        lid = a[None] * (1 - u) + b[None] * u
-        soft = max(0.3 * g, 1.0)  # the fill fades in from its top over this many rows: no outline
+        lid = a[None] * (1 - 0.35 * u) + b[None] * 0.35 * u  # a shut lid is lit like the skin above it
+        soft = max(float(np.mean(up - top)) * 0.5, 1.0)  # the fill fades in from its top over this many rows
         cov = smoothstep(np.clip((yy - topf) / soft, 0, 1)) * np.clip(edge[None] - yy + 0.5, 0, 1) * fade[None]
         # Shut: the lower lid's skin under the lash line too (a shut eye shows no eye below its lashes).
         low = float(np.clip((c - 0.8) / 0.2, 0, 1))
         if low > 0:
             cov = np.maximum(cov, low * np.clip(yy - edge[None] + 0.5, 0, 1) * np.clip(botf - yy + 0.5, 0, 1) * fade[None])
-        lash_w = max(1.0, 0.08 * g)
+        lash_w = max(1.0, 0.15 * g)  # a soft line of lashes, not a drawn stroke
         inner = np.clip(np.minimum(t, 1 - t) / 0.08 + 1, 0, 1).astype(np.float32)
-        lash = np.clip(1 - np.abs(yy - edge[None]) / lash_w, 0, 1) * min(1.0, 2 * c) * inner[None]
-        lid = lid * (1 - 0.65 * lash[..., None])
+        lash = np.exp(-0.5 * ((yy - edge[None]) / lash_w) ** 2) * min(1.0, 2 * c) * inner[None]
+        lid = lid * (1 - 0.55 * lash[..., None])
         cov = np.maximum(cov, lash * fade[None])
         region = out[:, x0:x1]
         region += cov[..., None] * (lid - region)

@@ -6,7 +6,7 @@ the clip's mouth at rest (the median over the frames with no voice; a clip with 
 silence uses its most closed frames), so the net learns how a mouth moves, not whose it is.
 
 Training sees exactly what a session computes (engine/motion.py): a window of audio holding
-CONTEXT frames of past, `chunk` frames and the net's look-ahead, the frozen audio front
+`motion.context` frames of past, `chunk` frames and the net's look-ahead, the frozen audio front
 (Whisper's encoder) on that window alone, the head on its features, the loss on the `chunk`
 frames. Whisper is bidirectional, so its features near a window's end differ from those of
 the same audio inside a whole clip; trained on whole clips, the net lost a third of its gap
@@ -43,7 +43,6 @@ from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
 from rtavatar.data.augment import augment_speech
 from rtavatar.data.dataset import Dataset
-from rtavatar.engine.motion import CONTEXT as MOTION_CONTEXT
 from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.errors import DatasetError
 from rtavatar.models.motion import MotionConfig, MotionNet, shape_gap
@@ -112,9 +111,9 @@ class MotionClip:
 
 def session_windows(wav: np.ndarray, starts: list[int], chunk: int, net: MotionNet) -> list[np.ndarray]:
     """The audio a session's MotionTrack takes to predict frames [s, s + chunk) (engine/motion.py):
-    CONTEXT frames before, the net's look-ahead after, silence outside the clip."""
+    `context` frames before, the net's look-ahead after, silence outside the clip."""
     timeline = ArrayTimeline(wav)
-    return [timeline.span(s - MOTION_CONTEXT, s + chunk + net.future_frames) for s in starts]
+    return [timeline.span(s - net.cfg.context, s + chunk + net.future_frames) for s in starts]
 
 
 def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageConfig, cache: Path | None = None,
@@ -207,7 +206,7 @@ def train_motion(cfg: MotionStageConfig, data: list[str | Path], run: str | Path
     train, val = load_motion_clips(data, net, cfg, run / "frozen_cache.pt", cfg.train.seed)
     log.info("stage motion: %d training clips, %d held out", len(train), len(val))
     scores: dict[str, float] = {}
-    first, last = MOTION_CONTEXT, MOTION_CONTEXT + cfg.chunk  # the window's predicted frames
+    first, last = cfg.motion.context, cfg.motion.context + cfg.chunk  # the window's predicted frames
 
     def loss_fn(model: nn.Module, step: int, gen: torch.Generator, noise: torch.Generator, rank: int,
                 world: int) -> tuple[Tensor, dict[str, float]]:
