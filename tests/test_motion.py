@@ -218,3 +218,21 @@ def test_the_warp_shows_the_offsets_it_is_given() -> None:
     assert read["open"]["gap"] - read["rest"]["gap"] == pytest.approx(0.15, abs=0.04)
     # 0.16 IOD narrower by construction; dlib reads about half of it on this 300 px photo (docs/RESULTS.md)
     assert read["round"]["width"] < read["open"]["width"] - 0.05
+
+
+def test_listening_frames_keep_the_mouth_at_rest() -> None:
+    """With the state forced to listen, the MotionNet's mouth rests (listening frames hear
+    silence, as the DiT's do): the photo's mouth is its own in every frame; in speech it moves."""
+    from test_engine import small_net
+
+    bundle = random_bundle(small_net(), vae_channels=8, seed=1, max_new=6)
+    bundle.motion = mel_net(seed=2)
+    avatar = Avatar(bundle)
+    rng = np.random.default_rng(5)
+    audio = voiced(syllables(30, rng), rng)
+    paste = PasteOptions(head_motion=0, blinks=0)
+    photo = read_image(LISA)
+    listen = avatar.generate(LISA, audio, paste=paste, state="listen")
+    speak = avatar.generate(LISA, audio, paste=paste, state="speak")
+    assert all(np.array_equal(f, photo) for f in listen)
+    assert max(np.abs(f.astype(int) - photo).max() for f in speak) > 30

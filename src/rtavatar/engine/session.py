@@ -157,6 +157,8 @@ def render_chunk(renderer: Renderer, sampler: ChunkSampler, ref: Reference, late
     faces = sampler.decode_raw(z) if renderer.needs_face else [None] * len(z)
     if stale():
         return None
+    if mouth is not None and sampler.mute_listen:  # listening frames hear silence: the mouth rests, as the DiT's does
+        mouth = np.where((np.asarray(states[: len(mouth)]) == STATE_ID["listen"])[:, None, None], 0.0, mouth).astype(np.float32)
     frames = [RenderFrame(start + j, STATES[int(states[j])], named_controls(controls[j]), z[j], faces[j],
                           None if mouth is None else mouth[j]) for j in range(len(z))]
     return renderer.render(frames)
