@@ -31,7 +31,7 @@ from rtavatar.models.audio import AudioConfig
 from rtavatar.models.motion import MOTION_POINTS, MotionConfig, MotionNet, shape_gap
 from rtavatar.photo.align import FaceAnalyzer, register
 from rtavatar.photo.animator import Pose, target_landmarks
-from rtavatar.photo.compose import PhotoCompositor, RenderFrame, make_renderer
+from rtavatar.photo.compose import RenderFrame, make_renderer
 from rtavatar.photo.options import PasteOptions
 from rtavatar.training.motion import gap_width, rest_offsets
 
@@ -111,23 +111,13 @@ def test_augmented_speech_keeps_its_timing() -> None:
 def talking(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 3 s clips of the bundled photo whose lips open with a voiced sound (the warp's own
     renders), in a folder `rtavatar prepare` reads."""
+    from test_videos import talking_frames
+
     root = tmp_path_factory.mktemp("talking")
-    base = register(read_image(LISA), 128)
-    paste = make_renderer(base, PasteOptions(mode="warp", head_motion=0, blinks=0), base.face)
-    assert isinstance(paste, PhotoCompositor)
-    mouth, renders = paste.mouth, {}
     rng = np.random.default_rng(3)
     for k in range(6):
         opening = syllables(75, rng)
-        frames = []
-        for o in opening:
-            key = round(float(o), 2)
-            if key not in renders:
-                photo = base.image.copy()
-                mouth.clip.paste(photo, mouth.animator.render(Pose(mouth_open=key)))
-                renders[key] = photo
-            frames.append(renders[key])
-        write_video(root / f"clip{k}.mp4", np.stack(frames), voiced(opening, rng))
+        write_video(root / f"clip{k}.mp4", talking_frames(75, np.round(opening, 2))[0], voiced(opening, rng))
     return root
 
 
@@ -163,16 +153,21 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     assert np.corrcoef(np.nan_to_num(gap), opening)[0, 1] > 0.6  # dlib sees the photo's lips follow the sound
 
 
+def motion_avatar() -> Avatar:
+    """Random tiny weights with a random (mel) MotionNet."""
+    from test_engine import small_net
+
+    bundle = random_bundle(small_net(), vae_channels=8, seed=1, max_new=6)
+    bundle.motion = mel_net(seed=2)
+    return Avatar(bundle)
+
+
 def test_a_file_and_a_stream_give_the_same_mouth() -> None:
     """The session's mouth track does not depend on how the audio was cut into pushes, and the
     offline path reads it from the same windows: with the warp (the picture is the photo moved
     by the offsets alone) a file's frames equal a stream's, but for the first chunk, which a
     session makes before its look-ahead has arrived."""
-    from test_engine import small_net
-
-    bundle = random_bundle(small_net(), vae_channels=8, seed=1, max_new=6)
-    bundle.motion = mel_net(seed=2)
-    avatar = Avatar(bundle)
+    avatar = motion_avatar()
     rng = np.random.default_rng(4)
     audio = voiced(syllables(40, rng), rng)
     paste = PasteOptions(head_motion=0, blinks=0)
@@ -223,11 +218,7 @@ def test_the_warp_shows_the_offsets_it_is_given() -> None:
 def test_listening_frames_keep_the_mouth_at_rest() -> None:
     """With the state forced to listen, the MotionNet's mouth rests (listening frames hear
     silence, as the DiT's do): the photo's mouth is its own in every frame; in speech it moves."""
-    from test_engine import small_net
-
-    bundle = random_bundle(small_net(), vae_channels=8, seed=1, max_new=6)
-    bundle.motion = mel_net(seed=2)
-    avatar = Avatar(bundle)
+    avatar = motion_avatar()
     rng = np.random.default_rng(5)
     audio = voiced(syllables(30, rng), rng)
     paste = PasteOptions(head_motion=0, blinks=0)

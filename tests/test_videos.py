@@ -49,13 +49,14 @@ def voiced(envelope: np.ndarray) -> np.ndarray:
     return (0.25 * env * tone / np.abs(tone).max() + noise).astype(np.float32)
 
 
-def talking_frames(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The bundled photo with its own lips moved to `openings(n)` by paste mode warp's animator."""
+def talking_frames(n: int, opening: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled photo with its own lips moved to `opening` (default `openings(n)`), inner-lip
+    gaps in IOD per frame, by paste mode warp's animator."""
     base = register(read_image(LISA), 128)
     paste = make_renderer(base, PasteOptions(mode="warp", head_motion=0, blinks=0), base.face)
     assert isinstance(paste, PhotoCompositor)
     mouth, renders, frames = paste.mouth, {}, []
-    for o in openings(n):
+    for o in openings(n) if opening is None else opening:
         key = round(float(o), 3)
         if key not in renders:
             photo = base.image.copy()

@@ -22,7 +22,8 @@ from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.evaluation.videos import lagged_r, list_videos, read_clip, track_faces
 from rtavatar.photo.align import FaceAnalyzer
 from rtavatar.photo.landmarks import face_frame
-from rtavatar.training.motion import _pearson, gap_width
+from rtavatar.evaluation.metrics import finite_pearson
+from rtavatar.training.motion import gap_width
 from rtavatar.checkpoints import load_motion
 
 
@@ -61,7 +62,7 @@ def main() -> None:
         ff = face_frame(pts[:n])[:, list(net.cfg.points)]
         (gp, wp), (gr, wr) = gap_width(pred[:n], net.cfg.points), gap_width(ff, net.cfg.points)
         r, lag = lagged_r(gp, gr)
-        rows.append({"clip": name, "gap_r": r, "gap_lag": lag, "gap_r0": _pearson(gp, gr), "width_r": _pearson(wp, wr),
+        rows.append({"clip": name, "gap_r": r, "gap_lag": lag, "gap_r0": finite_pearson(gp, gr), "width_r": finite_pearson(wp, wr),
                      "gap_std_ratio": float(np.nanstd(gp) / np.nanstd(gr))})
         print(f"{name:28s} gap r {r:5.2f} (lag {lag:+d}) r0 {rows[-1]['gap_r0']:5.2f} width r {rows[-1]['width_r']:5.2f} "
               f"amp {rows[-1]['gap_std_ratio']:4.2f}")

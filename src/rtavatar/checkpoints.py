@@ -354,16 +354,20 @@ def motion_gain_of(run: str | Path, default: float = 1.0) -> float:
     return float(1.0 / ratio) if ratio else default
 
 
-def load_motion(path: str | Path) -> MotionNet:
+def load_motion(path: str | Path, verify: bool = True) -> MotionNet:
     """A frozen float32 MotionNet from a motion.safetensors file, a directory holding one (an
-    exported model), or a `train motion` run or checkpoint (its EMA weights)."""
+    exported model), or a `train motion` run or checkpoint (its EMA weights). `verify=False`:
+    the caller has just verified the checkpoint the file sits in (load_bundle)."""
     from safetensors import safe_open
 
     p = Path(path)
     if p.is_dir() and (p / MOTION_FILE).is_file():
         p = p / MOTION_FILE
     if p.is_file():
-        verify_checkpoint(p.parent) if (p.parent / MANIFEST).is_file() else _check_safetensors(p)
+        if verify and (p.parent / MANIFEST).is_file():
+            verify_checkpoint(p.parent)
+        elif verify:
+            _check_safetensors(p)
         with safe_open(str(p), "pt") as f:
             meta = f.metadata() or {}
         if "motion" not in meta:
@@ -452,7 +456,7 @@ def load_bundle(checkpoint: str | Path, ema: bool = True) -> Bundle:
     sd = checkpoint_weights(ck, ema)
     p = cfg.weights_prefix
     net.load_state_dict({k.removeprefix(p): v for k, v in sd.items() if k.startswith(p)} if p else sd)
-    motion = load_motion(ck / MOTION_FILE) if (ck / MOTION_FILE).is_file() else None
+    motion = load_motion(ck / MOTION_FILE, verify=False) if (ck / MOTION_FILE).is_file() else None  # ck verified above
     return Bundle(cfg, net.eval().requires_grad_(False), codec, ck, reader=reader, motion=motion)
 
 

@@ -8,11 +8,15 @@ import math
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtavatar.errors import RTAvatarError
 from rtavatar.utils import setup_logging
 
 from rtavatar.photo.options import DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PASTE_MODES, PasteOptions  # torch-free
+
+if TYPE_CHECKING:  # the engine imports torch: the CLI loads it only for the commands that run a model
+    from rtavatar.engine import Avatar
 
 _PASTE_HELP = ("warp: the photo's own lips move to the opening the model drew (default); photo: the model's lower face "
                "where it moved, the photo's own pixels elsewhere; face: paste the whole generated face")
@@ -91,8 +95,25 @@ def _checkpoint_steps(spec: str) -> tuple[str, list[int]]:
     return spec, []
 
 
-def cmd_eval_photos(args: argparse.Namespace) -> dict:
+def _eval_avatar(args: argparse.Namespace) -> Avatar:
+    """The one model an `eval --photos / --videos / --speech` run scores: --checkpoint, else the shipped one."""
     from rtavatar.engine import Avatar
+
+    return Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
+
+
+def _report(args: argparse.Namespace, result: dict, table: str) -> dict:
+    """Name the model, print the table, write the JSON to --out; the JSON-safe result."""
+    from rtavatar.evaluation.videos import jsonable
+
+    result["model"] = args.checkpoint[0] if args.checkpoint else "shipped"
+    print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps(jsonable(result), indent=1))
+    return jsonable(result)
+
+
+def cmd_eval_photos(args: argparse.Namespace) -> dict:
     from rtavatar.evaluation.photos import evaluate_photos, format_photo_table, list_photos
     from rtavatar.media import read_audio
 
@@ -105,8 +126,7 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
             check_output(p)
     photos = list_photos(args.photos)
     audio = read_audio(args.audio)
-    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
-    rows = evaluate_photos(avatar, photos, audio, steps=args.steps[0] if args.steps else None,
+    rows = evaluate_photos(_eval_avatar(args), photos, audio, steps=args.steps[0] if args.steps else None,
                            controls=not args.no_controls, strip=args.strip or None, paste=paste_options(args))
     print(format_photo_table(rows))
     if args.out:
@@ -115,8 +135,7 @@ def cmd_eval_photos(args: argparse.Namespace) -> dict:
 
 
 def cmd_eval_videos(args: argparse.Namespace) -> dict:
-    from rtavatar.engine import Avatar
-    from rtavatar.evaluation.videos import evaluate_videos, format_video_table, jsonable, list_videos
+    from rtavatar.evaluation.videos import evaluate_videos, format_video_table, list_videos
 
     if args.photos:
         raise RTAvatarError("give --videos or --photos, not both")
@@ -129,21 +148,14 @@ def cmd_eval_videos(args: argparse.Namespace) -> dict:
     if args.strip and Path(args.strip).suffix.lower() in (".png", ".jpg", ".jpeg"):
         check_output(args.strip)
     videos = list_videos(args.videos)
-    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
-    result = evaluate_videos(avatar, videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
+    result = evaluate_videos(_eval_avatar(args), videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
                              strip_to=args.strip or None)
-    result["model"] = args.checkpoint[0] if args.checkpoint else "shipped"
-    print(format_video_table(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(jsonable(result), indent=1))
-    return jsonable(result)
+    return _report(args, result, format_video_table(result))
 
 
 def cmd_eval_speech(args: argparse.Namespace) -> dict:
     from rtavatar.assets import SAMPLE_PORTRAIT
-    from rtavatar.engine import Avatar
     from rtavatar.evaluation.speech import evaluate_speech, format_speech_table, list_speech
-    from rtavatar.evaluation.videos import jsonable
 
     if args.photos or args.videos or args.audio:
         raise RTAvatarError("eval --speech animates one photo (--image) with each recording: drop --photos, --videos and --audio")
@@ -152,14 +164,9 @@ def cmd_eval_speech(args: argparse.Namespace) -> dict:
     if args.out:
         check_output(args.out)
     files = list_speech(args.speech)
-    avatar = Avatar.load(args.checkpoint[0], precision=args.precision) if args.checkpoint else Avatar.from_pretrained(precision=args.precision)
-    result = evaluate_speech(avatar, files, args.image or SAMPLE_PORTRAIT, paste=paste_options(args),
+    result = evaluate_speech(_eval_avatar(args), files, args.image or SAMPLE_PORTRAIT, paste=paste_options(args),
                              steps=args.steps[0] if args.steps else None)
-    result["model"] = args.checkpoint[0] if args.checkpoint else "shipped"
-    print(format_speech_table(result))
-    if args.out:
-        Path(args.out).write_text(json.dumps(jsonable(result), indent=1))
-    return jsonable(result)
+    return _report(args, result, format_speech_table(result))
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:

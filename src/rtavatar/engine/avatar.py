@@ -164,7 +164,7 @@ class Avatar:
         states = offline_states(np.pad(pcm, (0, n * SAMPLES_PER_FRAME - len(pcm))), n, state)
         controls = np.repeat(control_vector(expression)[None], n, 0)
         mouth = None
-        if self.bundle.motion is not None and getattr(renderer, "uses_motion", False):
+        if self.bundle.motion is not None and renderer is not None and renderer.uses_motion:
             mouth = MotionTrack(self.bundle.motion).clip_offsets(ArrayTimeline(pcm), n, self.bundle.cfg.max_new)
         for i in range(0, n, decode_batch):
             chunk = lat[:, i : i + decode_batch]

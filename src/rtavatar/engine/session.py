@@ -178,8 +178,8 @@ class Session:
         self.max_new = icfg.max_new
         self.schedule.sizes(self.max_new)  # validates
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
-        net = getattr(sampler.bundle, "motion", None)
-        self.mouth = MotionTrack(net) if net is not None and getattr(renderer, "uses_motion", False) else None
+        net = sampler.bundle.motion
+        self.mouth = MotionTrack(net) if net is not None and renderer is not None and renderer.uses_motion else None
         self.audio = StreamingAudio(sampler.net, extra_lookahead=self.mouth.lookahead_samples if self.mouth else 0,
                                     extra_past=self.mouth.before if self.mouth else 0)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name

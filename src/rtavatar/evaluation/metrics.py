@@ -24,6 +24,17 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def finite_pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over the positions where both are finite (NaN: no face read there), NaN
+    with fewer than 3 of them or a constant series."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def finite_mean(values: list[float]) -> float:
     """Mean over the finite values (NaN if none: e.g. the correlation of a frozen video)."""
     v = [x for x in values if np.isfinite(x)]

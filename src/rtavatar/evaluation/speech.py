@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from rtavatar import FPS, SAMPLES_PER_FRAME
+from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.errors import RTAvatarError
 from rtavatar.evaluation.photos import list_files
 from rtavatar.evaluation.videos import features, track_faces
@@ -108,7 +108,7 @@ def evaluate_speech(avatar: Any, files: list[Path], portrait: Any, *, paste: Pas
                 raise RTAvatarError("the recording is silent")
             frames = avatar.generate(p, audio, paste=paste, steps=steps, seed=seed)
             gap = features(track_faces(frames, fa).points)["gap"]
-            row = {"file": path.name, "seconds": round(len(audio) / 16000, 2), **score_speech(gap, speech_frames(audio, len(frames)), rest)}
+            row = {"file": path.name, "seconds": round(len(audio) / SAMPLE_RATE, 2), **score_speech(gap, speech_frames(audio, len(frames)), rest)}
         except RTAvatarError as e:
             rows.append({"file": path.name, "error": " ".join(str(e).split())})
             log.warning("%s: %s", path.name, e)

@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from rtavatar import FPS, SAMPLES_PER_FRAME
 from rtavatar.errors import RTAvatarError
+from rtavatar.evaluation.metrics import finite_pearson
 from rtavatar.evaluation.photos import face_descriptor, frame_energy, list_files, speech_masks
 from rtavatar.photo.align import FaceAnalyzer, landmark_box
 from rtavatar.photo.landmarks import (EYE_LEFT_START, EYE_RIGHT_START, FEATURES, MOUTH, NOSE_TIP, face_axes, face_frame, inner_gap,
@@ -80,14 +81,6 @@ COLUMNS = ("frames", "faces", "gap_r", "gap_lag", "gap_r0", "gap_std_ratio", "ga
 # --------------------------------------------------------------------------- measures on landmark arrays
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def _ratio(a: float, b: float) -> float:
     return float(a / b) if np.isfinite(a) and np.isfinite(b) and b > 1e-9 else float("nan")
 
@@ -103,7 +96,7 @@ def lagged_r(gen: np.ndarray, real: np.ndarray, max_lag: int = MAX_LAG) -> tuple
     (> 0: `gen` is late); NaNs are left out; on a tie the smaller |lag| wins."""
     best, best_lag = float("nan"), 0
     for lag in sorted(range(-max_lag, max_lag + 1), key=lambda k: (abs(k), k)):
-        r = _pearson(*_shift(np.asarray(gen, float), np.asarray(real, float), lag))
+        r = finite_pearson(*_shift(np.asarray(gen, float), np.asarray(real, float), lag))
         if np.isfinite(r) and not (np.isfinite(best) and r <= best):
             best, best_lag = r, lag
     return best, best_lag
@@ -158,7 +151,7 @@ def loudness_r(gap: np.ndarray, energy: np.ndarray) -> float:
     frame energy, on the frames with a face."""
     ok = np.isfinite(gap)
     smooth = np.convolve(np.nan_to_num(gap), np.ones(3) / 3, mode="same")
-    return _pearson(smooth[ok], energy[ok])
+    return finite_pearson(smooth[ok], energy[ok])
 
 
 def compare(real: np.ndarray, gen: np.ndarray, energy: np.ndarray | None = None, *, portrait: int | None = None,
@@ -176,9 +169,9 @@ def compare(real: np.ndarray, gen: np.ndarray, energy: np.ndarray | None = None,
     gr, gg = mask(fr["gap"]), mask(fg["gap"])
     r, lag = lagged_r(gg, gr, max_lag)
     row: dict[str, float] = {"frames": n, "faces": float(both.mean()) if n else float("nan"), "gap_r": r,
-                             "gap_lag": lag, "gap_r0": _pearson(gg, gr),
+                             "gap_lag": lag, "gap_r0": finite_pearson(gg, gr),
                              "gap_std_ratio": _ratio(float(np.nanstd(gg)), float(np.nanstd(gr))) if both.any() else float("nan"),
-                             "width_r": _pearson(mask(fg["width"]), mask(fr["width"]))}
+                             "width_r": finite_pearson(mask(fg["width"]), mask(fr["width"]))}
     ffr, ffg = face_frame(real), face_frame(gen)
     cr, cg = ffr[:, MOUTH], ffg[:, MOUTH]
     cr, cg = cr - cr.mean(1, keepdims=True), cg - cg.mean(1, keepdims=True)

@@ -304,7 +304,7 @@ class PhotoCompositor:
     def __init__(self, portrait: Portrait, mouth: GeneratedMouth | WarpedMouth, head_motion: float = 1.0,
                  blinks: float = 15.0, seed: int = 0) -> None:
         self.base, self.mouth = portrait.image, mouth
-        self.needs_face, self.uses_motion = mouth.needs_face, getattr(mouth, "uses_motion", False)
+        self.needs_face, self.uses_motion = mouth.needs_face, mouth.uses_motion
         pts = portrait.landmarks
         self.lids = None if pts is None else Lids(self.base, pts, blinks, seed)
         self.expression = None if pts is None else ExpressionWarp(self.base.shape, pts)

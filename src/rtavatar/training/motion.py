@@ -45,8 +45,9 @@ from rtavatar.data.augment import augment_speech
 from rtavatar.data.dataset import Dataset
 from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.errors import DatasetError
+from rtavatar.evaluation.metrics import finite_pearson
 from rtavatar.models.motion import MotionConfig, MotionNet, shape_gap
-from rtavatar.photo.landmarks import INNER_PAIRS, MOUTH_LEFT, MOUTH_RIGHT, face_frame
+from rtavatar.photo.landmarks import MOUTH_LEFT, MOUTH_RIGHT, face_frame
 from rtavatar.training.common import TrainConfig, train_loop
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def rest_offsets(points: np.ndarray, voice: np.ndarray, idx: tuple[int, ...]) ->
         raise DatasetError("fewer than 2 frames with a face")
     silent = ok & (np.asarray(voice) == 0)
     if silent.sum() < MIN_SILENT:
-        gap = np.mean([ff[:, b, 1] - ff[:, a, 1] for a, b in INNER_PAIRS], axis=0)
+        gap = shape_gap(ff, tuple(range(68)))
         silent = ok & (gap <= np.nanpercentile(np.where(ok, gap, np.nan), 10))
     rest = np.median(ff[silent][:, list(idx)], axis=0)
     return ff[:, list(idx)] - rest
@@ -86,12 +87,6 @@ def gap_width(offsets: np.ndarray | Tensor, idx: tuple[int, ...]) -> tuple[Any, 
     move exactly as `raw_features`' measures do on the full landmarks (up to the rest's own)."""
     pos = {p: k for k, p in enumerate(idx)}
     return shape_gap(offsets, idx), offsets[..., pos[MOUTH_RIGHT], 0] - offsets[..., pos[MOUTH_LEFT], 0]
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 1e-9 and b.std() > 1e-9 else float("nan")
 
 
 def _held_out(clip_id: str, cfg: MotionStageConfig) -> bool:
@@ -187,8 +182,8 @@ def validate(net: MotionNet, clips: list[MotionClip], chunk: int = 6) -> dict[st
         pred = track.clip_offsets(ArrayTimeline(c.wav), len(c.target), chunk) / net.cfg.gain
         (gp, wp), (gt, wt) = gap_width(pred, net.cfg.points), gap_width(c.target, net.cfg.points)
         ok = c.valid
-        gap_r.append(_pearson(gp[ok], gt[ok]))
-        width_r.append(_pearson(wp[ok], wt[ok]))
+        gap_r.append(finite_pearson(gp[ok], gt[ok]))
+        width_r.append(finite_pearson(wp[ok], wt[ok]))
         ratio.append(float(np.std(gp[ok]) / max(float(np.std(gt[ok])), 1e-9)))
         mse.append(float((((pred - c.target) * 100) ** 2)[ok].mean()))
     net.train(was)
