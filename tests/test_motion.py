@@ -23,7 +23,7 @@ import torch
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.checkpoints import load_bundle, load_motion, random_bundle, shipped_model
-from rtavatar.data.augment import augment_speech
+from rtavatar.data.augment import augment_speech, speed_perturb
 from rtavatar.engine.avatar import Avatar
 from rtavatar.evaluation.videos import features, track_faces
 from rtavatar.media import read_image, write_video
@@ -107,6 +107,25 @@ def test_augmented_speech_keeps_its_timing() -> None:
     assert all(np.corrcoef(env(o), env(wav))[0, 1] > 0.5 for o in outs)
 
 
+def test_speed_perturbation_moves_sound_and_mouth_together() -> None:
+    n, sr = 50, SAMPLE_RATE
+    t = np.arange(n * SAMPLES_PER_FRAME) / sr
+    on = (t >= 0.8) & (t < 1.2)  # a 200 Hz burst over frames 20-29, the mouth open just then
+    wav = (0.5 * np.sin(2 * np.pi * 200 * t) * on).astype(np.float32)
+    track = np.zeros((n, 2, 2), np.float32)
+    track[20:30, :, 1] = 0.1
+    track[5] = np.nan
+    x, y = speed_perturb(wav, track, 1.25)
+    assert x.shape == (40 * SAMPLES_PER_FRAME,) and y.shape == (40, 2, 2) and x.dtype == np.float32
+    env = np.sqrt((x.reshape(40, -1) ** 2).mean(1))
+    assert np.array_equal(env > 0.1, y[:, 0, 1] > 0.05)  # the burst and the open mouth both at frames 16-23
+    assert (env > 0.1).sum() == 8 and np.isnan(y[4]).all() and np.isfinite(y[6:]).all()
+    spec = np.abs(np.fft.rfft(x))
+    assert np.fft.rfftfreq(len(x), 1 / sr)[spec.argmax()] == pytest.approx(250, abs=3)  # pitch (and formants) x 1.25
+    with pytest.raises(ValueError):
+        speed_perturb(wav, track, 3.0)
+
+
 @pytest.fixture(scope="module")
 def talking(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 3 s clips of the bundled photo whose lips open with a voiced sound (the warp's own
@@ -127,12 +146,12 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = {"motion": {"audio": {"kind": "mel"}, "hidden": 48, "layers": 2, "lookahead": 3},
            "train": {"steps": 300, "batch_size": 16, "lr": 0.003, "warmup": 20, "ckpt_every": 150, "ema": 0.9},
-           "val_pattern": "clip5", "val_fraction": 0.0, "augment": 1, "windows_per_clip": 8}
+           "val_pattern": "clip5", "val_fraction": 0.0, "augment": 1, "windows_per_clip": 8, "speeds": [1.2]}
     (tmp_path / "motion.json").write_text(json.dumps(cfg))
     out = rtavatar("train", "motion", "--config", str(tmp_path / "motion.json"), "--data", str(data), "--out", str(run), "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["train_clips"] == 5 and res["val_clips"] == 1
+    assert res["train_clips"] == 10 and res["val_clips"] == 1  # 5 clips and their speed-perturbed copies; the held-out one alone
     assert res["val_gap_r"] > 0.7, res  # the held-out clip's mouth, predicted from its sound
     val = [json.loads(x) for x in (run / "val.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val] == [150, 300] and 0.3 < val[-1]["val_gap_std_ratio"] < 3

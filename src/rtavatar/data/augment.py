@@ -3,16 +3,20 @@
 Each call draws one chain: gain, then (each with its own chance) reverberation from a
 synthetic room response, a band limit (telephone, a cheap headset or a laptop microphone),
 and additive noise (white, pink or brown) at a random SNR. Durations never change, so frame
-alignment with the video is kept; pitch and rate vary through the synthetic voices instead
-(data/speech.py).
+alignment with the video is kept.
+
+`speed_perturb` is the other kind: the clip played k times faster (Kaldi's speed perturbation),
+its pitch and formants scaled by k as a shorter or longer vocal tract would, and a per-frame
+track (the mouth's landmarks) resampled in time with it, so one speaker's recordings sound
+like several speakers talking at several rates.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import butter, fftconvolve, sosfilt
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
-from rtavatar import SAMPLE_RATE
+from rtavatar import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 BANDS = ((300.0, 3400.0), (150.0, 5000.0), (80.0, 7000.0))  # telephone, headset, laptop (Hz)
 
@@ -50,3 +54,24 @@ def augment_speech(wav: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_R
     x *= 10 ** (float(rng.uniform(-12.0, 6.0)) / 20)
     peak = float(np.abs(x).max()) if len(x) else 0.0
     return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)
+
+
+def speed_perturb(wav: np.ndarray, track: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(samples,) 16 kHz audio and its (N, ...) per-frame track (N = samples / 640) played
+    `factor` times faster: (N' x 640 samples, (N', ...)) with N' = round(N / factor), the track
+    linearly interpolated at the new frames' times (NaN frames stay NaN where they are used)."""
+    if not 0.5 <= factor <= 2.0:
+        raise ValueError(f"speed factor {factor} is outside [0.5, 2]")
+    track = np.asarray(track)
+    n = len(track)
+    m = max(1, int(round(n / factor)))
+    num, den = int(round(1000 / factor)), 1000
+    g = np.gcd(num, den)
+    x = resample_poly(np.asarray(wav, np.float64), num // g, den // g)
+    x = np.pad(x, (0, max(0, m * SAMPLES_PER_FRAME - len(x))))[: m * SAMPLES_PER_FRAME]
+    t = np.clip((np.arange(m) + 0.5) * factor - 0.5, 0, n - 1)  # frame centres, in the original's frames
+    lo = np.floor(t).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (t - lo).reshape(-1, *([1] * (track.ndim - 1)))
+    out = track[lo] * (1 - w) + track[hi] * w
+    return x.astype(np.float32), out.astype(track.dtype)

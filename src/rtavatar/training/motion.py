@@ -41,7 +41,7 @@ from tqdm import tqdm
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
-from rtavatar.data.augment import augment_speech
+from rtavatar.data.augment import augment_speech, speed_perturb
 from rtavatar.data.dataset import Dataset
 from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.errors import DatasetError
@@ -64,6 +64,7 @@ class MotionStageConfig:
     val_pattern: str = r"^w1-"  # clip ids held out entirely (GRID: the second speaker)
     val_fraction: float = 0.05  # and this share of the rest, by hash of the clip id
     augment: int = 2  # degraded copies of each clip's audio beside the clean one
+    speeds: tuple[float, ...] = ()  # speed-perturbed copies of each training clip (data/augment.speed_perturb), e.g. (0.9, 1.15)
     feature_weight: float = 1.0  # extra loss on the inner-lip gap and mouth width derived from the points
 
 
@@ -111,6 +112,21 @@ def session_windows(wav: np.ndarray, starts: list[int], chunk: int, net: MotionN
     return [timeline.span(s - net.cfg.context, s + chunk + net.future_frames) for s in starts]
 
 
+def _encode_windows(wav: np.ndarray, n: int, original: bool, net: MotionNet, cfg: MotionStageConfig,
+                    rng: np.random.Generator) -> list[Tensor]:
+    """[starts, frozen features of each window]: `windows_per_clip` session windows of the clean
+    track and of each of `augment` degraded copies for an original clip; for a speed-perturbed
+    one, `windows_per_clip` windows, each degraded with probability 1/2 (fewer, to keep encoding time)."""
+    k = cfg.windows_per_clip
+    starts = [int(v) for v in rng.integers(0, n - cfg.chunk + 1, (1 + cfg.augment) * k if original else k)]
+    if original:
+        copies = [wav] + [augment_speech(wav, rng) for _ in range(cfg.augment)]
+        audio = [a for j, w in enumerate(copies) for a in session_windows(w, starts[j * k : (j + 1) * k], cfg.chunk, net)]
+    else:
+        audio = [augment_speech(a, rng) if rng.random() < 0.5 else a for a in session_windows(wav, starts, cfg.chunk, net)]
+    return [torch.tensor(starts)] + [net.frozen(torch.from_numpy(a)[None])[0].half() for a in audio]
+
+
 def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageConfig, cache: Path | None = None,
                       seed: int = 0) -> tuple[list[MotionClip], list[MotionClip]]:
     """(train, validation) clips of every prepared dataset in `data`; the training clips' session
@@ -118,7 +134,7 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
     clips: list[MotionClip] = []
     stored = torch.load(cache, weights_only=True) if cache is not None and cache.is_file() else {}
     fresh: dict[str, list[Tensor]] = {}
-    rng = np.random.default_rng(seed)
+    val: list[MotionClip] = []
     for root in data:
         ds = Dataset(root).require()
         for i in tqdm(range(len(ds)), desc=f"motion data {Path(root).name}", mininterval=5):
@@ -135,22 +151,22 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
                 log.warning("skipping %s: %s", rec["clip_id"], e)
                 continue
             wav = clip.audio[: n * SAMPLES_PER_FRAME].astype(np.float32)
-            mc = MotionClip(rec["clip_id"], wav, np.nan_to_num(target).astype(np.float32), np.isfinite(target).all((1, 2)), [])
-            if not _held_out(mc.clip_id, cfg) and n >= cfg.chunk:
-                key = f"{Path(root).resolve()}::{rec['clip_id']}"
-                if key not in stored:
-                    k = cfg.windows_per_clip
-                    starts = [int(v) for v in rng.integers(0, n - cfg.chunk + 1, (1 + cfg.augment) * k)]
-                    copies = [wav] + [augment_speech(wav, rng) for _ in range(cfg.augment)]
-                    audio = [a for j, w in enumerate(copies) for a in session_windows(w, starts[j * k : (j + 1) * k], cfg.chunk, net)]
-                    fresh[key] = [torch.tensor(starts)] + [net.frozen(torch.from_numpy(a)[None])[0].half() for a in audio]
-                entry = stored.get(key) or fresh[key]
-                mc.windows = list(zip((int(s) for s in entry[0]), entry[1:]))
-            clips.append(mc)
+            held = _held_out(rec["clip_id"], cfg)
+            variants = [(1.0, wav, target)] + ([] if held else [(k, *speed_perturb(wav, target, k)) for k in cfg.speeds])
+            for k, w, t in variants:
+                mc = MotionClip(rec["clip_id"] + ("" if k == 1.0 else f"@{k:g}"), w, np.nan_to_num(t).astype(np.float32),
+                                np.isfinite(t).all((1, 2)), [])
+                if not held and len(t) >= cfg.chunk:
+                    key = f"{Path(root).resolve()}::{mc.clip_id}"
+                    if key not in stored:  # each clip's own draws, so a partly cached run draws what a fresh one would
+                        rng = np.random.default_rng([seed, int(hashlib.sha1(mc.clip_id.encode()).hexdigest()[:8], 16)])
+                        fresh[key] = _encode_windows(w, len(t), k == 1.0, net, cfg, rng)
+                    entry = stored.get(key) or fresh[key]
+                    mc.windows = list(zip((int(s) for s in entry[0]), entry[1:]))
+                (val if held else clips).append(mc)
     if cache is not None and fresh:
         torch.save({**stored, **fresh}, cache)
     train = [c for c in clips if c.windows]
-    val = [c for c in clips if _held_out(c.clip_id, cfg)]
     if not train:
         raise DatasetError(f"stage motion: no training clips of at least {cfg.chunk} frames left after the validation hold-out")
     return train, val
