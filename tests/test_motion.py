@@ -43,9 +43,11 @@ def rtavatar(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rtavatar", *args], capture_output=True, text=True, timeout=600)
 
 
-def mel_net(seed: int = 0, hidden: int = 32) -> MotionNet:
+def mel_net(seed: int = 0, hidden: int = 32, voice_gate: bool = False) -> MotionNet:
+    """A random mel MotionNet; without the speech gate by default, as the tests' voiced buzz is no speech to silero-vad."""
     torch.manual_seed(seed)
-    net = MotionNet(MotionConfig(audio=AudioConfig(kind="mel", hidden=hidden), hidden=hidden, layers=2, lookahead=3))
+    net = MotionNet(MotionConfig(audio=AudioConfig(kind="mel", hidden=hidden), hidden=hidden, layers=2, lookahead=3,
+                                 voice_gate=voice_gate))
     torch.nn.init.normal_(net.out.weight, std=0.02)  # the zero-initialised output layer would hide everything
     return net.eval()
 
@@ -144,7 +146,7 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     data, run = tmp_path / "data", tmp_path / "run"
     out = rtavatar("prepare", "--videos", str(talking), "--out", str(data), "--resolution", "96", "--workers", "1", "--quiet")
     assert out.returncode == 0, out.stderr[-2000:]
-    cfg = {"motion": {"audio": {"kind": "mel"}, "hidden": 48, "layers": 2, "lookahead": 3},
+    cfg = {"motion": {"audio": {"kind": "mel"}, "hidden": 48, "layers": 2, "lookahead": 3, "voice_gate": False},
            "train": {"steps": 300, "batch_size": 16, "lr": 0.003, "warmup": 20, "ckpt_every": 150, "ema": 0.9},
            "val_pattern": "clip5", "val_fraction": 0.0, "augment": 1, "windows_per_clip": 8, "speeds": [1.2]}
     (tmp_path / "motion.json").write_text(json.dumps(cfg))
@@ -164,7 +166,11 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     bundle = load_bundle(model)
     assert bundle.motion is not None and bundle.motion.cfg.gain == pytest.approx(1 / val[-1]["val_gap_std_ratio"], rel=1e-3)
-    assert load_motion(model).cfg.hidden == 48
+    assert load_motion(model).cfg.hidden == 48 and not bundle.motion.cfg.voice_gate
+    gated = tmp_path / "gated"
+    out = rtavatar("export", "--checkpoint", str(shipped), "--out", str(gated), "--motion", str(run), "--voice-gate", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert load_motion(gated).cfg.voice_gate  # the speech gate travels with the checkpoint
     rng = np.random.default_rng(9)
     opening = syllables(50, rng)
     frames = Avatar(bundle).generate(LISA, voiced(opening, rng), paste=PasteOptions(head_motion=0, blinks=0))
@@ -246,3 +252,40 @@ def test_listening_frames_keep_the_mouth_at_rest() -> None:
     speak = avatar.generate(LISA, audio, paste=paste, state="speak")
     assert all(np.array_equal(f, photo) for f in listen)
     assert max(np.abs(f.astype(int) - photo).max() for f in speak) > 30
+
+
+def test_voice_gate_opens_before_speech_and_shuts_after_it() -> None:
+    from rtavatar.engine.motion import WINDOW, voice_gate
+
+    frames = np.zeros(20)
+    frames[5:10] = 0.9  # speech over frames 5-9 (each 512-sample window takes the value of the frame it starts in)
+    probs = frames[(np.arange(20 * SAMPLES_PER_FRAME // WINDOW) * WINDOW) // SAMPLES_PER_FRAME]
+    g = voice_gate(probs, 20, lead=3, hangover=1)
+    assert g.shape == (20,) and g.dtype == np.float32
+    # Speech in frames 5-10 (the window starting at the end of frame 9 reaches into 10); the gate rises over the
+    # 3 frames before it (lips part before the voice), holds one frame after it, then ramps shut and rests.
+    assert np.all(g[6:11] == 1) and np.all(np.diff(g[:7]) > 0) and g[0] == 0
+    assert g[11] == 0.75 and g[12] == 0.25 and np.all(g[13:] == 0)
+    assert np.array_equal(voice_gate(np.zeros_like(probs), 20), np.zeros(20, np.float32))  # silence: at rest throughout
+
+
+def test_a_pause_in_real_speech_rests() -> None:
+    """Real speech, 0.8 s of room tone, real speech: with the speech gate the MotionNet's
+    offsets are exactly zero inside the pause (the eval's pause, edges aside), and in speech
+    they are the net's own."""
+    from rtavatar.engine.motion import ArrayTimeline, MotionTrack
+    from rtavatar.media import read_audio
+
+    hello = read_audio(files("rtavatar.assets") / "speech" / "hello.wav")
+    rng = np.random.default_rng(6)
+    room = rng.normal(0, 0.003, int(0.8 * SAMPLE_RATE)).astype(np.float32)
+    wav = np.concatenate([hello, room, hello])
+    wav = wav[: len(wav) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME]
+    n = len(wav) // SAMPLES_PER_FRAME
+    gated, free = (MotionTrack(mel_net(seed=3, voice_gate=g)).clip_offsets(ArrayTimeline(wav), n, 8) for g in (True, False))
+    a, b = len(hello) // SAMPLES_PER_FRAME, (len(hello) + len(room)) // SAMPLES_PER_FRAME
+    assert np.abs(free[a + 3 : b - 3]).max() > 1e-3  # the net alone moves the mouth on room tone ...
+    assert np.all(gated[a + 3 : b - 3] == 0)  # ... the gate rests it
+    amp = lambda x: np.abs(x).mean((1, 2))  # noqa: E731
+    same = np.isclose(amp(gated), amp(free), rtol=1e-5)
+    assert same[: a - 2].mean() > 0.6 and same[b + 2 :].mean() > 0.6  # in speech the net's own offsets

@@ -161,7 +161,7 @@ def test_a_chunk_never_straddles_a_state_change(planner_parts: tuple, ops: list)
 # --------------------------------------------------------------------------- the shipped model
 @pytest.fixture(scope="module")
 def shipped():  # noqa: ANN201
-    """The shipped model on photo-v5's path: its MotionNet (photo-v6) set aside, so paste mode
+    """The shipped model on photo-v5's path: its MotionNet (shipped since photo-v6) set aside, so paste mode
     warp reads the openings from the latents as the stored frames were made."""
     from rtavatar.engine import Avatar
 

@@ -48,8 +48,10 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--chunk", type=int, default=0)
+    ap.add_argument("--no-gate", action="store_true", help="with --chunk: without the speech gate (MotionConfig.voice_gate)")
     args = ap.parse_args()
     net = load_motion(args.model).eval()
+    net.cfg.voice_gate = net.cfg.voice_gate and not args.no_gate
     rows = []
     for name, (pts, audio) in real_tracks(list_videos(args.videos), args.cache).items():
         if args.chunk:
@@ -63,10 +65,10 @@ def main() -> None:
         (gp, wp), (gr, wr) = gap_width(pred[:n], net.cfg.points), gap_width(ff, net.cfg.points)
         r, lag = lagged_r(gp, gr)
         rows.append({"clip": name, "gap_r": r, "gap_lag": lag, "gap_r0": finite_pearson(gp, gr), "width_r": finite_pearson(wp, wr),
-                     "gap_std_ratio": float(np.nanstd(gp) / np.nanstd(gr))})
+                     "gap_std_ratio": float(np.nanstd(gp) / np.nanstd(gr)), "width_std_ratio": float(np.nanstd(wp) / np.nanstd(wr))})
         print(f"{name:28s} gap r {r:5.2f} (lag {lag:+d}) r0 {rows[-1]['gap_r0']:5.2f} width r {rows[-1]['width_r']:5.2f} "
-              f"amp {rows[-1]['gap_std_ratio']:4.2f}")
-    med = {k: float(np.nanmedian([r[k] for r in rows])) for k in ("gap_r", "gap_r0", "width_r", "gap_std_ratio")}
+              f"amp {rows[-1]['gap_std_ratio']:4.2f} width amp {rows[-1]['width_std_ratio']:4.2f}")
+    med = {k: float(np.nanmedian([r[k] for r in rows])) for k in ("gap_r", "gap_r0", "width_r", "gap_std_ratio", "width_std_ratio")}
     print("median", json.dumps({k: round(v, 3) for k, v in med.items()}))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "median": med}, indent=1))

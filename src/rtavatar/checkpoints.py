@@ -508,18 +508,23 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
                       note: dict[str, Any] | None = None, prior: str | None = None, motion: str | Path | None = None,
-                      motion_gain: float | None = None) -> Path:
+                      motion_gain: float | None = None, voice_gate: bool | None = None) -> Path:
     """A self-contained inference checkpoint of any teacher / distill / EFT run: inference.json,
     the denoiser's (EMA) weights as model.safetensors and vae.safetensors, in float16 when
     `half` (loading casts them back to float32), no optimizer state, and a manifest. What the
     package ships (`Avatar.from_pretrained`). `prior` replaces the EFT start's prior video
     ("motion" or "reference", diffusion.SamplingConfig) the run was trained with. `motion`: a
     MotionNet (a `train motion` run or a motion.safetensors) shipped with it, its offsets scaled
-    by `motion_gain` (None: the run's own calibration, `motion_gain_of`)."""
+    by `motion_gain` (None: the run's own calibration, `motion_gain_of`), and gated by speech
+    (`MotionConfig.voice_gate`) when `voice_gate` (None: as it was; any MotionNet the model has)."""
     bundle = load_bundle(checkpoint, ema=ema)
     if motion is not None:
         bundle.motion = load_motion(motion)
         bundle.motion.cfg.gain = motion_gain if motion_gain is not None else motion_gain_of(motion, bundle.motion.cfg.gain)
+    if voice_gate is not None:
+        if bundle.motion is None:
+            raise RTAvatarError("the speech gate is the MotionNet's: pass --motion RUN or export a model that has one")
+        bundle.motion.cfg.voice_gate = voice_gate
     if prior is not None:
         bundle.cfg.sampling = replace(bundle.cfg.sampling, prior=prior).validate()
     out = Path(out)

@@ -6,6 +6,13 @@ has none yet, or after a flush), the same span whether the chunk came from a fil
 stream. The Whisper encoder sees that span as one window, bidirectionally, so a frame's
 offsets depend on where it sits in its window; `rtavatar train motion` trains on exactly these
 windows (training/motion.py), and the stream never waits for more than the net's look-ahead.
+
+With `MotionConfig.voice_gate` (off by default; `rtavatar export --motion RUN --voice-gate`) the
+offsets are then scaled by a speech gate from silero-vad run on the same window (`voice_gate`):
+the mouth rests in every pause, but for a short lead-in before speech and a hangover after it.
+It is a trade, measured in docs/RESULTS.md: GRID's speakers part their lips widely half a
+second before a sentence, and the gate costs the gap correlation with real people on such
+clips what it gains in pauses.
 """
 
 from __future__ import annotations
@@ -15,13 +22,38 @@ import torch
 
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
+from rtavatar.engine.vad import WINDOW, SileroStream
 from rtavatar.models.motion import MotionNet
+
+VOICE_THRESHOLD = 0.5  # silero's speech probability
+GATE_LEAD = 6  # frames over which the gate opens before speech: lips part for breath before the voice starts ...
+GATE_HANGOVER = 2  # ... and close soon after it stops (docs/RESULTS.md: measured on GRID's speakers)
+
+
+def voice_gate(probs: np.ndarray, n: int, threshold: float = VOICE_THRESHOLD, lead: int = GATE_LEAD,
+               hangover: int = GATE_HANGOVER) -> np.ndarray:
+    """(n,) gate in [0, 1] per 40 ms frame from silero's probabilities per 512-sample window:
+    1 on a frame with speech (a window overlapping it above `threshold`) and for `hangover`
+    frames after it; rising linearly over the `lead` frames before it (1 - k / (lead + 1), k
+    frames ahead); 0 in the rest of a pause; then smoothed by [1, 2, 1] / 4."""
+    starts = np.arange(len(probs)) * WINDOW
+    speech = np.zeros(n, np.float32)
+    for i in range(n):
+        hit = probs[(starts < (i + 1) * SAMPLES_PER_FRAME) & (starts + WINDOW > i * SAMPLES_PER_FRAME)]
+        speech[i] = float(hit.size > 0 and hit.max() > threshold)
+    padded = np.pad(speech, (hangover, lead))
+    ahead = [padded[hangover + k : hangover + k + n] * (1 - k / (lead + 1)) for k in range(lead + 1)]
+    behind = [padded[hangover - k : hangover - k + n] for k in range(1, hangover + 1)]
+    gate = np.max(ahead + behind, axis=0)
+    return np.convolve(np.pad(gate, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid").astype(np.float32)
+
 
 class MotionTrack:
     def __init__(self, net: MotionNet) -> None:
         self.net = net
         self.before = net.cfg.context  # frames of audio before a chunk in its window
         self.after = net.future_frames  # ... and after it
+        self.vad = SileroStream() if net.cfg.voice_gate else None
 
     @property
     def lookahead_samples(self) -> int:
@@ -35,8 +67,12 @@ class MotionTrack:
     def offsets(self, window: np.ndarray) -> np.ndarray:
         """(n, P, 2) offsets from rest (IOD, face axes), times the net's gain, of the n frames a `window` was taken for."""
         n = len(window) // SAMPLES_PER_FRAME - self.before - self.after
-        out = self.net.predict(torch.from_numpy(window)[None])[0, self.before : self.before + n] * self.net.cfg.gain
-        return out.numpy().astype(np.float32)
+        out = (self.net.predict(torch.from_numpy(window)[None])[0, self.before : self.before + n] * self.net.cfg.gain).numpy()
+        if self.vad is not None:  # silero from a fresh state on the window alone: the same gate for a file and a stream
+            self.vad.reset()
+            gate = voice_gate(np.asarray(self.vad.push(window)), len(window) // SAMPLES_PER_FRAME)
+            out = out * gate[self.before : self.before + n, None, None]
+        return out.astype(np.float32)
 
     def clip_offsets(self, audio: "StreamingAudio | ArrayTimeline", n: int, chunk: int) -> np.ndarray:
         """(n, P, 2) offsets of frames [0, n) of a timeline that holds all its audio, `chunk`

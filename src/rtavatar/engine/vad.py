@@ -3,7 +3,8 @@
 `SileroVoice` is a per-frame detector for `StateTracker`: a Session's `auto` state uses it on
 the audio the avatar speaks (`Avatar.session(voice="silero")`), so music, breathing or noise as
 loud as speech does not make the face talk, where the energy rule would. The server uses it on
-the user's microphone too (`SileroStream.push`).
+the user's microphone too (`SileroStream.push`), and the MotionNet's mouth rests by its gate
+(engine/motion.voice_gate).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class SileroStream:
         try:
             from silero_vad import load_silero_vad
         except ImportError as e:
-            raise RTAvatarError("voice='silero' needs the silero-vad package: pip install 'rtavatar[serve]'") from e
+            raise RTAvatarError("silero-vad is not installed: pip install 'rtavatar[serve]' (or silero-vad)") from e
         self.model = load_silero_vad()
         self.buf = np.zeros(0, np.float32)
 

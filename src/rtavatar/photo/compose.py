@@ -40,7 +40,7 @@ from rtavatar.models.motion import shape_gap
 from rtavatar.photo.lids import Blinks, paint_blink
 from rtavatar.photo.motion import ExpressionWarp, HeadMotion
 from rtavatar.photo.mouth import PHOTO_INTERIOR, PartedLips
-from rtavatar.photo.options import PasteOptions
+from rtavatar.photo.options import DEFAULT_BLINKS, PasteOptions
 from rtavatar.photo.readers import MouthReader
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Lids:
     """Blinks (`Blinks`, by frame index) and the eye-openness controls, painted on the photo's
     own eyelids (photo/lids.paint_blink) in a band around both eyes."""
 
-    def __init__(self, image: np.ndarray, pts: np.ndarray, per_minute: float = 15.0, seed: int = 0) -> None:
+    def __init__(self, image: np.ndarray, pts: np.ndarray, per_minute: float = DEFAULT_BLINKS, seed: int = 0) -> None:
         self.image = image
         h, w = image.shape[:2]
         _, _, _, iod = face_axes(pts)
@@ -302,7 +302,7 @@ class PhotoCompositor:
     the head motion (more while the frame's state is `speak`)."""
 
     def __init__(self, portrait: Portrait, mouth: GeneratedMouth | WarpedMouth, head_motion: float = 1.0,
-                 blinks: float = 15.0, seed: int = 0) -> None:
+                 blinks: float = DEFAULT_BLINKS, seed: int = 0) -> None:
         self.base, self.mouth = portrait.image, mouth
         self.needs_face, self.uses_motion = mouth.needs_face, mouth.uses_motion
         pts = portrait.landmarks

@@ -13,6 +13,7 @@ import bisect
 import numpy as np
 
 from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START, smoothstep
+from rtavatar.photo.options import DEFAULT_BLINKS
 
 
 class Blinks:
@@ -25,7 +26,7 @@ class Blinks:
 
     DURATION = 0.36  # s, a whole blink
 
-    def __init__(self, per_minute: float = 15.0, seed: int = 0, fps: float = 25.0) -> None:
+    def __init__(self, per_minute: float = DEFAULT_BLINKS, seed: int = 0, fps: float = 25.0) -> None:
         self.per_minute, self.fps = per_minute, fps
         self.rng = np.random.default_rng(seed)
         self.onsets: list[float] = [self._gap() * 0.5] if per_minute > 0 else []

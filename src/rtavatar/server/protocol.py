@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
 from rtavatar.models.conditioning import CONTROL_LIMITS
-from rtavatar.photo.options import DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PasteOptions
+from rtavatar.photo.options import DEFAULT_BLINKS, DEFAULT_PASTE_MODE, MAX_BLINKS, MAX_HEAD_MOTION, PasteOptions
 
 VERSION = 1
 FRAME_MAGIC = b"RTAF"
@@ -55,7 +55,7 @@ class Paste(_Msg):
     head_motion: float | None = Field(None, ge=0, le=MAX_HEAD_MOTION, allow_inf_nan=False,
                                       description="head sway scale (0: still; null: 1, or 0 on pictures over 640x480 px)")
     close_lips: bool = Field(True, description="a photo's parted lips (a smile over teeth) close at rest")
-    blinks: float = Field(15.0, ge=0, le=MAX_BLINKS, allow_inf_nan=False, description="blinks a minute")
+    blinks: float = Field(DEFAULT_BLINKS, ge=0, le=MAX_BLINKS, allow_inf_nan=False, description="blinks a minute")
 
     def options(self) -> PasteOptions | None:
         """As the engine takes them (None: no paste-back)."""
