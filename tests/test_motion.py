@@ -166,11 +166,13 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     bundle = load_bundle(model)
     assert bundle.motion is not None and bundle.motion.cfg.gain == pytest.approx(1 / val[-1]["val_gap_std_ratio"], rel=1e-3)
+    assert bundle.motion.cfg.width_gain == pytest.approx(1 / val[-1]["val_width_std_ratio"], rel=1e-3)
     assert load_motion(model).cfg.hidden == 48 and not bundle.motion.cfg.voice_gate
     gated = tmp_path / "gated"
-    out = rtavatar("export", "--checkpoint", str(shipped), "--out", str(gated), "--motion", str(run), "--voice-gate", "--json")
+    out = rtavatar("export", "--checkpoint", shipped.name, "--out", str(gated), "--motion", str(run), "--voice-gate",  # by name
+                   "--motion-width-gain", "1.5", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert load_motion(gated).cfg.voice_gate  # the speech gate travels with the checkpoint
+    assert load_motion(gated).cfg.voice_gate and load_motion(gated).cfg.width_gain == 1.5  # they travel with the checkpoint
     rng = np.random.default_rng(9)
     opening = syllables(50, rng)
     frames = Avatar(bundle).generate(LISA, voiced(opening, rng), paste=PasteOptions(head_motion=0, blinks=0))
@@ -289,3 +291,19 @@ def test_a_pause_in_real_speech_rests() -> None:
     amp = lambda x: np.abs(x).mean((1, 2))  # noqa: E731
     same = np.isclose(amp(gated), amp(free), rtol=1e-5)
     assert same[: a - 2].mean() > 0.6 and same[b + 2 :].mean() > 0.6  # in speech the net's own offsets
+
+
+def test_width_gain_scales_the_lips_sideways_only() -> None:
+    from rtavatar.engine.motion import ArrayTimeline, MotionTrack
+    from rtavatar.models.motion import LIP_POINTS
+
+    rng = np.random.default_rng(7)
+    wav = voiced(syllables(30, rng), rng)
+    base = MotionTrack(mel_net(seed=4)).clip_offsets(ArrayTimeline(wav), 30, 8)
+    net = mel_net(seed=4)
+    net.cfg.width_gain = 1.5
+    wide = MotionTrack(net).clip_offsets(ArrayTimeline(wav), 30, 8)
+    lips = np.isin(np.array(MOTION_POINTS), LIP_POINTS)
+    assert np.abs(base[:, lips, 0]).max() > 1e-4
+    assert np.allclose(wide[:, lips, 0], 1.5 * base[:, lips, 0], atol=1e-6)
+    assert np.array_equal(wide[:, ~lips], base[:, ~lips]) and np.array_equal(wide[..., 1], base[..., 1])  # the jaw, and every y

@@ -150,12 +150,16 @@ def latest_checkpoint(run: Path, verify: bool = True) -> Path | None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run directory (its newest intact checkpoint) or a checkpoint directory (verified)."""
+    """A run directory (its newest intact checkpoint), a checkpoint directory (verified), or the
+    name of a model the package ships (e.g. "photo-v6") where no such path exists."""
     p = Path(path)
     if (p / "model.safetensors").is_file() or (p / "config.json").is_file():
         verify_checkpoint(p)
         return p
     if not p.exists():
+        shipped = shipped_model(str(path)) if p.name == str(path) and str(path) else None
+        if shipped is not None:
+            return resolve_checkpoint(shipped)
         raise RTAvatarError(f"checkpoint {p}: no such file or directory")
     ck = latest_checkpoint(p) if p.is_dir() else None
     if ck is None:
@@ -343,14 +347,15 @@ def save_motion(ckdir: str | Path, net: MotionNet) -> Path:
     return path
 
 
-def motion_gain_of(run: str | Path, default: float = 1.0) -> float:
-    """1 / the median predicted-to-real std of the inner-lip gap on a motion run's held-out
-    clips at its last validation (a regression under-shoots the amplitude), else `default`."""
+def motion_gain_of(run: str | Path, default: float = 1.0, key: str = "val_gap_std_ratio") -> float:
+    """1 / the median predicted-to-real std of the inner-lip gap (`key`; "val_width_std_ratio":
+    the mouth's width) on a motion run's held-out clips at its last validation (a regression
+    under-shoots the amplitude), else `default`."""
     log_path = Path(run) / "val.jsonl"
     if not log_path.is_file():
         return default
     lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
-    ratio = lines[-1].get("val_gap_std_ratio") if lines else None
+    ratio = lines[-1].get(key) if lines else None
     return float(1.0 / ratio) if ratio else default
 
 
@@ -508,19 +513,26 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
                       note: dict[str, Any] | None = None, prior: str | None = None, motion: str | Path | None = None,
-                      motion_gain: float | None = None, voice_gate: bool | None = None) -> Path:
+                      motion_gain: float | None = None, width_gain: float | None = None, voice_gate: bool | None = None) -> Path:
     """A self-contained inference checkpoint of any teacher / distill / EFT run: inference.json,
     the denoiser's (EMA) weights as model.safetensors and vae.safetensors, in float16 when
     `half` (loading casts them back to float32), no optimizer state, and a manifest. What the
     package ships (`Avatar.from_pretrained`). `prior` replaces the EFT start's prior video
     ("motion" or "reference", diffusion.SamplingConfig) the run was trained with. `motion`: a
     MotionNet (a `train motion` run or a motion.safetensors) shipped with it, its offsets scaled
-    by `motion_gain` (None: the run's own calibration, `motion_gain_of`), and gated by speech
+    by `motion_gain` and their sideways part by `width_gain` too (None: the run's own calibration,
+    `motion_gain_of`, or for a model's MotionNet as it was), and gated by speech
     (`MotionConfig.voice_gate`) when `voice_gate` (None: as it was; any MotionNet the model has)."""
     bundle = load_bundle(checkpoint, ema=ema)
     if motion is not None:
         bundle.motion = load_motion(motion)
-        bundle.motion.cfg.gain = motion_gain if motion_gain is not None else motion_gain_of(motion, bundle.motion.cfg.gain)
+        bundle.motion.cfg.gain = motion_gain_of(motion, bundle.motion.cfg.gain)
+        bundle.motion.cfg.width_gain = motion_gain_of(motion, bundle.motion.cfg.width_gain, "val_width_std_ratio")
+    for name, value in (("gain", motion_gain), ("width_gain", width_gain)):
+        if value is not None:
+            if bundle.motion is None:
+                raise RTAvatarError("the MotionNet's gains need one: pass --motion RUN or export a model that has one")
+            setattr(bundle.motion.cfg, name, float(value))
     if voice_gate is not None:
         if bundle.motion is None:
             raise RTAvatarError("the speech gate is the MotionNet's: pass --motion RUN or export a model that has one")

@@ -393,7 +393,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
     from rtavatar.checkpoints import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, half=not args.fp32, prior=args.prior, motion=args.motion,
-                            motion_gain=args.motion_gain, voice_gate=args.voice_gate)
+                            motion_gain=args.motion_gain, width_gain=args.motion_width_gain, voice_gate=args.voice_gate)
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     res = {"out": str(out), "files": files, "megabytes": round(sum(files.values()) / 1e6, 2)}
     if not args.json:
@@ -560,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "then moves the photo's lips and jaw by its offsets")
     ex.add_argument("--motion-gain", type=_float(0.1, 5.0), default=None,
                     help="scale of the MotionNet's offsets (default: from the run's held-out validation, 1 / predicted-to-real gap std)")
+    ex.add_argument("--motion-width-gain", type=_float(0.1, 5.0), default=None,
+                    help="the MotionNet's sideways lip offsets x this as well (default: from the run's held-out validation, "
+                    "1 / predicted-to-real width std)")
     ex.add_argument("--voice-gate", action=argparse.BooleanOptionalAction, default=None,
                     help="rest the MotionNet's mouth in every pause by silero-vad's speech gate (needs silero-vad; default: the run's "
                     "setting, off; docs/RESULTS.md measures the trade)")

@@ -23,7 +23,7 @@ import torch
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
 from rtavatar.engine.vad import WINDOW, SileroStream
-from rtavatar.models.motion import MotionNet
+from rtavatar.models.motion import LIP_POINTS, MotionNet
 
 VOICE_THRESHOLD = 0.5  # silero's speech probability
 GATE_LEAD = 6  # frames over which the gate opens before speech: lips part for breath before the voice starts ...
@@ -54,6 +54,7 @@ class MotionTrack:
         self.before = net.cfg.context  # frames of audio before a chunk in its window
         self.after = net.future_frames  # ... and after it
         self.vad = SileroStream() if net.cfg.voice_gate else None
+        self.lips = [k for k, p in enumerate(net.cfg.points) if p in LIP_POINTS]  # whose x `width_gain` scales
 
     @property
     def lookahead_samples(self) -> int:
@@ -68,6 +69,7 @@ class MotionTrack:
         """(n, P, 2) offsets from rest (IOD, face axes), times the net's gain, of the n frames a `window` was taken for."""
         n = len(window) // SAMPLES_PER_FRAME - self.before - self.after
         out = (self.net.predict(torch.from_numpy(window)[None])[0, self.before : self.before + n] * self.net.cfg.gain).numpy()
+        out[:, self.lips, 0] *= self.net.cfg.width_gain
         if self.vad is not None:  # silero from a fresh state on the window alone: the same gate for a file and a stream
             self.vad.reset()
             gate = voice_gate(np.asarray(self.vad.push(window)), len(window) // SAMPLES_PER_FRAME)

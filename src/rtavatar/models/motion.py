@@ -49,6 +49,7 @@ class MotionConfig:
     dropout: float = 0.1
     points: tuple[int, ...] = MOTION_POINTS
     gain: float = 1.0  # inference: offsets x gain (a regression under-shoots; set at export from held-out speakers)
+    width_gain: float = 1.0  # inference: the lips' sideways offsets x this too (set at export from held-out speakers' width std)
     voice_gate: bool = False  # inference: offsets x silero-vad's speech gate, so every pause rests (engine/motion.voice_gate)
 
     def __post_init__(self) -> None:

@@ -19,8 +19,8 @@ Held out for validation: clips whose id matches `val_pattern` (GRID: the second 
 a `val_fraction` of the others by a hash of their id. Validation predicts each held-out clip
 the way a session does and scores the Pearson r of the predicted against the real inner-lip
 gap and mouth width (the measures `eval --videos` takes on rendered video); the medians are
-logged at every checkpoint (RUN/val.jsonl), with the predicted-to-real std of the gap that
-`rtavatar export --motion` turns into the shipped gain.
+logged at every checkpoint (RUN/val.jsonl), with the predicted-to-real std of the gap and of
+the width that `rtavatar export --motion` turns into the shipped gains (`gain`, `width_gain`).
 """
 
 from __future__ import annotations
@@ -187,24 +187,26 @@ def motion_loss(pred: Tensor, target: Tensor, valid: Tensor, idx: tuple[int, ...
 def validate(net: MotionNet, clips: list[MotionClip], chunk: int = 6) -> dict[str, float]:
     """Medians over held-out clips (clean audio, predicted `chunk` frames at a time from the
     windows a session takes) of the gap and width r against the real mouth and of the gap's
-    predicted-to-real std, and the mean squared error (x100 IOD)."""
+    predicted-to-real std (and the width's), and the mean squared error (x100 IOD)."""
     if not clips:
         return {}
     was = net.training
     net.eval()
-    gap_r, width_r, mse, ratio = [], [], [], []
+    gap_r, width_r, mse, ratio, wratio = [], [], [], [], []
     track = MotionTrack(net)
     for c in clips:
         pred = track.clip_offsets(ArrayTimeline(c.wav), len(c.target), chunk) / net.cfg.gain
+        pred[:, track.lips, 0] /= net.cfg.width_gain
         (gp, wp), (gt, wt) = gap_width(pred, net.cfg.points), gap_width(c.target, net.cfg.points)
         ok = c.valid
         gap_r.append(finite_pearson(gp[ok], gt[ok]))
         width_r.append(finite_pearson(wp[ok], wt[ok]))
         ratio.append(float(np.std(gp[ok]) / max(float(np.std(gt[ok])), 1e-9)))
+        wratio.append(float(np.std(wp[ok]) / max(float(np.std(wt[ok])), 1e-9)))
         mse.append(float((((pred - c.target) * 100) ** 2)[ok].mean()))
     net.train(was)
     return {"val_gap_r": float(np.nanmedian(gap_r)), "val_width_r": float(np.nanmedian(width_r)), "val_mse": float(np.mean(mse)),
-            "val_gap_std_ratio": float(np.median(ratio))}
+            "val_gap_std_ratio": float(np.median(ratio)), "val_width_std_ratio": float(np.median(wratio))}
 
 
 def train_motion(cfg: MotionStageConfig, data: list[str | Path], run: str | Path, resume: bool = False, overwrite: bool = False,
