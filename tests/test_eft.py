@@ -121,8 +121,13 @@ def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: t
     from rtavatar.training.eft import is_export
     from rtavatar.training.syncnet import SyncStageConfig, train_syncnet
 
+    from rtavatar.checkpoints import save_motion
+    from rtavatar.models.audio import AudioConfig
+    from rtavatar.models.motion import MotionConfig, MotionNet
+
     data, _ = data_and_vae
-    export = export_checkpoint(student_run, tmp_path / "export")
+    save_motion(tmp_path, MotionNet(MotionConfig(audio=AudioConfig(kind="mel", hidden=16), hidden=16, layers=1, lookahead=2)))
+    export = export_checkpoint(student_run, tmp_path / "export", motion=tmp_path / "motion.safetensors")  # as the shipped one
     assert is_export(str(export)) and not is_export(str(student_run)) and is_export(DEFAULT_MODEL)
     expert = tmp_path / "expert"
     train_syncnet(SyncStageConfig(net=SyncNetConfig(width=8, dim=16), train=TrainConfig(steps=2, batch_size=4, ckpt_every=2)), data, expert)
@@ -146,6 +151,8 @@ def test_eft_fine_tunes_an_exported_model_with_the_aperture_loss(data_and_vae: t
 
     ref, mot = export_checkpoint(tmp_path / "eft", tmp_path / "ref", prior="reference"), export_checkpoint(tmp_path / "eft", tmp_path / "mot")
     assert load_bundle(ref).cfg.sampling.prior == "reference" and load_bundle(mot).cfg.sampling.prior == cfg.prior == "motion"
+    # The fine-tuned model ships the MotionNet of the model it started from (the run itself carries none).
+    assert tuned.motion is None and load_bundle(mot).motion is not None and load_bundle(mot).motion.cfg.hidden == 16
     face = Dataset(data).load(0).frames[0]
     speech = (0.3 * np.sin(np.arange(16000) / 16000 * 2 * np.pi * 150)).astype(np.float32)
     a, b = (Avatar.load(d).generate(face, speech, align="center").astype(int) for d in (ref, mot))

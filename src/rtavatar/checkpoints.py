@@ -511,6 +511,17 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
         return None
 
 
+def _init_motion(checkpoint: str | Path) -> Path | None:
+    """The MotionNet file of the exported model an EFT run started from (`init_pretrained`), if it had one."""
+    _, stage, raw = read_run_config(checkpoint)
+    init = raw.get("init_pretrained") if stage == "eft" else None
+    path = Path(init) / MOTION_FILE if init else None
+    if path is not None and path.is_file():
+        log.info("keeping the MotionNet of %s, the model this run fine-tuned", init)
+        return path
+    return None
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True, ema: bool = True,
                       note: dict[str, Any] | None = None, prior: str | None = None, motion: str | Path | None = None,
                       motion_gain: float | None = None, width_gain: float | None = None, voice_gate: bool | None = None) -> Path:
@@ -522,8 +533,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True
     MotionNet (a `train motion` run or a motion.safetensors) shipped with it, its offsets scaled
     by `motion_gain` and their sideways part by `width_gain` too (None: the run's own calibration,
     `motion_gain_of`, or for a model's MotionNet as it was), and gated by speech
-    (`MotionConfig.voice_gate`) when `voice_gate` (None: as it was; any MotionNet the model has)."""
+    (`MotionConfig.voice_gate`) when `voice_gate` (None: as it was; any MotionNet the model has).
+    Without `motion`, an EFT run of an exported model ships that model's MotionNet."""
     bundle = load_bundle(checkpoint, ema=ema)
+    if motion is None and bundle.motion is None:
+        motion = _init_motion(checkpoint)  # an EFT run of an exported model keeps that model's MotionNet
     if motion is not None:
         bundle.motion = load_motion(motion)
         bundle.motion.cfg.gain = motion_gain_of(motion, bundle.motion.cfg.gain)
