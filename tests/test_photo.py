@@ -609,6 +609,25 @@ def test_photo_interior_is_not_the_clips() -> None:
     assert got["photo"]["centre"] < got["clip"]["centre"]
 
 
+def test_photo_interior_is_a_dark_slit_until_the_lips_are_well_apart() -> None:
+    """Lips barely apart show the cavity, not a pale seam of teeth (PHOTO_INTERIOR.teeth_show);
+    a wide opening shows the upper teeth. The training clips' interior keeps its teeth at any opening."""
+    from rtavatar.photo.mouth import CLIP_INTERIOR, PHOTO_INTERIOR, draw_mouth_interior
+
+    p = register(read_image(LISA), 512)
+    x0, y0, side = p.box
+    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (512 / side))
+
+    def brightest(opening: float, style: object) -> float:
+        img = np.full((512, 512, 3), 128.0, np.float32)
+        draw_mouth_interior(img, an.landmarks(Pose(mouth_open=opening)), 1.0, style=style)
+        return float(img.mean(-1).max())
+
+    assert brightest(0.03, PHOTO_INTERIOR) < 128.5  # nothing lighter than the skin: a dark slit
+    assert brightest(0.2, PHOTO_INTERIOR) > 160  # teeth
+    assert brightest(0.03, CLIP_INTERIOR) > 160
+
+
 def test_head_motion_moves_the_head_not_the_picture() -> None:
     """HeadMotion: the head sways (dlib's nose and eye line move between frames, more while
     speaking), the picture's far corners stay exactly the photo's, a yaw control shifts the head

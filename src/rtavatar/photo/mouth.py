@@ -29,7 +29,9 @@ class Interior:
     """How `draw_mouth_interior` paints an open mouth. Sizes are shares of the inner-lip gap
     (teeth also capped in IOD); `teeth_span` is the share of the mouth's width the upper teeth
     cover (1: corner to corner), `tongue_lift` how far above the lower lip the tongue's centre
-    sits, `shade` how much darker the cavity is at its centre than at its rim."""
+    sits, `shade` how much darker the cavity is at its centre than at its rim. `teeth_show`
+    (IOD): the teeth fade in as the inner-lip gap grows from the first value to the second
+    (lips barely apart show a dark slit, not a band of teeth); (0, 0): always shown."""
 
     cavity: tuple[float, float, float] = CAVITY
     shade: float = 0.0
@@ -41,6 +43,7 @@ class Interior:
     tongue_lift: float = 0.1
     tongue_height: float = 0.35
     tongue_alpha: float = 0.8
+    teeth_show: tuple[float, float] = (0.0, 0.0)
 
 
 # The photo training clips' interior (the shipped models learned it; kept as it was made).
@@ -54,7 +57,7 @@ CLIP_INTERIOR = Interior()
 # lies low, and the cavity darkens towards its centre.
 PHOTO_INTERIOR = Interior(cavity=(0.2, 0.06, 0.07), teeth=(0.8, 0.76, 0.7), tongue=(0.5, 0.2, 0.22), teeth_height=0.28,
                           teeth_max_iod=0.06, teeth_span=0.7, tongue_lift=-0.15, tongue_height=0.3, tongue_alpha=0.7,
-                          shade=0.45)
+                          shade=0.45, teeth_show=(0.04, 0.1))
 
 
 def _median(v: np.ndarray, k: int) -> np.ndarray:
@@ -289,6 +292,9 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
         u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(half_w, 1e-6)
         k = np.clip((1.0 - u) / max(1.0 - style.teeth_span, 1e-6), 0, 1)
         teeth = teeth * smoothstep(k)[None, :]
+    lo, hi = style.teeth_show
+    if hi > lo:
+        teeth = teeth * float(smoothstep(np.clip((gap / iod - lo) / (hi - lo), 0, 1)))
     tongue = _coverage_box(h, w, [], [(float(T[INNER_BOTTOM, 0] - x0), float(T[INNER_BOTTOM, 1] - y0 - style.tongue_lift * gap), 0.55 * iw,
                                        style.tongue_height * gap)]) * inside
     tint_ = np.array(tint, np.float32)
