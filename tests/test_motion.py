@@ -307,3 +307,26 @@ def test_width_gain_scales_the_lips_sideways_only() -> None:
     assert np.abs(base[:, lips, 0]).max() > 1e-4
     assert np.allclose(wide[:, lips, 0], 1.5 * base[:, lips, 0], atol=1e-6)
     assert np.array_equal(wide[:, ~lips], base[:, ~lips]) and np.array_equal(wide[..., 1], base[..., 1])  # the jaw, and every y
+
+
+def test_warp_with_a_motionnet_skips_the_denoiser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paste mode warp reads only the MotionNet's offsets, so neither a file nor a stream runs
+    the denoiser; paste mode photo, which shows the model's mouth, still does."""
+    from rtavatar.engine.core import ChunkSampler
+
+    calls = []
+    real = ChunkSampler.sample
+    monkeypatch.setattr(ChunkSampler, "sample", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    avatar = motion_avatar()
+    rng = np.random.default_rng(8)
+    audio = voiced(syllables(30, rng), rng)
+    warp = PasteOptions(head_motion=0, blinks=0)
+    frames = avatar.generate(LISA, audio, paste=warp)
+    with avatar.session(LISA, paste=warp) as s:
+        s.push_audio(audio)
+        s.close()
+        streamed = np.stack([f.image for f in s.frames()])
+    assert frames.shape[0] == streamed.shape[0] == 30 and not calls
+    assert np.abs(frames.astype(int) - frames[0].astype(int)).max() > 30  # the mouth moved all the same
+    avatar.generate(LISA, audio, paste=PasteOptions(mode="photo", head_motion=0, blinks=0))
+    assert calls

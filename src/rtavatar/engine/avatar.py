@@ -155,11 +155,15 @@ class Avatar:
         ref = cs.reference(p.face)
         expression = check_expression(expression or {})
         pcm = as_pcm(audio)
-        lat = generate_latents(cs, ref, pcm, state=state, expression=expression, seed=seed, progress=progress, **chunking)
         options = as_options(paste)
         if options is not None and options.head_motion is None:
             options = replace(options, head_motion=1.0)
         renderer = self.renderer(cs, ref, p, options, seed) if options is not None else None
+        if (self.bundle.motion is not None and renderer is not None and renderer.uses_motion
+                and not (renderer.needs_latents or renderer.needs_face)):  # only the MotionNet's offsets are read
+            lat = torch.zeros(1, max(1, int(np.ceil(len(pcm) / SAMPLES_PER_FRAME))), *cs.latent_shape)
+        else:
+            lat = generate_latents(cs, ref, pcm, state=state, expression=expression, seed=seed, progress=progress, **chunking)
         n = lat.shape[1]
         states = offline_states(np.pad(pcm, (0, n * SAMPLES_PER_FRAME - len(pcm))), n, state)
         controls = np.repeat(control_vector(expression)[None], n, 0)

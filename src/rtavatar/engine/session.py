@@ -180,6 +180,8 @@ class Session:
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
         net = sampler.bundle.motion
         self.mouth = MotionTrack(net) if net is not None and renderer is not None and renderer.uses_motion else None
+        # The renderer reads only the MotionNet's offsets: the denoiser's frames would go unread.
+        self.skip_denoise = self.mouth is not None and not (renderer.needs_latents or renderer.needs_face)  # type: ignore[union-attr]
         self.audio = StreamingAudio(sampler.net, extra_lookahead=self.mouth.lookahead_samples if self.mouth else 0,
                                     extra_past=self.mouth.before if self.mouth else 0)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name
@@ -519,13 +521,16 @@ class Session:
             k_drop = len(chunk.context) - len(ctx_ids)
         t = chunk.t_denoise = time.perf_counter()
         dev = self.sampler.device
-        tokens = chunk.tokens[:, k_drop:]  # type: ignore[index]
-        k = len(ctx)
-        context = torch.stack(ctx)[None] if ctx else torch.zeros(1, 0, *self.sampler.latent_shape, device=dev)
-        states = np.concatenate([np.array(ctx_states, np.int64), chunk.states])  # type: ignore[list-item]
-        st = torch.from_numpy(states)[None].to(dev)
-        ctl = torch.from_numpy(np.concatenate([np.array(ctx_controls, np.float32).reshape(k, chunk.controls.shape[1]), chunk.controls]))[None].to(dev)  # type: ignore[list-item]
-        lat = self.sampler.sample(self.ref, context, tokens, st, ctl, self._gen)
+        if self.skip_denoise:
+            lat = torch.zeros(1, chunk.new, *self.sampler.latent_shape, device=dev)
+        else:
+            tokens = chunk.tokens[:, k_drop:]  # type: ignore[index]
+            k = len(ctx)
+            context = torch.stack(ctx)[None] if ctx else torch.zeros(1, 0, *self.sampler.latent_shape, device=dev)
+            states = np.concatenate([np.array(ctx_states, np.int64), chunk.states])  # type: ignore[list-item]
+            st = torch.from_numpy(states)[None].to(dev)
+            ctl = torch.from_numpy(np.concatenate([np.array(ctx_controls, np.float32).reshape(k, chunk.controls.shape[1]), chunk.controls]))[None].to(dev)  # type: ignore[list-item]
+            lat = self.sampler.sample(self.ref, context, tokens, st, ctl, self._gen)
         chunk.t_denoised = time.perf_counter()
         self.times.denoise += chunk.t_denoised - t
         with self._lock:

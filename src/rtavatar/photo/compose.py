@@ -67,6 +67,7 @@ class RenderFrame:
 class Renderer(Protocol):
     needs_face: bool
     uses_motion: bool
+    needs_latents: bool  # False: the model's frames are not read at all (the engine may skip its denoiser)
 
     def render(self, frames: Sequence[RenderFrame]) -> list[np.ndarray]: ...
 
@@ -75,7 +76,7 @@ class FacePaste:
     """Paste mode `face`: each generated face resized to its box in the original picture and
     blended in through a feathered mask."""
 
-    needs_face, uses_motion = True, False
+    needs_face, uses_motion, needs_latents = True, False, True
 
     def __init__(self, portrait: Portrait) -> None:
         self.base = portrait.image
@@ -162,7 +163,7 @@ class GeneratedMouth:
     shift traded the photo's skin texture for the model's soft 128 px skin.
     """
 
-    needs_face, uses_motion = True, False
+    needs_face, uses_motion, needs_latents = True, False, True
 
     def __init__(self, portrait: Portrait, recon: np.ndarray, tau: float = 18.0, shade_sigma: float = 3.0) -> None:
         self.base = portrait.image
@@ -232,6 +233,7 @@ class WarpedMouth:
         self.reader = reader
         self.needs_face = bool(reader is not None and reader.needs_face)
         self.uses_motion = reader is None
+        self.needs_latents = reader is not None  # with the MotionNet's offsets the model's frames go unread
         pts = portrait.landmarks
         self.rest = inner_gap(pts)  # the photo's own lip gap: the reader's change is added to it
         _, _, _, iod = face_axes(pts)
@@ -304,7 +306,7 @@ class PhotoCompositor:
     def __init__(self, portrait: Portrait, mouth: GeneratedMouth | WarpedMouth, head_motion: float = 1.0,
                  blinks: float = DEFAULT_BLINKS, seed: int = 0) -> None:
         self.base, self.mouth = portrait.image, mouth
-        self.needs_face, self.uses_motion = mouth.needs_face, mouth.uses_motion
+        self.needs_face, self.uses_motion, self.needs_latents = mouth.needs_face, mouth.uses_motion, mouth.needs_latents
         pts = portrait.landmarks
         self.lids = None if pts is None else Lids(self.base, pts, blinks, seed)
         self.expression = None if pts is None else ExpressionWarp(self.base.shape, pts)
