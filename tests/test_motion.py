@@ -257,7 +257,8 @@ def test_listening_frames_keep_the_mouth_at_rest() -> None:
 
 
 def test_voice_gate_opens_before_speech_and_shuts_after_it() -> None:
-    from rtavatar.engine.motion import WINDOW, voice_gate
+    from rtavatar.engine.motion import voice_gate
+    from rtavatar.engine.vad import WINDOW
 
     frames = np.zeros(20)
     frames[5:10] = 0.9  # speech over frames 5-9 (each 512-sample window takes the value of the frame it starts in)

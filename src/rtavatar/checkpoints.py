@@ -511,10 +511,11 @@ def shipped_model(name: str = DEFAULT_MODEL) -> Path | None:
         return None
 
 
-def _init_motion(checkpoint: str | Path) -> Path | None:
-    """The MotionNet file of the exported model an EFT run started from (`init_pretrained`), if it had one."""
-    _, stage, raw = read_run_config(checkpoint)
-    init = raw.get("init_pretrained") if stage == "eft" else None
+def _init_motion(ck: Path) -> Path | None:
+    """The MotionNet file of the exported model an EFT checkpoint `ck` (verified) started from
+    (`init_pretrained`), if it had one."""
+    raw = json.loads((ck / "config.json").read_text())
+    init = raw.get("init_pretrained") if raw.get("stage") == "eft" else None
     path = Path(init) / MOTION_FILE if init else None
     if path is not None and path.is_file():
         log.info("keeping the MotionNet of %s, the model this run fine-tuned", init)
@@ -537,20 +538,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, half: bool = True
     Without `motion`, an EFT run of an exported model ships that model's MotionNet."""
     bundle = load_bundle(checkpoint, ema=ema)
     if motion is None and bundle.motion is None:
-        motion = _init_motion(checkpoint)  # an EFT run of an exported model keeps that model's MotionNet
+        motion = _init_motion(bundle.checkpoint)  # an EFT run of an exported model keeps that model's MotionNet
     if motion is not None:
         bundle.motion = load_motion(motion)
         bundle.motion.cfg.gain = motion_gain_of(motion, bundle.motion.cfg.gain)
         bundle.motion.cfg.width_gain = motion_gain_of(motion, bundle.motion.cfg.width_gain, "val_width_std_ratio")
-    for name, value in (("gain", motion_gain), ("width_gain", width_gain)):
-        if value is not None:
-            if bundle.motion is None:
-                raise RTAvatarError("the MotionNet's gains need one: pass --motion RUN or export a model that has one")
-            setattr(bundle.motion.cfg, name, float(value))
-    if voice_gate is not None:
-        if bundle.motion is None:
-            raise RTAvatarError("the speech gate is the MotionNet's: pass --motion RUN or export a model that has one")
-        bundle.motion.cfg.voice_gate = voice_gate
+    overrides = {k: float(v) for k, v in (("gain", motion_gain), ("width_gain", width_gain)) if v is not None}
+    overrides |= {} if voice_gate is None else {"voice_gate": voice_gate}
+    if overrides and bundle.motion is None:
+        raise RTAvatarError(f"{', '.join(overrides)} set the MotionNet's: pass --motion RUN or export a model that has one")
+    for name, value in overrides.items():
+        setattr(bundle.motion.cfg, name, value)
     if prior is not None:
         bundle.cfg.sampling = replace(bundle.cfg.sampling, prior=prior).validate()
     out = Path(out)

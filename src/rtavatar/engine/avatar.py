@@ -25,10 +25,10 @@ import torch
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import Bundle, load_bundle, random_bundle
 from rtavatar.engine.core import ChunkSampler, sampling_for
-from rtavatar.engine.offline import generate_latents
+from rtavatar.engine.offline import frame_count, generate_latents
 from rtavatar.engine.schedule import ChunkSchedule
-from rtavatar.engine.motion import ArrayTimeline, MotionTrack
-from rtavatar.engine.session import Session, as_pcm, render_chunk
+from rtavatar.engine.motion import ArrayTimeline
+from rtavatar.engine.session import Session, as_pcm, mouth_track, render_chunk, skips_denoiser
 from rtavatar.errors import RTAvatarError
 from rtavatar.media import read_image, validate_image
 from rtavatar.models.conditioning import check_expression, control_vector, offline_states
@@ -159,17 +159,15 @@ class Avatar:
         if options is not None and options.head_motion is None:
             options = replace(options, head_motion=1.0)
         renderer = self.renderer(cs, ref, p, options, seed) if options is not None else None
-        if (self.bundle.motion is not None and renderer is not None and renderer.uses_motion
-                and not (renderer.needs_latents or renderer.needs_face)):  # only the MotionNet's offsets are read
-            lat = torch.zeros(1, max(1, int(np.ceil(len(pcm) / SAMPLES_PER_FRAME))), *cs.latent_shape)
+        track = mouth_track(self.bundle.motion, renderer)
+        if skips_denoiser(track, renderer):
+            lat = torch.zeros(1, frame_count(pcm), *cs.latent_shape)
         else:
             lat = generate_latents(cs, ref, pcm, state=state, expression=expression, seed=seed, progress=progress, **chunking)
         n = lat.shape[1]
         states = offline_states(np.pad(pcm, (0, n * SAMPLES_PER_FRAME - len(pcm))), n, state)
         controls = np.repeat(control_vector(expression)[None], n, 0)
-        mouth = None
-        if self.bundle.motion is not None and renderer is not None and renderer.uses_motion:
-            mouth = MotionTrack(self.bundle.motion).clip_offsets(ArrayTimeline(pcm), n, self.bundle.cfg.max_new)
+        mouth = None if track is None else track.clip_offsets(ArrayTimeline(pcm), n, self.bundle.cfg.max_new)
         for i in range(0, n, decode_batch):
             chunk = lat[:, i : i + decode_batch]
             if renderer is None:

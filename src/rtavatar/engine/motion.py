@@ -22,7 +22,7 @@ import torch
 
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.engine.audio import StreamingAudio
-from rtavatar.engine.vad import WINDOW, SileroStream
+from rtavatar.engine.vad import SileroStream, frame_speech
 from rtavatar.models.motion import LIP_POINTS, MotionNet
 
 VOICE_THRESHOLD = 0.5  # silero's speech probability
@@ -36,12 +36,7 @@ def voice_gate(probs: np.ndarray, n: int, threshold: float = VOICE_THRESHOLD, le
     1 on a frame with speech (a window overlapping it above `threshold`) and for `hangover`
     frames after it; rising linearly over the `lead` frames before it (1 - k / (lead + 1), k
     frames ahead); 0 in the rest of a pause; then smoothed by [1, 2, 1] / 4."""
-    starts = np.arange(len(probs)) * WINDOW
-    speech = np.zeros(n, np.float32)
-    for i in range(n):
-        hit = probs[(starts < (i + 1) * SAMPLES_PER_FRAME) & (starts + WINDOW > i * SAMPLES_PER_FRAME)]
-        speech[i] = float(hit.size > 0 and hit.max() > threshold)
-    padded = np.pad(speech, (hangover, lead))
+    padded = np.pad(frame_speech(probs, n, threshold).astype(np.float32), (hangover, lead))
     ahead = [padded[hangover + k : hangover + k + n] * (1 - k / (lead + 1)) for k in range(lead + 1)]
     behind = [padded[hangover - k : hangover - k + n] for k in range(1, hangover + 1)]
     gate = np.max(ahead + behind, axis=0)

@@ -25,6 +25,11 @@ class Cancelled(RTAvatarError):
 
 
 @torch.no_grad()
+def frame_count(audio: np.ndarray) -> int:
+    """Frames a clip of 16 kHz samples makes: ceil(len / 640), at least one."""
+    return max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
+
+
 def generate_latents(sampler: ChunkSampler, ref: Reference, audio: np.ndarray, *, state: str = "auto",
                      expression: dict[str, float] | None = None, first_chunk: int = 4, chunk: int | None = None,
                      motion: int | None = None, seed: int = 0, progress: bool = True,
@@ -34,7 +39,7 @@ def generate_latents(sampler: ChunkSampler, ref: Reference, audio: np.ndarray, *
     icfg, net = sampler.bundle.cfg, sampler.net
     chunk = chunk or icfg.max_new
     motion = icfg.max_motion if motion is None else motion
-    n = max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
+    n = frame_count(audio)
     audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
     m = icfg.net.audio_margin
     dev = sampler.device  # inputs and noise are made on the CPU, then moved

@@ -45,6 +45,7 @@ from rtavatar.engine.vad import voice_detector
 from rtavatar.errors import RTAvatarError
 from rtavatar.models.conditioning import (CONTROL_SCALE, CONTROLS, STATE_ID, STATES, StateTracker, check_expression, control_vector,
                                           named_controls, state_id)
+from rtavatar.models.motion import MotionNet
 from rtavatar.photo.compose import RenderFrame, Renderer
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,16 @@ def render_chunk(renderer: Renderer, sampler: ChunkSampler, ref: Reference, late
     return renderer.render(frames)
 
 
+def mouth_track(net: MotionNet | None, renderer: Renderer | None) -> MotionTrack | None:
+    """The MotionNet's track when the model has one and the renderer reads its offsets (`uses_motion`)."""
+    return MotionTrack(net) if net is not None and renderer is not None and renderer.uses_motion else None
+
+
+def skips_denoiser(track: MotionTrack | None, renderer: Renderer | None) -> bool:
+    """The renderer reads only the MotionNet's offsets: the denoiser's frames would go unread."""
+    return track is not None and renderer is not None and not (renderer.needs_latents or renderer.needs_face)
+
+
 class Session:
     """Create with `Avatar.session(...)`; see the module docstring."""
 
@@ -178,10 +189,8 @@ class Session:
         self.max_new = icfg.max_new
         self.schedule.sizes(self.max_new)  # validates
         self.motion = icfg.max_motion if self.schedule.motion < 0 else self.schedule.motion
-        net = sampler.bundle.motion
-        self.mouth = MotionTrack(net) if net is not None and renderer is not None and renderer.uses_motion else None
-        # The renderer reads only the MotionNet's offsets: the denoiser's frames would go unread.
-        self.skip_denoise = self.mouth is not None and not (renderer.needs_latents or renderer.needs_face)  # type: ignore[union-attr]
+        self.mouth = mouth_track(sampler.bundle.motion, renderer)
+        self.skip_denoise = skips_denoiser(self.mouth, renderer)
         self.audio = StreamingAudio(sampler.net, extra_lookahead=self.mouth.lookahead_samples if self.mouth else 0,
                                     extra_past=self.mouth.before if self.mouth else 0)
         self.live, self.pipeline, self.renderer, self.name = live, pipeline, renderer, name

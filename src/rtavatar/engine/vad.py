@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtavatar import SAMPLE_RATE
+from rtavatar import SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.errors import RTAvatarError
 
 WINDOW = 512  # samples silero-vad takes at 16 kHz (32 ms)
@@ -44,6 +44,17 @@ class SileroStream:
         """Forget the audio so far (the model's recurrent state and the partial window)."""
         self.model.reset_states()
         self.buf = np.zeros(0, np.float32)
+
+
+def frame_speech(probs: np.ndarray, n: int, threshold: float = 0.5) -> np.ndarray:
+    """(n,) bool per 40 ms frame: a silero window (512 samples) overlapping the frame has speech
+    probability above `threshold` (`probs`: one per window, in order from sample 0)."""
+    starts = np.arange(len(probs)) * WINDOW
+    out = np.zeros(n, bool)
+    for i in range(n):
+        hit = probs[(starts < (i + 1) * SAMPLES_PER_FRAME) & (starts + WINDOW > i * SAMPLES_PER_FRAME)]
+        out[i] = bool(hit.size) and float(hit.max()) > threshold
+    return out
 
 
 class SileroVoice:

@@ -44,16 +44,9 @@ COLUMNS = ("seconds", "speech_fraction", "speech_gap", "pause_gap", "ratio", "pa
 
 def speech_frames(audio: np.ndarray, n: int) -> np.ndarray:
     """(n,) bool: silero-vad's probability > 0.5 in any 32 ms window overlapping the frame."""
-    from rtavatar.engine.vad import WINDOW, SileroStream
+    from rtavatar.engine.vad import SileroStream, frame_speech
 
-    probs = np.asarray(SileroStream().push(np.pad(audio, (0, max(0, n * SAMPLES_PER_FRAME - len(audio))))))
-    starts = np.arange(len(probs)) * WINDOW
-    out = np.zeros(n, bool)
-    for i in range(n):
-        a, b = i * SAMPLES_PER_FRAME, (i + 1) * SAMPLES_PER_FRAME
-        hit = probs[(starts < b) & (starts + WINDOW > a)]
-        out[i] = bool(hit.size) and float(hit.max()) > 0.5
-    return out
+    return frame_speech(np.asarray(SileroStream().push(np.pad(audio, (0, max(0, n * SAMPLES_PER_FRAME - len(audio)))))), n)
 
 
 def pauses(speech: np.ndarray, min_frames: int) -> list[tuple[int, int]]:

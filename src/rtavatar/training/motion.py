@@ -90,10 +90,15 @@ def gap_width(offsets: np.ndarray | Tensor, idx: tuple[int, ...]) -> tuple[Any, 
     return shape_gap(offsets, idx), offsets[..., pos[MOUTH_RIGHT], 0] - offsets[..., pos[MOUTH_LEFT], 0]
 
 
+def _clip_hash(clip_id: str) -> int:
+    """A clip id's stable 32-bit hash (the held-out share and each clip's window draws)."""
+    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16)
+
+
 def _held_out(clip_id: str, cfg: MotionStageConfig) -> bool:
     if cfg.val_pattern and re.search(cfg.val_pattern, clip_id):
         return True
-    return int(hashlib.sha1(clip_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < cfg.val_fraction
+    return _clip_hash(clip_id) / 0xFFFFFFFF < cfg.val_fraction
 
 
 @dataclass
@@ -159,7 +164,7 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
                 if not held and len(t) >= cfg.chunk:
                     key = f"{Path(root).resolve()}::{mc.clip_id}"
                     if key not in stored:  # each clip's own draws, so a partly cached run draws what a fresh one would
-                        rng = np.random.default_rng([seed, int(hashlib.sha1(mc.clip_id.encode()).hexdigest()[:8], 16)])
+                        rng = np.random.default_rng([seed, _clip_hash(mc.clip_id)])
                         fresh[key] = _encode_windows(w, len(t), k == 1.0, net, cfg, rng)
                     entry = stored.get(key) or fresh[key]
                     mc.windows = list(zip((int(s) for s in entry[0]), entry[1:]))
