@@ -242,6 +242,36 @@ def test_the_warp_shows_the_offsets_it_is_given() -> None:
     assert read["round"]["width"] < read["open"]["width"] - 0.05
 
 
+def test_the_warp_rounds_and_spreads_a_photos_parted_lips() -> None:
+    """A photo whose lips are parted at rest (moved by PartedLips, which knows only an opening)
+    still takes the offsets' sideways part: dlib reads the mouth narrower for corners drawn in
+    and wider for corners drawn out, at the photo's resolution (600x800, lips parted 0.12 IOD)."""
+    from PIL import Image
+
+    big = np.asarray(Image.open(LISA).convert("RGB").resize((600, 800), Image.BICUBIC))
+    base = register(big, 128)
+    opener = make_renderer(base, PasteOptions(mode="warp", head_motion=0, blinks=0), base.face, motion=True)
+    pos = {p: k for k, p in enumerate(MOTION_POINTS)}
+    parted = np.zeros((P, 2))
+    for p in (65, 66, 67):
+        parted[pos[p], 1] = 0.12
+    controls = {"smile": 0.1, "brow_raise": 0.0, "eye_open_l": 1.0, "eye_open_r": 1.0, "yaw": 0.0, "pitch": 0.0, "roll": 0.0}
+    photo = opener.render([RenderFrame(0, "speak", controls, motion=parted)])[0]
+    portrait = register(photo, 128)
+    render = make_renderer(portrait, PasteOptions(mode="warp", head_motion=0, blinks=0, close_lips=False), portrait.face,
+                           motion=True)
+    assert render.mouth.parted is not None  # type: ignore[attr-defined]
+    fa = FaceAnalyzer()
+    width = {}
+    for name, side in (("rest", 0.0), ("round", 1.0), ("spread", -1.0)):
+        off = np.zeros((P, 2))
+        for p, s in ((48, 1), (49, 0.6), (59, 0.6), (60, 1), (54, -1), (53, -0.6), (55, -0.6), (64, -1)):
+            off[pos[p], 0] = 0.07 * s * side  # corners in (round) or out (spread)
+        img = render.render([RenderFrame(0, "speak", controls, motion=off)])[0]
+        width[name] = float(features(track_faces([img], fa).points)["width"][0])
+    assert width["round"] < width["rest"] - 0.04 and width["spread"] > width["rest"] + 0.04, width
+
+
 def test_listening_frames_keep_the_mouth_at_rest() -> None:
     """With the state forced to listen, the MotionNet's mouth rests (listening frames hear
     silence, as the DiT's do): the photo's mouth is its own in every frame; in speech it moves."""

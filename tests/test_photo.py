@@ -628,6 +628,45 @@ def test_photo_interior_is_a_dark_slit_until_the_lips_are_well_apart() -> None:
     assert brightest(0.03, CLIP_INTERIOR) > 160
 
 
+def test_photo_interior_teeth_are_separate_and_as_white_as_the_photo() -> None:
+    """The full-resolution paste's upper teeth: separate teeth (a darker line where two meet, so
+    a row across them dips once per tooth; one band without `gaps`), lit by the photo's own
+    white (`photo_white`: half as bright on the same photo exposed half as bright), not the
+    skin's brightness, which would paint grey teeth on a dark face."""
+    from dataclasses import replace
+
+    from rtavatar.photo.mouth import PHOTO_INTERIOR, TEETH_OF_WHITE, draw_mouth_interior, photo_white
+
+    p = register(read_image(LISA), 512)
+    x0, y0, side = p.box
+    an = PhotoAnimator(p.face, (p.landmarks - [x0, y0]) * (512 / side))
+    white = photo_white(p.image, p.landmarks)
+    skin = float(p.image[int(p.landmarks[30, 1]) - 5 : int(p.landmarks[30, 1]) + 5, int(p.landmarks[30, 0]) - 5 :
+                           int(p.landmarks[30, 0]) + 5].mean())
+    assert white is not None and white.mean() > skin and white.max() - white.min() < 0.25 * white.mean()  # bright, near grey
+    dim = photo_white((p.image * 0.5).astype(np.uint8), p.landmarks)
+    assert dim is not None and np.allclose(dim, white * 0.5, atol=3)
+    T = an.landmarks(Pose(mouth_open=0.2))
+    teeth = white * np.array(TEETH_OF_WHITE)
+
+    def row(style: object) -> np.ndarray:
+        img = np.full((512, 512, 3), 60.0, np.float32)
+        draw_mouth_interior(img, T, 0.5, style=style, teeth_rgb=teeth)
+        lum = img.mean(-1)
+        assert lum.max() > 0.8 * teeth.mean()  # the teeth are the photo's white, not light x grey
+        a, b = int(T[60, 0]), int(T[64, 0])
+        # Each column's brightest pixel (a tooth's), over the middle three fifths (not the corners' shadow).
+        return lum[int(T[62, 1]) - 5 : int(T[66, 1]), a + (b - a) // 5 : b - (b - a) // 5].max(0)
+
+    def dips(v: np.ndarray) -> int:
+        v = np.convolve(v, np.ones(3) / 3, mode="same")
+        return int(sum(v[i] < v[i - 1] and v[i] <= v[i + 1] and v[i] < max(v[max(i - 8, 0):i + 9]) - 0.1 * v.max()
+                       for i in range(1, len(v) - 1)))
+
+    assert dips(row(PHOTO_INTERIOR)) >= 3
+    assert dips(row(replace(PHOTO_INTERIOR, gaps=0.0))) == 0
+
+
 def test_head_motion_moves_the_head_not_the_picture() -> None:
     """HeadMotion: the head sways (dlib's nose and eye line move between frames, more while
     speaking), the picture's far corners stay exactly the photo's, a yaw control shifts the head

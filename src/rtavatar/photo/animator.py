@@ -155,18 +155,19 @@ class PhotoAnimator:
 
     `image` is the aligned crop (S, S, 3) uint8 and `pts` its 68 landmarks in crop pixels;
     the warp runs at S and the result is area-averaged to `out_res` (S = 2 x out_res gives
-    anti-aliased edges).
+    anti-aliased edges). `teeth_rgb`: the drawn teeth's colour (mouth.draw_mouth_interior).
     """
 
     def __init__(self, image: np.ndarray, pts: np.ndarray, out_res: int | None = None,
-                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0), interior: Interior = CLIP_INTERIOR) -> None:
+                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0), interior: Interior = CLIP_INTERIOR,
+                 teeth_rgb: np.ndarray | None = None) -> None:
         self.image = np.asarray(image)
         self.pts = np.asarray(pts, np.float64)
         self.side = self.image.shape[0]
         self.out_res = out_res or self.side
         self.border = border_points(self.side)
         self.light = face_light(self.image, self.pts)
-        self.tint, self.interior = tint, interior
+        self.tint, self.interior, self.teeth_rgb = tint, interior, teeth_rgb
 
     def landmarks(self, pose: Pose) -> np.ndarray:
         return target_landmarks(self.pts, pose)
@@ -180,7 +181,7 @@ class PhotoAnimator:
         rows = blink_map(self.pts, eye_closure(pose), self.side)
         image = self.image if rows is None else warp_rows(self.image, rows)
         out = warp_image(image, grid)
-        draw_mouth_interior(out, T, self.light, self.tint, self.interior)
+        draw_mouth_interior(out, T, self.light, self.tint, self.interior, self.teeth_rgb)
         if self.out_res != self.side:
             x = torch.from_numpy(out).permute(2, 0, 1)[None]
             out = F.interpolate(x, size=(self.out_res, self.out_res), mode="area")[0].permute(1, 2, 0).numpy()

@@ -32,14 +32,15 @@ from PIL import Image, ImageDraw
 
 from rtavatar.errors import RTAvatarError
 from rtavatar.photo.align import EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC, Portrait
-from rtavatar.photo.animator import Pose, PhotoAnimator
-from rtavatar.photo.geometry import Clip, blur, box_pixels, feather_mask, sample_grid, to_uint8
+from rtavatar.photo.animator import Pose, PhotoAnimator, target_landmarks
+from rtavatar.photo.geometry import (Clip, blur, border_points, box_pixels, feather_mask, sample_grid, to_uint8,
+                                     tps_backward_map, warp_image)
 from rtavatar.photo.landmarks import (BROWS, CHIN, EYE_LEFT_START, EYE_RIGHT_START, EYES, MOUTH_LEFT, MOUTH_RIGHT,
                                      NOSE_TIP, UPPER_LIP_TOP, LOWER_LIP_BOTTOM, face_axes, inner_gap)
 from rtavatar.models.motion import shape_gap
 from rtavatar.photo.lids import Blinks, paint_blink
 from rtavatar.photo.motion import ExpressionWarp, HeadMotion
-from rtavatar.photo.mouth import PHOTO_INTERIOR, PartedLips
+from rtavatar.photo.mouth import PHOTO_INTERIOR, TEETH_OF_WHITE, PartedLips, photo_white
 from rtavatar.photo.options import DEFAULT_BLINKS, PasteOptions
 from rtavatar.photo.readers import MouthReader
 
@@ -223,7 +224,10 @@ class WarpedMouth:
     pixels are the photo's. A photo whose own lips are parted by at least PARTED_REST (a smile
     over teeth) is moved by `PartedLips` instead: its lips close when the model's mouth is
     closed, and in speech its jaw drops under its own upper teeth (`close_lips=False`: the
-    photo's parted lips stay its rest, e.g. a smile kept while listening).
+    photo's parted lips stay its rest, e.g. a smile kept while listening). With a MotionNet the
+    parted lips open and close by the offsets' opening, and then the offsets' sideways part
+    (width, rounding, the jaw's sideways motion) moves them by a spline (`_sideways`), so a
+    smiling photo rounds and spreads as others do.
     """
 
     def __init__(self, portrait: Portrait, reader: Any, close_lips: bool = True, close_ramp: float = 0.1,
@@ -243,8 +247,11 @@ class WarpedMouth:
         self.clip = Clip.of(sx, sy, sq, portrait.image.shape)
         square = box_pixels(portrait.image, (sx, sy, sq))
         local = pts - np.array([sx, sy], np.float64)
-        self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR)
+        white = photo_white(portrait.image, pts)  # the drawn teeth are as white as the photo's whites
+        teeth = None if white is None else white * np.array(TEETH_OF_WHITE, np.float32)
+        self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR, teeth_rgb=teeth)
         self.parted = PartedLips(square, local) if self.rest >= PARTED_REST else None
+        self.local, self.border = local, border_points(sq)
         self.close_lips, self.ramp = close_lips, close_ramp
         self.opening = 0.0  # the last frame's reading (IOD, a change from the photo's own gap)
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
@@ -263,6 +270,17 @@ class WarpedMouth:
             else:
                 self._renders[key] = self.animator.render(Pose(mouth_open=self.rest + key * self.step))
         return self._renders[key]
+
+    def _sideways(self, square: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """`square` with the photo's lip and jaw points moved by the x (face-frame) part of the
+        MotionNet's `offsets`: a thin-plate spline, the other landmarks and the border fixed."""
+        x_only = np.zeros_like(offsets)
+        x_only[:, 0] = offsets[:, 0]
+        if np.abs(x_only).max() < self.step:
+            return square
+        T = target_landmarks(self.local, Pose(mouth_shape=x_only))
+        grid = tps_backward_map(np.concatenate([T, self.border]), np.concatenate([self.local, self.border]), square.shape[0])
+        return to_uint8(warp_image(square, grid))
 
     def gap(self, opening: float) -> float | None:
         """The inner-lip gap (IOD) shown for a reading `opening` (None: the photo as it is).
@@ -294,7 +312,12 @@ class WarpedMouth:
         else:
             self.opening = reading
         gap = self.gap(self.opening)
-        if gap is not None:
+        if isinstance(reading, np.ndarray):  # parted lips: their opening, then the offsets' sideways part
+            square = self.animator.image if gap is None else self._render(gap)
+            moved = self._sideways(square, reading)
+            if gap is not None or moved is not square:
+                self.clip.paste(out, moved)
+        elif gap is not None:
             self.clip.paste(out, self._render(gap))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.ndimage import median_filter, uniform_filter1d
+from scipy.ndimage import gaussian_filter, median_filter, uniform_filter1d
 
 from rtavatar.photo.geometry import warp_rows
 from rtavatar.photo.landmarks import (CHIN, INNER_BOTTOM, INNER_LEFT, INNER_LIPS, INNER_PAIRS, INNER_RIGHT, INNER_TOP,
@@ -22,6 +22,8 @@ from rtavatar.photo.lids import lid_curve
 
 # Colours of the drawn mouth interior (0..1 RGB before lighting).
 CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
+TEETH_OF_WHITE = (0.9, 0.88, 0.82)  # teeth against the photo's white (`photo_white`): a little darker and warmer
+WARM_WHITE = (1.0, 0.97, 0.9)
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class Interior:
     cover (1: corner to corner), `tongue_lift` how far above the lower lip the tongue's centre
     sits, `shade` how much darker the cavity is at its centre than at its rim. `teeth_show`
     (IOD): the teeth fade in as the inner-lip gap grows from the first value to the second
-    (lips barely apart show a dark slit, not a band of teeth); (0, 0): always shown."""
+    (lips barely apart show a dark slit, not a band of teeth); (0, 0): always shown. The
+    teeth's colour is `teeth` lit like the face, unless the caller gives the photo's own
+    (`draw_mouth_interior(teeth_rgb=...)`: from its highlights, `photo_white`)."""
 
     cavity: tuple[float, float, float] = CAVITY
     shade: float = 0.0
@@ -44,6 +48,9 @@ class Interior:
     tongue_height: float = 0.35
     tongue_alpha: float = 0.8
     teeth_show: tuple[float, float] = (0.0, 0.0)
+    teeth_shadow: float = 0.0  # the teeth's top (under the upper lip) this much darker, and their sides towards the corners
+    soften: float = 0.0  # IOD: the cavity's and the teeth's edges blurred by this much (a drawn edge reads as cut out)
+    gaps: float = 0.0  # the lines between the upper teeth this much darker (0: one band), notched at the edge
 
 
 # The photo training clips' interior (the shipped models learned it; kept as it was made).
@@ -54,10 +61,11 @@ CLIP_INTERIOR = Interior()
 # clips' interior reads as drawn -- a white band corner to corner, and a lip-pink tongue high in
 # the mouth that dlib (and the eye) takes for the lower lip, so a wider opening read as a
 # narrower one. Here the teeth are shaded and end before the corners, the tongue is darker and
-# lies low, and the cavity darkens towards its centre.
-PHOTO_INTERIOR = Interior(cavity=(0.2, 0.06, 0.07), teeth=(0.8, 0.76, 0.7), tongue=(0.5, 0.2, 0.22), teeth_height=0.28,
-                          teeth_max_iod=0.06, teeth_span=0.7, tongue_lift=-0.15, tongue_height=0.3, tongue_alpha=0.7,
-                          shade=0.45, teeth_show=(0.04, 0.1))
+# lies low, and the cavity darkens towards its centre; the teeth are shaded under the upper lip
+# and towards the corners, and every edge is softened a little.
+PHOTO_INTERIOR = Interior(cavity=(0.2, 0.06, 0.07), teeth=(0.8, 0.76, 0.7), tongue=(0.5, 0.2, 0.22), teeth_height=0.4,
+                          teeth_max_iod=0.07, teeth_span=0.7, tongue_lift=-0.15, tongue_height=0.3, tongue_alpha=0.7,
+                          shade=0.45, teeth_show=(0.04, 0.1), teeth_shadow=0.35, soften=0.004, gaps=0.35)
 
 
 def _median(v: np.ndarray, k: int) -> np.ndarray:
@@ -263,8 +271,9 @@ def _smooth_contour(points: np.ndarray, per_seg: int = 8) -> np.ndarray:
 
 
 def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                        style: Interior = CLIP_INTERIOR) -> None:
-    """Paint cavity, upper teeth and tongue inside the inner-lip contour of landmarks T (in place)."""
+                        style: Interior = CLIP_INTERIOR, teeth_rgb: np.ndarray | None = None) -> None:
+    """Paint cavity, upper teeth and tongue inside the inner-lip contour of landmarks T (in
+    place); `teeth_rgb` (0..255): the teeth's colour as lit, instead of `style.teeth` x light."""
     inner = T[INNER_LIPS]
     gap = float(np.mean([T[lo, 1] - T[u, 1] for u, lo in INNER_PAIRS]))
     if gap < 0.3:
@@ -283,11 +292,14 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     _, _, _, iod = face_axes(T)
     upper = _smooth_contour(inner)[: 4 * 8 + 1]  # 60 -> 64 along the upper edge
     teeth_h = min(style.teeth_height * gap, style.teeth_max_iod * iod)
-    teeth_poly = np.concatenate([upper, upper[::-1] + np.array([0.0, teeth_h])]) - off
-    teeth = _coverage_box(h, w, [teeth_poly]) * inside
     half_w = 0.5 * float(np.linalg.norm(T[INNER_RIGHT] - T[INNER_LEFT]))  # half the inner mouth's width
     iw = 0.9 * half_w
     cx = float(T[[INNER_LEFT, INNER_RIGHT], 0].mean() - x0)
+    edge = upper[::-1] + np.array([0.0, teeth_h])
+    if style.gaps > 0:  # each tooth's corners rounded: a small notch in the edge where two teeth meet
+        d = np.min(np.abs((edge[:, :1] - off[0] - cx) - _tooth_bounds(iod)[None]), axis=1)
+        edge = edge - np.stack([np.zeros(len(d)), 0.15 * teeth_h * np.exp(-0.5 * (d / (0.012 * iod)) ** 2)], 1)
+    teeth = _coverage_box(h, w, [np.concatenate([upper, edge]) - off]) * inside
     if style.teeth_span < 1.0:  # fade out towards the corners (smoothstep over the outer share)
         u = np.abs(np.arange(w, dtype=np.float32) + 0.5 - cx) / max(half_w, 1e-6)
         k = np.clip((1.0 - u) / max(1.0 - style.teeth_span, 1e-6), 0, 1)
@@ -297,16 +309,39 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
         teeth = teeth * float(smoothstep(np.clip((gap / iod - lo) / (hi - lo), 0, 1)))
     tongue = _coverage_box(h, w, [], [(float(T[INNER_BOTTOM, 0] - x0), float(T[INNER_BOTTOM, 1] - y0 - style.tongue_lift * gap), 0.55 * iw,
                                        style.tongue_height * gap)]) * inside
+    if style.soften > 0:
+        sigma = style.soften * iod
+        inside, teeth = gaussian_filter(inside, sigma), gaussian_filter(teeth, sigma)
     tint_ = np.array(tint, np.float32)
+    teeth_col: np.ndarray = (np.asarray(style.teeth, np.float32) * tint_ * light * 255.0 if teeth_rgb is None
+                             else np.asarray(teeth_rgb, np.float32))
+    if style.teeth_shadow > 0:  # in the upper lip's shadow at the top, receding towards the corners
+        xs = np.arange(w, dtype=np.float32) + 0.5
+        top = np.interp(xs, upper[:, 0] - x0, upper[:, 1] - y0).astype(np.float32)
+        v = np.clip((np.arange(h, dtype=np.float32)[:, None] + 0.5 - top[None]) / max(teeth_h, 1e-3), 0, 1)
+        u = np.clip(np.abs(xs - cx) / max(half_w, 1e-6), 0, 1)[None]
+        lit = (1 - style.teeth_shadow * (1 - smoothstep(np.clip(v / 0.5, 0, 1)))) * (1 - style.teeth_shadow * u * u)
+        if style.gaps > 0:  # the shadow between two teeth, deepest towards the biting edge
+            d = np.min(np.abs((xs - cx)[:, None] - _tooth_bounds(iod)[None]), axis=1)
+            lit = lit * (1 - style.gaps * np.exp(-0.5 * (d / max(0.006 * iod, 0.5)) ** 2)[None] * (0.4 + 0.6 * v))
+        teeth_col = teeth_col * lit[..., None]
     cavity: np.ndarray | tuple[float, float, float] = style.cavity
     if style.shade > 0:  # darker towards the middle of the opening
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         cy = float(T[[INNER_TOP, INNER_BOTTOM], 1].mean() - y0)
         d = np.sqrt(((xx + 0.5 - cx) / max(half_w, 1)) ** 2 + ((yy + 0.5 - cy) / max(gap / 2, 1)) ** 2)
         cavity = np.array(style.cavity, np.float32) * (1 - style.shade * np.clip(1 - d, 0, 1))[..., None]
-    for cov, col in ((inside, cavity), (teeth, style.teeth), (tongue * style.tongue_alpha, style.tongue)):
-        colour = np.asarray(col, np.float32) * tint_ * light * 255.0
+    lit_ = lambda col: np.asarray(col, np.float32) * tint_ * light * 255.0  # noqa: E731
+    for cov, colour in ((inside, lit_(cavity)), (teeth, teeth_col), (tongue * style.tongue_alpha, lit_(style.tongue))):
         box += cov[..., None] * (colour - box)
+
+
+def _tooth_bounds(iod: float) -> np.ndarray:
+    """Image x (from the mouth's middle) where two upper teeth meet: incisors, canines and
+    premolars along an arch of 0.4 IOD radius seen from the front, in pixels."""
+    s = np.array([0.0, 0.13, 0.23, 0.34, 0.44])  # arc length from the middle (IOD); a central incisor 0.13
+    x = 0.4 * np.sin(s / 0.4) * iod
+    return np.concatenate([-x[:0:-1], x])
 
 
 def _coverage_box(h: int, w: int, polys: list[np.ndarray], ellipses: list = (), ss: int = 4) -> np.ndarray:
@@ -317,6 +352,26 @@ def _coverage_box(h: int, w: int, polys: list[np.ndarray], ellipses: list = (), 
     for cx, cy, rx, ry in ellipses:
         draw.ellipse([(cx - rx) * ss, (cy - ry) * ss, (cx + rx) * ss, (cy + ry) * ss], fill=255)
     return np.asarray(img.resize((w, h), Image.BOX), np.float32) / 255.0
+
+
+def photo_white(image: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
+    """What a white surface looks like in this photo (RGB, 0..255): as bright as the face's
+    highlights (the brightest 2 % of its pixels, eyes to mouth: the exposure and the light),
+    with a fifth of their colour (the light's cast) and the rest a neutral warm white (the
+    brightest skin is still skin); None for a face too small to tell. Teeth are white on a dark
+    face as on a pale one, which the skin's own brightness (`face_light`) cannot tell apart."""
+    h, w = image.shape[:2]
+    lo, hi = pts[17:68].min(0), pts[17:68].max(0)
+    x0, y0 = np.maximum(np.floor(lo).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(hi).astype(int) + 1, [w, h])
+    px = image[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+    if len(px) < 200:
+        return None
+    lum = px @ LUMA
+    top = px[lum >= np.quantile(lum, 0.98)].mean(0)
+    level = float(top @ LUMA)
+    warm = np.array(WARM_WHITE, np.float32) / float(np.array(WARM_WHITE) @ LUMA)
+    return level * (0.8 * warm + 0.2 * top / max(level, 1e-3))
 
 
 def face_light(image: np.ndarray, pts: np.ndarray) -> float:
