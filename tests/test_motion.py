@@ -109,6 +109,22 @@ def test_augmented_speech_keeps_its_timing() -> None:
     assert all(np.corrcoef(env(o), env(wav))[0, 1] > 0.5 for o in outs)
 
 
+def test_width_weight_weighs_width_errors_only() -> None:
+    """`width_weight` scales the loss of a prediction whose mouth is too wide (corners out), and
+    leaves the loss of one whose lips are too far apart (the gap) as it was."""
+    from rtavatar.training.motion import motion_loss
+
+    pos = {p: k for k, p in enumerate(MOTION_POINTS)}
+    target, valid = torch.zeros(1, 4, P, 2), torch.ones(1, 4, dtype=torch.bool)
+    wide, apart = target.clone(), target.clone()
+    wide[..., pos[48], 0], wide[..., pos[54], 0] = -0.02, 0.02
+    for p in (65, 66, 67):
+        apart[..., pos[p], 1] = 0.04
+    loss = lambda pred, w: float(motion_loss(pred, target, valid, MOTION_POINTS, 1.0, w)[0])  # noqa: E731
+    assert loss(wide, 6.0) > 2 * loss(wide, 1.0)
+    assert loss(apart, 6.0) == pytest.approx(loss(apart, 1.0))
+
+
 def test_speed_perturbation_moves_sound_and_mouth_together() -> None:
     n, sr = 50, SAMPLE_RATE
     t = np.arange(n * SAMPLES_PER_FRAME) / sr

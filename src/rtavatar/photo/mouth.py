@@ -22,8 +22,7 @@ from rtavatar.photo.lids import lid_curve
 
 # Colours of the drawn mouth interior (0..1 RGB before lighting).
 CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
-TEETH_OF_WHITE = (0.9, 0.88, 0.82)  # teeth against the photo's white (`photo_white`): a little darker and warmer
-WARM_WHITE = (1.0, 0.97, 0.9)
+TEETH_OF_WHITE = (1.0, 0.97, 0.9)  # teeth against the photo's white (`photo_white`): as bright, a little warmer
 
 
 @dataclass(frozen=True)
@@ -357,9 +356,9 @@ def _coverage_box(h: int, w: int, polys: list[np.ndarray], ellipses: list = (), 
 def photo_white(image: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
     """What a white surface looks like in this photo (RGB, 0..255): as bright as the face's
     highlights (the brightest 2 % of its pixels, eyes to mouth: the exposure and the light),
-    with a fifth of their colour (the light's cast) and the rest a neutral warm white (the
-    brightest skin is still skin); None for a face too small to tell. Teeth are white on a dark
-    face as on a pale one, which the skin's own brightness (`face_light`) cannot tell apart."""
+    grey but for a tenth of their colour (the light's cast: the brightest skin is still skin);
+    None for a face too small to tell. Teeth are white on a dark face as on a pale one, which
+    the skin's own brightness (`face_light`) cannot tell apart."""
     h, w = image.shape[:2]
     lo, hi = pts[17:68].min(0), pts[17:68].max(0)
     x0, y0 = np.maximum(np.floor(lo).astype(int), 0)
@@ -370,8 +369,7 @@ def photo_white(image: np.ndarray, pts: np.ndarray) -> np.ndarray | None:
     lum = px @ LUMA
     top = px[lum >= np.quantile(lum, 0.98)].mean(0)
     level = float(top @ LUMA)
-    warm = np.array(WARM_WHITE, np.float32) / float(np.array(WARM_WHITE) @ LUMA)
-    return level * (0.8 * warm + 0.2 * top / max(level, 1e-3))
+    return 0.9 * level + 0.1 * top
 
 
 def face_light(image: np.ndarray, pts: np.ndarray) -> float:

@@ -66,6 +66,7 @@ class MotionStageConfig:
     augment: int = 2  # degraded copies of each clip's audio beside the clean one
     speeds: tuple[float, ...] = ()  # speed-perturbed copies of each training clip (data/augment.speed_perturb), e.g. (0.9, 1.15)
     feature_weight: float = 1.0  # extra loss on the inner-lip gap and mouth width derived from the points
+    width_weight: float = 1.0  # the width's share of that loss (its changes are about 0.6 of the gap's, so its squared error 0.4)
 
 
 def rest_offsets(points: np.ndarray, voice: np.ndarray, idx: tuple[int, ...]) -> np.ndarray:
@@ -177,14 +178,15 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
     return train, val
 
 
-def motion_loss(pred: Tensor, target: Tensor, valid: Tensor, idx: tuple[int, ...], feature_weight: float) -> tuple[Tensor, dict[str, float]]:
+def motion_loss(pred: Tensor, target: Tensor, valid: Tensor, idx: tuple[int, ...], feature_weight: float,
+                width_weight: float = 1.0) -> tuple[Tensor, dict[str, float]]:
     """MSE on the points (x100 IOD, frames with a face) plus `feature_weight` x the MSE of the
-    gap and width they imply."""
+    gap and (times `width_weight`) the width they imply."""
     m = valid[..., None, None].float()
     points = (((pred - target) * 100) ** 2 * m).sum() / (m.sum() * pred.shape[-2] * 2).clamp(min=1)
     (gp, wp), (gt, wt) = gap_width(pred, idx), gap_width(target, idx)
     v = valid.float()
-    feats = ((((gp - gt) * 100) ** 2 + ((wp - wt) * 100) ** 2) * v).sum() / (2 * v.sum()).clamp(min=1)
+    feats = ((((gp - gt) * 100) ** 2 + width_weight * ((wp - wt) * 100) ** 2) * v).sum() / (2 * v.sum()).clamp(min=1)
     return points + feature_weight * feats, {"points": float(points.detach()), "gap_width": float(feats.detach())}
 
 
@@ -236,7 +238,7 @@ def train_motion(cfg: MotionStageConfig, data: list[str | Path], run: str | Path
             ys.append(torch.from_numpy(c.target[s : s + cfg.chunk]))
             vs.append(torch.from_numpy(c.valid[s : s + cfg.chunk]))
         pred = model(torch.stack(xs))[:, first:last]
-        return motion_loss(pred, torch.stack(ys), torch.stack(vs), cfg.motion.points, cfg.feature_weight)
+        return motion_loss(pred, torch.stack(ys), torch.stack(vs), cfg.motion.points, cfg.feature_weight, cfg.width_weight)
 
     def on_checkpoint(model: nn.Module, step: int) -> None:
         scores.update(validate(model, val), step=step)
