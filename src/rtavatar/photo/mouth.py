@@ -50,6 +50,7 @@ class Interior:
     teeth_shadow: float = 0.0  # the teeth's top (under the upper lip) this much darker, and their sides towards the corners
     soften: float = 0.0  # IOD: the cavity's and the teeth's edges blurred by this much (a drawn edge reads as cut out)
     gaps: float = 0.0  # the lines between the upper teeth this much darker (0: one band), notched at the edge
+    teeth_dark: tuple[float, float] = (0.0, 0.0)  # teeth this much darker with the lips barely apart, lit fully at this gap (IOD)
 
 
 # The photo training clips' interior (the shipped models learned it; kept as it was made).
@@ -61,10 +62,12 @@ CLIP_INTERIOR = Interior()
 # the mouth that dlib (and the eye) takes for the lower lip, so a wider opening read as a
 # narrower one. Here the teeth are shaded and end before the corners, the tongue is darker and
 # lies low, and the cavity darkens towards its centre; the teeth are shaded under the upper lip
-# and towards the corners, and every edge is softened a little.
+# and towards the corners, and darker while the lips are barely apart, and every edge is
+# softened a little.
 PHOTO_INTERIOR = Interior(cavity=(0.2, 0.06, 0.07), teeth=(0.8, 0.76, 0.7), tongue=(0.5, 0.2, 0.22), teeth_height=0.4,
                           teeth_max_iod=0.07, teeth_span=0.7, tongue_lift=-0.15, tongue_height=0.3, tongue_alpha=0.7,
-                          shade=0.45, teeth_show=(0.04, 0.1), teeth_shadow=0.35, soften=0.004, gaps=0.35)
+                          shade=0.45, teeth_show=(0.04, 0.1), teeth_shadow=0.35, soften=0.004, gaps=0.35,
+                          teeth_dark=(0.45, 0.16))
 
 
 def _median(v: np.ndarray, k: int) -> np.ndarray:
@@ -324,6 +327,11 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
             d = np.min(np.abs((xs - cx)[:, None] - _tooth_bounds(iod)[None]), axis=1)
             lit = lit * (1 - style.gaps * np.exp(-0.5 * (d / max(0.006 * iod, 0.5)) ** 2)[None] * (0.4 + 0.6 * v))
         teeth_col = teeth_col * lit[..., None]
+    dark, lit_at = style.teeth_dark
+    if dark > 0:  # a mouth barely open lets little light onto the teeth
+        lo_show = style.teeth_show[0]
+        k = float(smoothstep(np.clip((gap / iod - lo_show) / max(lit_at - lo_show, 1e-6), 0, 1)))
+        teeth_col = teeth_col * (1 - dark * (1 - k))
     cavity: np.ndarray | tuple[float, float, float] = style.cavity
     if style.shade > 0:  # darker towards the middle of the opening
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
