@@ -24,12 +24,12 @@ class Cancelled(RTAvatarError):
     """An offline generation stopped on request (a client that went away)."""
 
 
-@torch.no_grad()
 def frame_count(audio: np.ndarray) -> int:
     """Frames a clip of 16 kHz samples makes: ceil(len / 640), at least one."""
     return max(1, int(np.ceil(len(audio) / SAMPLES_PER_FRAME)))
 
 
+@torch.no_grad()
 def generate_latents(sampler: ChunkSampler, ref: Reference, audio: np.ndarray, *, state: str = "auto",
                      expression: dict[str, float] | None = None, first_chunk: int = 4, chunk: int | None = None,
                      motion: int | None = None, seed: int = 0, progress: bool = True,

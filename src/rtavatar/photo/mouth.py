@@ -297,9 +297,10 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
     half_w = 0.5 * float(np.linalg.norm(T[INNER_RIGHT] - T[INNER_LEFT]))  # half the inner mouth's width
     iw = 0.9 * half_w
     cx = float(T[[INNER_LEFT, INNER_RIGHT], 0].mean() - x0)
+    bounds = _tooth_bounds(iod)
     edge = upper[::-1] + np.array([0.0, teeth_h])
     if style.gaps > 0:  # each tooth's corners rounded: a small notch in the edge where two teeth meet
-        d = np.min(np.abs((edge[:, :1] - off[0] - cx) - _tooth_bounds(iod)[None]), axis=1)
+        d = np.min(np.abs((edge[:, :1] - off[0] - cx) - bounds[None]), axis=1)
         edge = edge - np.stack([np.zeros(len(d)), 0.15 * teeth_h * np.exp(-0.5 * (d / (0.012 * iod)) ** 2)], 1)
     teeth = _coverage_box(h, w, [np.concatenate([upper, edge]) - off]) * inside
     if style.teeth_span < 1.0:  # fade out towards the corners (smoothstep over the outer share)
@@ -324,13 +325,12 @@ def draw_mouth_interior(img: np.ndarray, T: np.ndarray, light: float, tint: tupl
         u = np.clip(np.abs(xs - cx) / max(half_w, 1e-6), 0, 1)[None]
         lit = (1 - style.teeth_shadow * (1 - smoothstep(np.clip(v / 0.5, 0, 1)))) * (1 - style.teeth_shadow * u * u)
         if style.gaps > 0:  # the shadow between two teeth, deepest towards the biting edge
-            d = np.min(np.abs((xs - cx)[:, None] - _tooth_bounds(iod)[None]), axis=1)
+            d = np.min(np.abs((xs - cx)[:, None] - bounds[None]), axis=1)
             lit = lit * (1 - style.gaps * np.exp(-0.5 * (d / max(0.006 * iod, 0.5)) ** 2)[None] * (0.4 + 0.6 * v))
         teeth_col = teeth_col * lit[..., None]
     dark, lit_at = style.teeth_dark
-    if dark > 0:  # a mouth barely open lets little light onto the teeth
-        lo_show = style.teeth_show[0]
-        k = float(smoothstep(np.clip((gap / iod - lo_show) / max(lit_at - lo_show, 1e-6), 0, 1)))
+    if dark > 0:  # a mouth barely open lets little light onto the teeth (from where they show)
+        k = float(smoothstep(np.clip((gap / iod - lo) / max(lit_at - lo, 1e-6), 0, 1)))
         teeth_col = teeth_col * (1 - dark * (1 - k))
     cavity: np.ndarray | tuple[float, float, float] = style.cavity
     if style.shade > 0:  # darker towards the middle of the opening
