@@ -23,7 +23,7 @@ import torch
 
 from rtavatar import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from rtavatar.checkpoints import load_bundle, load_motion, random_bundle, shipped_model
-from rtavatar.data.augment import augment_speech, speed_perturb
+from rtavatar.data.augment import augment_speech, pitch_shift, speed_perturb
 from rtavatar.engine.avatar import Avatar
 from rtavatar.evaluation.videos import features, track_faces
 from rtavatar.media import read_image, write_video
@@ -144,6 +144,24 @@ def test_speed_perturbation_moves_sound_and_mouth_together() -> None:
         speed_perturb(wav, track, 3.0)
 
 
+def test_pitch_shift_moves_the_voice_and_keeps_its_timing() -> None:
+    n, sr = 50, SAMPLE_RATE
+    t = np.arange(n * SAMPLES_PER_FRAME) / sr
+    on = (t >= 0.8) & (t < 1.2)  # a 200 Hz burst over frames 20-29
+    wav = (0.5 * np.sin(2 * np.pi * 200 * t) * on).astype(np.float32)
+    for semitones in (4.0, -3.0):
+        x = pitch_shift(wav, semitones)
+        assert x.shape == wav.shape and x.dtype == np.float32
+        env = np.sqrt((x.reshape(n, -1) ** 2).mean(1))
+        loud = np.flatnonzero(env > 0.5 * env.max())
+        assert loud.min() >= 19 and loud.max() <= 30 and len(loud) >= 8  # the same frames: the mouth's track still fits
+        spec = np.abs(np.fft.rfft(x))
+        assert np.fft.rfftfreq(len(x), 1 / sr)[spec.argmax()] == pytest.approx(200 * 2 ** (semitones / 12), abs=3)
+    assert np.array_equal(pitch_shift(wav, 0), wav)
+    with pytest.raises(ValueError):
+        pitch_shift(wav, 13)
+
+
 @pytest.fixture(scope="module")
 def talking(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 3 s clips of the bundled photo whose lips open with a voiced sound (the warp's own
@@ -164,12 +182,13 @@ def test_train_motion_learns_a_mouth_and_ships_with_a_model(talking: Path, tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = {"motion": {"audio": {"kind": "mel"}, "hidden": 48, "layers": 2, "lookahead": 3, "voice_gate": False},
            "train": {"steps": 300, "batch_size": 16, "lr": 0.003, "warmup": 20, "ckpt_every": 150, "ema": 0.9},
-           "val_pattern": "clip5", "val_fraction": 0.0, "augment": 1, "windows_per_clip": 8, "speeds": [1.2]}
+           "val_pattern": "clip5", "val_fraction": 0.0, "augment": 1, "windows_per_clip": 8, "speeds": [1.2],
+           "pitches": [3]}
     (tmp_path / "motion.json").write_text(json.dumps(cfg))
     out = rtavatar("train", "motion", "--config", str(tmp_path / "motion.json"), "--data", str(data), "--out", str(run), "--json")
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["train_clips"] == 10 and res["val_clips"] == 1  # 5 clips and their speed-perturbed copies; the held-out one alone
+    assert res["train_clips"] == 15 and res["val_clips"] == 1  # 5 clips, their speed-perturbed and pitch-shifted copies; the held-out one alone
     assert res["val_gap_r"] > 0.7, res  # the held-out clip's mouth, predicted from its sound
     val = [json.loads(x) for x in (run / "val.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val] == [150, 300] and 0.3 < val[-1]["val_gap_std_ratio"] < 3

@@ -209,6 +209,12 @@ def test_eval_videos_end_to_end(clips: Path, tmp_path: Path) -> None:
     assert "| talk.mp4 |" in out.stdout and "median of 1" in out.stdout and "| mute.mp4 | error:" in out.stdout
 
 
+def test_eval_videos_takes_at_most_clips(clips: Path, tmp_path: Path) -> None:
+    out = rtavatar("eval", "--videos", str(clips), "--clips", "1", "--out", str(tmp_path / "x.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [r["clip"] for r in json.loads((tmp_path / "x.json").read_text())["rows"]] == ["mute.mp4"]  # the first, by name
+
+
 def test_eval_videos_bad_input_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "empty", tmp_path / "missing"):

@@ -147,7 +147,7 @@ def cmd_eval_videos(args: argparse.Namespace) -> dict:
         check_output(args.out)
     if args.strip and Path(args.strip).suffix.lower() in (".png", ".jpg", ".jpeg"):
         check_output(args.strip)
-    videos = list_videos(args.videos)
+    videos = list_videos(args.videos)[: args.clips or None]
     result = evaluate_videos(_eval_avatar(args), videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
                              strip_to=args.strip or None)
     return _report(args, result, format_video_table(result))
@@ -163,7 +163,7 @@ def cmd_eval_speech(args: argparse.Namespace) -> dict:
         raise RTAvatarError("eval --speech scores one model: give at most one --checkpoint")
     if args.out:
         check_output(args.out)
-    files = list_speech(args.speech)
+    files = list_speech(args.speech)[: args.clips or None]
     result = evaluate_speech(_eval_avatar(args), files, args.image or SAMPLE_PORTRAIT, paste=paste_options(args),
                              steps=args.steps[0] if args.steps else None)
     return _report(args, result, format_speech_table(result))
@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
-    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v6) to fine-tune")
+    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v7) to fine-tune")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

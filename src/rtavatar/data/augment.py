@@ -8,13 +8,16 @@ alignment with the video is kept.
 `speed_perturb` is the other kind: the clip played k times faster (Kaldi's speed perturbation),
 its pitch and formants scaled by k as a shorter or longer vocal tract would, and a per-frame
 track (the mouth's landmarks) resampled in time with it, so one speaker's recordings sound
-like several speakers talking at several rates.
+like several speakers talking at several rates. `pitch_shift` keeps the rate: the voice's pitch
+and formants move by a number of semitones (a phase-vocoder stretch, then a resample back), so
+one speaker's recordings sound like higher and lower voices saying the same words at the same
+moments, and the mouth's track needs no change.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+from scipy.signal import butter, fftconvolve, istft, resample_poly, sosfilt, stft
 
 from rtavatar import SAMPLE_RATE, SAMPLES_PER_FRAME
 
@@ -75,3 +78,38 @@ def speed_perturb(wav: np.ndarray, track: np.ndarray, factor: float) -> tuple[np
     w = (t - lo).reshape(-1, *([1] * (track.ndim - 1)))
     out = track[lo] * (1 - w) + track[hi] * w
     return x.astype(np.float32), out.astype(track.dtype)
+
+
+def _stretch(x: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """`x` played `rate` times longer at the same pitch (a phase vocoder)."""
+    _, _, spec = stft(x, nperseg=n_fft, noverlap=n_fft - hop, boundary="even", padded=True)
+    steps = np.arange(0, spec.shape[1] - 1, 1.0 / rate)
+    expected = 2 * np.pi * hop * np.arange(spec.shape[0]) / n_fft  # each bin's phase advance per hop
+    spec = np.pad(spec, ((0, 0), (0, 2)))
+    phase = np.angle(spec[:, 0])
+    out = np.empty((spec.shape[0], len(steps)), np.complex128)
+    for j, t in enumerate(steps):
+        i, frac = int(t), t - int(t)
+        a, b = spec[:, i], spec[:, i + 1]
+        out[:, j] = ((1 - frac) * np.abs(a) + frac * np.abs(b)) * np.exp(1j * phase)
+        d = np.angle(b) - np.angle(a) - expected
+        phase = phase + expected + d - 2 * np.pi * np.round(d / (2 * np.pi))
+    _, y = istft(out, nperseg=n_fft, noverlap=n_fft - hop, boundary=True)
+    return y
+
+
+def pitch_shift(wav: np.ndarray, semitones: float) -> np.ndarray:
+    """16 kHz audio with its pitch and formants moved by `semitones` (within +-12), the same
+    length and timing (float32)."""
+    if abs(semitones) > 12:
+        raise ValueError(f"pitch shift of {semitones} semitones is outside +-12")
+    x = np.asarray(wav, np.float64)
+    if semitones == 0 or len(x) < 1024:
+        return x.astype(np.float32)
+    rate = 2.0 ** (semitones / 12)
+    num, den = 1000, int(round(1000 * rate))  # played back `rate` times faster: pitch x rate
+    g = np.gcd(num, den)
+    y = resample_poly(_stretch(x, rate), num // g, den // g)
+    y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+    peak = float(np.abs(y).max())
+    return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)

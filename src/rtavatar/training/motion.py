@@ -41,7 +41,7 @@ from tqdm import tqdm
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
-from rtavatar.data.augment import augment_speech, speed_perturb
+from rtavatar.data.augment import augment_speech, pitch_shift, speed_perturb
 from rtavatar.data.dataset import Dataset
 from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.errors import DatasetError
@@ -65,6 +65,7 @@ class MotionStageConfig:
     val_fraction: float = 0.05  # and this share of the rest, by hash of the clip id
     augment: int = 2  # degraded copies of each clip's audio beside the clean one
     speeds: tuple[float, ...] = ()  # speed-perturbed copies of each training clip (data/augment.speed_perturb), e.g. (0.9, 1.15)
+    pitches: tuple[float, ...] = ()  # pitch-shifted copies of each training clip, semitones (data/augment.pitch_shift), e.g. (-3, 4)
     feature_weight: float = 1.0  # extra loss on the inner-lip gap and mouth width derived from the points
     width_weight: float = 1.0  # the width's share of that loss (its changes are about 0.6 of the gap's, so its squared error 0.4)
 
@@ -122,7 +123,7 @@ def _encode_windows(wav: np.ndarray, n: int, original: bool, net: MotionNet, cfg
                     rng: np.random.Generator) -> list[Tensor]:
     """[starts, frozen features of each window]: `windows_per_clip` session windows of the clean
     track and of each of `augment` degraded copies for an original clip; for a speed-perturbed
-    one, `windows_per_clip` windows, each degraded with probability 1/2 (fewer, to keep encoding time)."""
+    or pitch-shifted one, `windows_per_clip` windows, each degraded with probability 1/2 (fewer, to keep encoding time)."""
     k = cfg.windows_per_clip
     starts = [int(v) for v in rng.integers(0, n - cfg.chunk + 1, (1 + cfg.augment) * k if original else k)]
     if original:
@@ -158,15 +159,17 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
                 continue
             wav = clip.audio[: n * SAMPLES_PER_FRAME].astype(np.float32)
             held = _held_out(rec["clip_id"], cfg)
-            variants = [(1.0, wav, target)] + ([] if held else [(k, *speed_perturb(wav, target, k)) for k in cfg.speeds])
-            for k, w, t in variants:
-                mc = MotionClip(rec["clip_id"] + ("" if k == 1.0 else f"@{k:g}"), w, np.nan_to_num(t).astype(np.float32),
-                                np.isfinite(t).all((1, 2)), [])
+            variants = [("", wav, target)]
+            if not held:
+                variants += [(f"@{k:g}", *speed_perturb(wav, target, k)) for k in cfg.speeds]
+                variants += [(f"^{p:+g}", pitch_shift(wav, p), target) for p in cfg.pitches]
+            for suffix, w, t in variants:
+                mc = MotionClip(rec["clip_id"] + suffix, w, np.nan_to_num(t).astype(np.float32), np.isfinite(t).all((1, 2)), [])
                 if not held and len(t) >= cfg.chunk:
                     key = f"{Path(root).resolve()}::{mc.clip_id}"
                     if key not in stored:  # each clip's own draws, so a partly cached run draws what a fresh one would
                         rng = np.random.default_rng([seed, _clip_hash(mc.clip_id)])
-                        fresh[key] = _encode_windows(w, len(t), k == 1.0, net, cfg, rng)
+                        fresh[key] = _encode_windows(w, len(t), not suffix, net, cfg, rng)
                     entry = stored.get(key) or fresh[key]
                     mc.windows = list(zip((int(s) for s in entry[0]), entry[1:]))
                 (val if held else clips).append(mc)
