@@ -100,7 +100,7 @@ def _stretch(x: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np
 
 def pitch_shift(wav: np.ndarray, semitones: float) -> np.ndarray:
     """16 kHz audio with its pitch and formants moved by `semitones` (within +-12), the same
-    length and timing (float32)."""
+    length and timing (float32); audio shorter than one 64 ms analysis window comes back as it is."""
     if abs(semitones) > 12:
         raise ValueError(f"pitch shift of {semitones} semitones is outside +-12")
     x = np.asarray(wav, np.float64)
