@@ -37,19 +37,19 @@ def main() -> None:
     args = ap.parse_args()
     nets = {r: load_motion(r).eval() for r in args.runs}
     pts_idx = nets[args.runs[0]].cfg.points
-    sets: dict[str, list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]] = {"realvid": []}
+    sets: dict[str, list[tuple[dict, np.ndarray, np.ndarray, bool]]] = {"realvid": []}  # ..., best lag of +-2?
     d = np.load(args.tracks)
     for name in sorted({k.split(":")[0] for k in d.keys()}):
         pts, audio = d[name + ":pts"], d[name + ":audio"]
         n = min(len(pts), len(audio) // SAMPLES_PER_FRAME)
         real = face_frame(pts[:n])[:, list(pts_idx)]
-        sets["realvid"].append((predict(nets, audio, n), real, np.isfinite(real).all((1, 2)), np.ones(1)))
+        sets["realvid"].append((predict(nets, audio, n), real, np.isfinite(real).all((1, 2)), True))
     if args.data:
         cfg = MotionStageConfig(motion=nets[args.runs[0]].cfg)
         _, val = load_motion_clips([args.data], nets[args.runs[0]], cfg, args.cache)
         for c in val:
             key = "w1" if c.clip_id.startswith("w1") else "s1"
-            sets.setdefault(key, []).append((predict(nets, c.wav, len(c.target)), c.target, c.valid, np.zeros(1)))
+            sets.setdefault(key, []).append((predict(nets, c.wav, len(c.target)), c.target, c.valid, False))
     for k in range(1, len(args.runs) + 1):
         for combo in itertools.combinations(args.runs, k):
             cells = []
@@ -57,7 +57,7 @@ def main() -> None:
                 rows = []
                 for preds, real, ok, lag in clips:
                     (gp, wp), (gr, wr) = gap_width(np.mean([preds[r] for r in combo], 0)[: len(real)], pts_idx), gap_width(real, pts_idx)
-                    best = lagged_r(gp, gr)[0] if lag[0] else finite_pearson(gp[ok], gr[ok])
+                    best = lagged_r(gp, gr)[0] if lag else finite_pearson(gp[ok], gr[ok])
                     rows.append((best, finite_pearson(gp[ok], gr[ok]), finite_pearson(wp[ok], wr[ok])))
                 m = np.nanmedian(np.array(rows), 0)
                 cells.append(f"{name}: gap r {m[0]:.3f} (lag 0 {m[1]:.3f}) width r {m[2]:.3f}")

@@ -32,9 +32,9 @@ from PIL import Image, ImageDraw
 
 from rtavatar.errors import RTAvatarError
 from rtavatar.photo.align import EYE_MOUTH_FRAC, EYE_Y, IOD_FRAC, Portrait
-from rtavatar.photo.animator import Pose, PhotoAnimator, target_landmarks
-from rtavatar.photo.geometry import (Clip, blur, border_points, box_pixels, feather_mask, sample_grid, to_uint8,
-                                     tps_backward_map, warp_image)
+from rtavatar.photo.animator import Pose, PhotoAnimator
+from rtavatar.photo.geometry import (Clip, blur, box_pixels, feather_mask, sample_grid, to_uint8, tps_backward_map,
+                                     warp_image)
 from rtavatar.photo.landmarks import (BROWS, CHIN, EYE_LEFT_START, EYE_RIGHT_START, EYES, MOUTH_LEFT, MOUTH_RIGHT,
                                      NOSE_TIP, UPPER_LIP_TOP, LOWER_LIP_BOTTOM, face_axes, inner_gap)
 from rtavatar.models.motion import shape_gap
@@ -251,7 +251,6 @@ class WarpedMouth:
         teeth = None if white is None else white * np.array(TEETH_OF_WHITE, np.float32)
         self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR, teeth_rgb=teeth)
         self.parted = PartedLips(square, local) if self.rest >= PARTED_REST else None
-        self.local, self.border = local, border_points(sq)
         self.close_lips, self.ramp = close_lips, close_ramp
         self.opening = 0.0  # the last frame's reading (IOD, a change from the photo's own gap)
         # Renders depend only on the opening: cached per `step` IOD (a pixel or less at 1,024 px).
@@ -278,8 +277,9 @@ class WarpedMouth:
         x_only[:, 0] = offsets[:, 0]
         if np.abs(x_only).max() < self.step:
             return square
-        T = target_landmarks(self.local, Pose(mouth_shape=x_only))
-        grid = tps_backward_map(np.concatenate([T, self.border]), np.concatenate([self.local, self.border]), square.shape[0])
+        a = self.animator  # its landmarks and border are the square's
+        grid = tps_backward_map(np.concatenate([a.landmarks(Pose(mouth_shape=x_only)), a.border]),
+                                np.concatenate([a.pts, a.border]), square.shape[0])
         return to_uint8(warp_image(square, grid))
 
     def gap(self, opening: float) -> float | None:
