@@ -723,6 +723,64 @@ def test_a_painted_blink_reads_as_a_shut_eye() -> None:
     assert (shut[below:] == photo[below:]).all()
 
 
+def _video_scale(photo: np.ndarray, pts: np.ndarray, iod: float) -> np.ndarray:
+    """The photo at `iod` px between the eyes, softened and JPEG-compressed like a video frame
+    (GRID's and the interviews' faces: 60-75 px, blurry), around the face."""
+    import io
+
+    c, scale = pts.mean(0), iod / np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0))
+    side = 4 * iod / scale
+    box = tuple(int(v) for v in (c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2))
+    small = Image.fromarray(photo).crop(box).resize((int(4 * iod / 2),) * 2, Image.BILINEAR).resize((int(4 * iod),) * 2, Image.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=40)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+@pytest.mark.parametrize("name", ["zoom_cc0.jpg", "photo_cc0.jpg"])
+def test_a_painted_blink_reads_as_shut_at_video_scale(name: str) -> None:
+    """On a small, soft video-like face, where a drawn lash line read as a narrowed open eye
+    (EAR 0.7-0.9 of the open eye on GRID frames), the shut eye painted with the real shut-eye
+    relief (assets/eyes, from GRID s1's blinks) reads as shut: under 0.6 of the open EAR."""
+    from rtavatar.evaluation.videos import eye_aspect_ratio, track_faces
+    from rtavatar.photo.lids import paint_blink
+
+    fa = shared_analyzer()
+    photo = read_image(Path(__file__).parent / "assets" / name)
+    small = _video_scale(photo, track_faces([photo], fa).points[0], iod=60)
+    pts = track_faces([small], fa).points[0]
+    ear = lambda img: float(eye_aspect_ratio(track_faces([img], fa).points)[0])  # noqa: E731
+    shut = np.clip(paint_blink(small, pts, (1.0, 1.0)) + 0.5, 0, 255).astype(np.uint8)
+    assert ear(shut) < 0.6 * ear(small)
+
+
+def test_the_shut_eye_relief_maps_onto_both_eyes_mirrored() -> None:
+    """`relief_at` (image pixels -> the map) inverts `eye_frame` (the map's grid -> image
+    pixels) on both eyes of a tilted face, the image-right eye mirrored; the shipped map has a
+    dark lash line between the corners and is 1 (no change) off its grid."""
+    from rtavatar.photo.lids import EYE_GRID, EYE_GRID_SHAPE, eye_frame, relief_at, shut_relief
+
+    rng = np.random.default_rng(0)
+    relief = rng.uniform(0.5, 1.5, EYE_GRID_SHAPE)
+    pts = np.zeros((68, 2))
+    turn = np.array([[np.cos(0.2), -np.sin(0.2)], [np.sin(0.2), np.cos(0.2)]])
+    pts[36:48] = np.array([[0, 0], [8, -4], [16, -4], [24, 0], [16, 4], [8, 4],
+                           [40, 0], [48, -4], [56, -4], [64, 0], [56, 4], [48, 4]], float) @ turn.T + 100
+    for left in (True, False):
+        rows, cols = eye_frame(pts, left)
+        back = relief_at(relief, pts, left, rows[1:-1, 1:-1], cols[1:-1, 1:-1])
+        np.testing.assert_allclose(back, relief[1:-1, 1:-1], atol=1e-6)
+    r_left, c_left = eye_frame(pts, True)
+    r_right, c_right = eye_frame(pts, False)
+    assert c_left[0, 0] < c_left[0, -1] and c_right[0, 0] > c_right[0, -1]  # outer to inner corner: mirrored
+    assert relief_at(relief, pts, True, np.array([0.0]), np.array([0.0]))[0] == 1.0
+    shipped = shut_relief()
+    (u0, u1, v0, v1), (gh, gw) = EYE_GRID, EYE_GRID_SHAPE
+    row, col = np.unravel_index(np.argmin(shipped), shipped.shape)
+    u, v = u0 + col / (gw - 1) * (u1 - u0), v0 + row / (gh - 1) * (v1 - v0)
+    assert shipped.min() < 0.8 and 0 < u < 1 and -0.2 < v < 0.3
+
+
 def test_head_motion_turns_the_face_as_dlib_reads_it() -> None:
     """The sway moves the nose tip against the eyes (a turn's parallax), as real speakers' heads
     do (realvid/: a median 0.06 IOD, std), not only the whole head across the picture."""

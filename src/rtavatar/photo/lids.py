@@ -9,11 +9,65 @@ per-column remap (the photo training clips' way, at crop resolution).
 from __future__ import annotations
 
 import bisect
+import functools
+import logging
 
 import numpy as np
+from scipy import ndimage
 
+from rtavatar.assets import ASSETS_DIR
 from rtavatar.photo.landmarks import BROWS, EYE_LEFT_START, EYE_RIGHT_START, smoothstep
 from rtavatar.photo.options import DEFAULT_BLINKS
+
+log = logging.getLogger(__name__)
+SHUT_EYE = ASSETS_DIR / "eyes" / "shut_eye.safetensors"
+
+RELIEF = 2.0  # the shut-eye relief's contrast (x its median over real blinks, which a little misalignment softens)
+# The shut-eye relief map's grid, in eye coordinates: x from the outer corner (0) to the inner
+# one (1), y down, both in eye widths (u0, u1, v0, v1), and its (rows, columns).
+EYE_GRID = (-0.5, 1.5, -0.8, 0.8)
+EYE_GRID_SHAPE = (52, 64)
+
+
+def eye_axes(pts: np.ndarray, left: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An eye's frame: its outer corner, the x axis (to the inner corner) and the y axis (the
+    x axis turned a right angle, pointing down the image); `left` is the image-left eye. The
+    image-right eye's x runs right to left: a map in these coordinates is mirrored for it."""
+    outer, inner = (pts[EYE_LEFT_START], pts[EYE_LEFT_START + 3]) if left else (pts[EYE_RIGHT_START + 3], pts[EYE_RIGHT_START])
+    x = np.asarray(inner, np.float64) - outer
+    y = np.array([-x[1], x[0]])
+    return np.asarray(outer, np.float64), x, (y if y[1] >= 0 else -y)
+
+
+@functools.lru_cache(maxsize=1)
+def shut_relief() -> np.ndarray | None:
+    """The shut-eye relief map on EYE_GRID (scripts/eye_template.py: real blinks of GRID's s1,
+    luminance over its own blur), or None if the package lacks it (blinks keep a drawn lash line)."""
+    if not SHUT_EYE.is_file():
+        log.warning("%s is missing: blinks are drawn without it", SHUT_EYE)
+        return None
+    from safetensors.numpy import load_file
+
+    return load_file(str(SHUT_EYE))["relief"]
+
+
+def relief_at(relief: np.ndarray, pts: np.ndarray, left: bool, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The relief map (on EYE_GRID) at image pixels (rows, cols), 1 outside the grid."""
+    o, x, y = eye_axes(pts, left)
+    inv = np.linalg.inv(np.stack([x, y], 1))  # image offset -> (u, v)
+    u = inv[0, 0] * (cols - o[0]) + inv[0, 1] * (rows - o[1])
+    v = inv[1, 0] * (cols - o[0]) + inv[1, 1] * (rows - o[1])
+    (u0, u1, v0, v1), (gh, gw) = EYE_GRID, relief.shape
+    return ndimage.map_coordinates(relief, [(v - v0) / (v1 - v0) * (gh - 1), (u - u0) / (u1 - u0) * (gw - 1)],
+                                   order=1, mode="constant", cval=1.0)
+
+
+def eye_frame(pts: np.ndarray, left: bool, grid: tuple[float, float, float, float] = EYE_GRID,
+              shape: tuple[int, int] = EYE_GRID_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """The image (rows, columns), each `shape`, of the eye grid's points."""
+    o, x, y = eye_axes(pts, left)
+    v, u = np.meshgrid(np.linspace(grid[2], grid[3], shape[0]), np.linspace(grid[0], grid[1], shape[1]), indexing="ij")
+    return o[1] + u * x[1] + v * y[1], o[0] + u * x[0] + v * y[0]
 
 
 class Blinks:
@@ -151,19 +205,29 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
             return np.stack([np.convolve(pad[:, ch], np.ones(n) / n, mode="valid") for ch in range(3)], 1)
 
         a, b = ring(top, -1), ring(bottom, 1)
+        # A shut lid catches the light: where the skin above is darker (the brow's shadow) than
+        # below, its colour is the skin below's (a dark lid reads as an open eye, to dlib too).
+        la, lb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
+        a = a + np.clip((lb - la) / np.maximum(0.1 * lb, 1e-3), 0, 1) * (b - a)
         topf, botf = top.astype(np.float32)[None], bottom.astype(np.float32)[None]
         u = np.clip((yy - topf) / np.maximum(botf - topf, 1.0), 0, 1)[..., None]
-        lid = a[None] * (1 - 0.35 * u) + b[None] * 0.35 * u  # a shut lid is lit like the skin above it
+        lid = a[None] * (1 - 0.35 * u) + b[None] * 0.35 * u
         soft = max(float(np.mean(up - top)) * 0.5, 1.0)  # the fill fades in from its top over this many rows
         cov = smoothstep(np.clip((yy - topf) / soft, 0, 1)) * np.clip(edge[None] - yy + 0.5, 0, 1) * fade[None]
         # Shut: the lower lid's skin under the lash line too (a shut eye shows no eye below its lashes).
         low = float(np.clip((c - 0.8) / 0.2, 0, 1))
         if low > 0:
             cov = np.maximum(cov, low * np.clip(yy - edge[None] + 0.5, 0, 1) * np.clip(botf - yy + 0.5, 0, 1) * fade[None])
+        # Shutting: the relief of a real shut eye (lash line, lid fold, lower rim) replaces the drawn lash line.
+        relief = shut_relief()
+        s = float(smoothstep(np.clip((c - 0.5) / 0.5, 0, 1))) * RELIEF if relief is not None else 0.0
+        if s > 0:
+            rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), xs, indexing="ij")
+            lid = lid * (1 + s * (relief_at(relief, pts, base == EYE_LEFT_START, rr, cc) - 1))[..., None].astype(np.float32)
         lash_w = max(1.0, 0.15 * g)  # a soft line of lashes, not a drawn stroke
         inner = np.clip(np.minimum(t, 1 - t) / 0.08 + 1, 0, 1).astype(np.float32)
         lash = np.exp(-0.5 * ((yy - edge[None]) / lash_w) ** 2) * min(1.0, 2 * c) * inner[None]
-        lid = lid * (1 - 0.55 * lash[..., None])
+        lid = lid * (1 - 0.55 * (1 - min(s, 1.0)) * lash[..., None])
         cov = np.maximum(cov, lash * fade[None])
         region = out[:, x0:x1]
         region += cov[..., None] * (lid - region)
