@@ -781,25 +781,6 @@ def test_the_shut_eye_relief_maps_onto_both_eyes_mirrored() -> None:
     assert shipped.min() < 0.8 and 0 < u < 1 and -0.2 < v < 0.3
 
 
-def test_the_interior_grid_maps_onto_a_tilted_mouth_and_back() -> None:
-    """`mouth_coords` (image pixels -> u, v) inverts `mouth_frame` (the interior grid -> image
-    pixels) on a tilted, asymmetric open mouth: u runs corner to corner, v upper lip to lower."""
-    from rtavatar.photo.mouth import INTERIOR_GRID, mouth_coords, mouth_frame
-
-    pts = np.zeros((68, 2))
-    pts[36:42], pts[42:48] = [0, 0], [60, 0]  # eye centres: the eye line along x
-    pts[60:68] = [[0, 0], [8, -5], [16, -6], [24, -4], [32, 0], [24, 7], [16, 9], [8, 6]]
-    turn = np.array([[np.cos(0.15), -np.sin(0.15)], [np.sin(0.15), np.cos(0.15)]])
-    pts = pts @ turn.T + [200, 150]
-    rows, cols = mouth_frame(pts)
-    assert rows.shape == INTERIOR_GRID
-    u, v = mouth_coords(pts, rows, cols)
-    gv, gu = INTERIOR_GRID
-    np.testing.assert_allclose(u, np.broadcast_to((np.arange(gu) + 0.5) / gu, u.shape), atol=1e-9)
-    np.testing.assert_allclose(v, np.broadcast_to(((np.arange(gv) + 0.5) / gv)[:, None], v.shape), atol=1e-9)
-    assert rows[0].mean() < rows[-1].mean()  # v = 0 is the upper lip
-
-
 def test_head_motion_turns_the_face_as_dlib_reads_it() -> None:
     """The sway moves the nose tip against the eyes (a turn's parallax), as real speakers' heads
     do (realvid/: a median 0.06 IOD, std), not only the whole head across the picture."""

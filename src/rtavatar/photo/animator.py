@@ -23,7 +23,7 @@ from rtavatar.models.motion import MOTION_POINTS
 from rtavatar.photo.geometry import border_points, tps_backward_map, warp_image, warp_rows
 from rtavatar.photo.landmarks import BROWS, INNER_PAIRS, LOWER_OUTER, MOUTH, MOUTH_LEFT, MOUTH_RIGHT, UPPER_OUTER, face_axes
 from rtavatar.photo.lids import blink_map
-from rtavatar.photo.mouth import CLIP_INTERIOR, Interior, LearnedInterior, draw_mouth_interior, face_light
+from rtavatar.photo.mouth import CLIP_INTERIOR, Interior, draw_mouth_interior, face_light
 
 
 def width_factor(mouth_width, mouth_round, smile):  # noqa: ANN001, ANN201 (floats, arrays or tensors)
@@ -155,12 +155,11 @@ class PhotoAnimator:
 
     `image` is the aligned crop (S, S, 3) uint8 and `pts` its 68 landmarks in crop pixels;
     the warp runs at S and the result is area-averaged to `out_res` (S = 2 x out_res gives
-    anti-aliased edges). `interior`: a drawn style (mouth.draw_mouth_interior, with `teeth_rgb`
-    the drawn teeth's colour) or a `LearnedInterior`.
+    anti-aliased edges). `teeth_rgb`: the drawn teeth's colour (mouth.draw_mouth_interior).
     """
 
     def __init__(self, image: np.ndarray, pts: np.ndarray, out_res: int | None = None,
-                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0), interior: Interior | LearnedInterior = CLIP_INTERIOR,
+                 tint: tuple[float, float, float] = (1.0, 1.0, 1.0), interior: Interior = CLIP_INTERIOR,
                  teeth_rgb: np.ndarray | None = None) -> None:
         self.image = np.asarray(image)
         self.pts = np.asarray(pts, np.float64)
@@ -182,10 +181,7 @@ class PhotoAnimator:
         rows = blink_map(self.pts, eye_closure(pose), self.side)
         image = self.image if rows is None else warp_rows(self.image, rows)
         out = warp_image(image, grid)
-        if isinstance(self.interior, LearnedInterior):
-            self.interior.draw(out, T)
-        else:
-            draw_mouth_interior(out, T, self.light, self.tint, self.interior, self.teeth_rgb)
+        draw_mouth_interior(out, T, self.light, self.tint, self.interior, self.teeth_rgb)
         if self.out_res != self.side:
             x = torch.from_numpy(out).permute(2, 0, 1)[None]
             out = F.interpolate(x, size=(self.out_res, self.out_res), mode="area")[0].permute(1, 2, 0).numpy()

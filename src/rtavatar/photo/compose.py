@@ -40,14 +40,13 @@ from rtavatar.photo.landmarks import (BROWS, CHIN, EYE_LEFT_START, EYE_RIGHT_STA
 from rtavatar.models.motion import shape_gap
 from rtavatar.photo.lids import Blinks, paint_blink
 from rtavatar.photo.motion import ExpressionWarp, HeadMotion
-from rtavatar.photo.mouth import PHOTO_INTERIOR, TEETH_OF_WHITE, LearnedInterior, PartedLips, photo_white
+from rtavatar.photo.mouth import PHOTO_INTERIOR, TEETH_OF_WHITE, PartedLips, photo_white
 from rtavatar.photo.options import DEFAULT_BLINKS, PasteOptions
 from rtavatar.photo.readers import MouthReader
 
 log = logging.getLogger(__name__)
 # A photo whose own lips are parted at least this much (inner-lip gap, IOD) closes them in silence.
 PARTED_REST = 0.04
-LEARNED_INTERIOR = True  # the open mouth's inside as real mouths show it (mouth.LearnedInterior), else drawn (PHOTO_INTERIOR)
 
 
 @dataclass
@@ -250,8 +249,7 @@ class WarpedMouth:
         local = pts - np.array([sx, sy], np.float64)
         white = photo_white(portrait.image, pts)  # the drawn teeth are as white as the photo's whites
         teeth = None if white is None else white * np.array(TEETH_OF_WHITE, np.float32)
-        interior = (LearnedInterior.of_photo(portrait.image, pts) if LEARNED_INTERIOR else None) or PHOTO_INTERIOR
-        self.animator = PhotoAnimator(square, local, interior=interior, teeth_rgb=teeth)
+        self.animator = PhotoAnimator(square, local, interior=PHOTO_INTERIOR, teeth_rgb=teeth)
         self.parted = PartedLips(square, local) if self.rest >= PARTED_REST else None
         self.close_lips, self.ramp = close_lips, close_ramp
         self.opening = 0.0  # the last frame's reading (IOD, a change from the photo's own gap)

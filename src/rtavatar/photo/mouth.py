@@ -8,25 +8,17 @@ photo shows parted (a smile over teeth), keeping the photo's own teeth.
 
 from __future__ import annotations
 
-import functools
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.ndimage import gaussian_filter, map_coordinates, median_filter, uniform_filter1d
-
-from rtavatar.assets import ASSETS_DIR
+from scipy.ndimage import gaussian_filter, median_filter, uniform_filter1d
 
 from rtavatar.photo.geometry import warp_rows
 from rtavatar.photo.landmarks import (CHIN, INNER_BOTTOM, INNER_LEFT, INNER_LIPS, INNER_PAIRS, INNER_RIGHT, INNER_TOP,
                                      LOWER_INNER_CONTOUR, LOWER_OUTER_CONTOUR, LUMA, MOUTH_LEFT, MOUTH_RIGHT, NOSE_BOTTOM,
                                      NOSE_TIP, UPPER_INNER_CONTOUR, UPPER_OUTER_CONTOUR, face_axes, smoothstep)
 from rtavatar.photo.lids import lid_curve
-
-log = logging.getLogger(__name__)
-INTERIOR_MAPS = ASSETS_DIR / "mouth" / "interior.safetensors"
-INTERIOR_GRID = (16, 32)  # (v, u) samples of a learned interior map: upper inner lip to lower, left inner corner to right
 
 # Colours of the drawn mouth interior (0..1 RGB before lighting).
 CAVITY, TEETH, TONGUE = (0.22, 0.05, 0.06), (0.93, 0.92, 0.86), (0.72, 0.30, 0.32)
@@ -398,103 +390,3 @@ def face_light(image: np.ndarray, pts: np.ndarray) -> float:
         return 1.0
     return float(np.clip(patch.mean() / 170.0, 0.35, 1.3))
 
-
-
-def _inner_curves(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, tuple, tuple]:
-    """The inner lips in mouth coordinates: the left inner corner, the face's x and down axes,
-    the inner mouth's width along x, and the upper and lower inner lips as (x, down) curves."""
-    _, e, d, _ = face_axes(pts)
-    o = np.asarray(pts[INNER_LEFT], np.float64)
-    width = max(float((pts[INNER_RIGHT] - o) @ e), 1e-3)
-
-    def curve(idx: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        q = np.asarray(pts[list(idx)], np.float64) - o
-        a, b = q @ e, q @ d
-        order = np.argsort(a)
-        return a[order], b[order]
-
-    return o, e, d, width, curve((60, 61, 62, 63, 64)), curve((60, 67, 66, 65, 64))
-
-
-def mouth_frame(pts: np.ndarray, shape: tuple[int, int] = INTERIOR_GRID) -> tuple[np.ndarray, np.ndarray]:
-    """The image (rows, columns), each `shape` (v, u), of the interior grid's cell centres: u
-    from the left inner corner to the right one along the eye line, v from the upper inner lip
-    down to the lower one, both 0..1."""
-    o, e, d, width, up, lo = _inner_curves(pts)
-    u, v = (np.arange(shape[1]) + 0.5) / shape[1], (np.arange(shape[0]) + 0.5) / shape[0]
-    a = u * width
-    bu, bl = np.interp(a, *up), np.interp(a, *lo)
-    b = bu[None] + v[:, None] * (bl - bu)[None]
-    a = np.broadcast_to(a[None], b.shape)
-    return o[1] + a * e[1] + b * d[1], o[0] + a * e[0] + b * d[0]
-
-
-def mouth_coords(pts: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`mouth_frame`'s (u, v) of image pixels (rows, cols): its inverse."""
-    o, e, d, width, up, lo = _inner_curves(pts)
-    dx, dy = cols - o[0], rows - o[1]
-    a, b = dx * e[0] + dy * e[1], dx * d[0] + dy * d[1]
-    bu, bl = np.interp(a, *up), np.interp(a, *lo)
-    return a / width, (b - bu) / np.maximum(bl - bu, 1e-3)
-
-
-@functools.lru_cache(maxsize=1)
-def interior_maps() -> tuple[np.ndarray, np.ndarray] | None:
-    """The learned interior maps (scripts/mouth_template.py: real mouths of GRID's s1, colour
-    over the frame's white, by inner-lip gap): (bins, V, U, 3) and each bin's gap (IOD), or
-    None if the package lacks them."""
-    if not INTERIOR_MAPS.is_file():
-        log.warning("%s is missing: the mouth's interior is drawn", INTERIOR_MAPS)
-        return None
-    from safetensors.numpy import load_file
-
-    t = load_file(str(INTERIOR_MAPS))
-    return t["maps"], t["gaps"]
-
-
-class LearnedInterior:
-    """An open mouth's inside as real mouths show it at that opening: the learned map of the
-    nearest gaps (linearly between bins) stretched over the inner-lip contour, in the photo's
-    own white (`photo_white`: its light and exposure), its edge softened by `soften` IOD."""
-
-    def __init__(self, white: np.ndarray, maps: np.ndarray, gaps: np.ndarray, soften: float = 0.004) -> None:
-        self.white, self.maps, self.gaps, self.soften = np.asarray(white, np.float32), maps, gaps, soften
-
-    @classmethod
-    def of_photo(cls, image: np.ndarray, pts: np.ndarray) -> LearnedInterior | None:
-        """For a photo, or None where no map ships or the face is too small to tell its white."""
-        learned, white = interior_maps(), photo_white(image, pts)
-        return None if learned is None or white is None else cls(white, *learned)
-
-    def map_at(self, gap: float) -> np.ndarray:
-        """(V, U, 3) the interior at inner-lip gap `gap` (IOD)."""
-        k = float(np.interp(gap, self.gaps, np.arange(len(self.gaps), dtype=np.float64)))
-        i = min(int(k), len(self.gaps) - 2) if len(self.gaps) > 1 else 0
-        t = k - i if len(self.gaps) > 1 else 0.0
-        return self.maps[i] * (1 - t) + self.maps[min(i + 1, len(self.maps) - 1)] * t
-
-    def draw(self, img: np.ndarray, T: np.ndarray) -> None:
-        """Paint the inside of landmarks T's inner-lip contour (float image, in place)."""
-        inner = T[INNER_LIPS]
-        gap_px = float(np.mean([T[lo, 1] - T[u, 1] for u, lo in INNER_PAIRS]))
-        if gap_px < 0.3:
-            return
-        _, _, _, iod = face_axes(T)
-        contour = _smooth_contour(inner)
-        h_img, w_img = img.shape[:2]
-        x0, y0 = np.maximum(np.floor(contour.min(0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(contour.max(0)).astype(int) + 3, [w_img, h_img])
-        if x1 <= x0 or y1 <= y0:
-            return
-        box = img[y0:y1, x0:x1]
-        h, w = box.shape[:2]
-        inside = _coverage_box(h, w, [contour - np.array([x0, y0], np.float64)])
-        if self.soften > 0:
-            inside = gaussian_filter(inside, self.soften * iod)
-        rows, cols = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
-        u, v = mouth_coords(T, rows, cols)
-        m = self.map_at(gap_px / iod)
-        gv, gu = m.shape[:2]
-        at = [np.clip(v, 0, 1) * gv - 0.5, np.clip(u, 0, 1) * gu - 0.5]
-        colour = np.stack([map_coordinates(m[..., c], at, order=1, mode="nearest") for c in range(3)], -1) * self.white
-        box += inside[..., None] * (colour.astype(np.float32) - box)
