@@ -22,7 +22,9 @@ from rtavatar.photo.options import DEFAULT_BLINKS
 log = logging.getLogger(__name__)
 SHUT_EYE = ASSETS_DIR / "eyes" / "shut_eye.safetensors"
 
-RELIEF = 2.0  # the shut-eye relief's contrast (x its median over real blinks, which a little misalignment softens)
+RELIEF = 2.5  # the shut-eye relief's dark side (lash line, fold) x this: its median over real blinks is softened by misalignment
+RELIEF_BRIGHT = 1.0  # its bright side (the lid's highlight) x this (x2 is a glowing band on a sharp photo)
+GRAIN_SIGMA, GRAIN_CLIP = 1.5, 6.0  # px, levels: the skin grain laid on a painted lid (finer than this blur, at most this strong)
 # The shut-eye relief map's grid, in eye coordinates: x from the outer corner (0) to the inner
 # one (1), y down, both in eye widths (u0, u1, v0, v1), and its (rows, columns).
 EYE_GRID = (-0.5, 1.5, -0.8, 0.8)
@@ -208,7 +210,9 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         # A shut lid catches the light: where the skin above is darker (the brow's shadow) than
         # below, its colour is the skin below's (a dark lid reads as an open eye, to dlib too).
         la, lb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
-        a = a + np.clip((lb - la) / np.maximum(0.1 * lb, 1e-3), 0, 1) * (b - a)
+        w = np.clip((lb - la) / np.maximum(0.1 * lb, 1e-3), 0, 1)[:, 0]
+        w = ndimage.uniform_filter1d(w, max(3, (x1 - x0) // 3), mode="nearest")[:, None]  # no streaks where one column's skin is a hair
+        a = a + w * (b - a)
         topf, botf = top.astype(np.float32)[None], bottom.astype(np.float32)[None]
         u = np.clip((yy - topf) / np.maximum(botf - topf, 1.0), 0, 1)[..., None]
         lid = a[None] * (1 - 0.35 * u) + b[None] * 0.35 * u
@@ -223,12 +227,17 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         s = float(smoothstep(np.clip((c - 0.5) / 0.5, 0, 1))) * RELIEF if relief is not None else 0.0
         if s > 0:
             rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), xs, indexing="ij")
-            lid = lid * (1 + s * (relief_at(relief, pts, base == EYE_LEFT_START, rr, cc) - 1))[..., None].astype(np.float32)
+            d = relief_at(relief, pts, base == EYE_LEFT_START, rr, cc) - 1
+            lid = lid * (1 + np.where(d < 0, s, min(s, 1.0) * RELIEF_BRIGHT) * d)[..., None].astype(np.float32)
         lash_w = max(1.0, 0.15 * g)  # a soft line of lashes, not a drawn stroke
         inner = np.clip(np.minimum(t, 1 - t) / 0.08 + 1, 0, 1).astype(np.float32)
         lash = np.exp(-0.5 * ((yy - edge[None]) / lash_w) ** 2) * min(1.0, 2 * c) * inner[None]
         lid = lid * (1 - 0.55 * (1 - min(s, 1.0)) * lash[..., None])
         cov = np.maximum(cov, lash * fade[None])
+        # The skin's grain (a flat fill is a smudge on a sharp photo): the fine detail of the skin
+        # under the eye, clipped (grain, not its lashes or creases), moved up over the lid.
+        fine = np.clip(src[:, x0:x1] - ndimage.gaussian_filter(src[:, x0:x1], (GRAIN_SIGMA, GRAIN_SIGMA, 0)), -GRAIN_CLIP, GRAIN_CLIP)
+        lid = lid + fine[np.clip(np.arange(h) + int(round(float(np.mean(bottom - top)))), 0, h - 1)]
         region = out[:, x0:x1]
         region += cov[..., None] * (lid - region)
     return out
