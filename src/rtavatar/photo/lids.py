@@ -164,7 +164,10 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
     upper lid down to where the closure puts the lid's edge, with the skin the column has just
     above and just below the eye, blended between the two, so the painted lid meets the skin
     around it without a seam (an outline left around the eye is what a landmark detector reads
-    as an open eye). A dark lash line, an arc from corner to corner, is drawn along the edge.
+    as an open eye), with the grain of the skin under the eye. While the lid falls a dark lash
+    line, an arc from corner to corner, is drawn along its edge; nearly shut, the lid takes the
+    relief of a real shut eye instead (`shut_relief`: lash line, lid fold, lower rim), which
+    dlib, as a person, reads as shut where the drawn line read as a narrowed open eye.
     """
     out = image.astype(np.float32).copy()
     src = out.copy()
