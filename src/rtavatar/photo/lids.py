@@ -2,8 +2,9 @@
 
 A photo avatar that never blinks stares. `Blinks` schedules seeded blinks by frame index (a
 frame dropped before it is shown moves nothing), `paint_blink` closes the lids of a sharp,
-full-resolution photo by painting lid skin over the eyes, and `blink_map` closes them by a
-per-column remap (the photo training clips' way, at crop resolution).
+full-resolution photo by painting lid skin over the eyes (shut, with the relief of real shut
+eyes: `shut_relief`, a map in each eye's own coordinates, `eye_axes`), and `blink_map` closes
+them by a per-column remap (the photo training clips' way, at crop resolution).
 """
 
 from __future__ import annotations
