@@ -77,3 +77,13 @@ def test_shipped_configs_load_and_build(name: str) -> None:
                   "eft": (EFTConfig, lambda c: AvatarDiscriminator(c.disc, 512, 128, 8))}[name.split("-")[0]]
     net = build(load_config(cls, path))
     assert sum(p.numel() for p in net.parameters()) > 10_000
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("motion-*.yaml")), ids=lambda p: p.stem)
+def test_motion_configs_load(path: Path) -> None:
+    """Every MotionNet config in configs/ parses into the stage's dataclasses (unknown keys and
+    a look-ahead its convs cannot see are errors), with at least one training step."""
+    from rtavatar.training.motion import MotionStageConfig
+
+    cfg = load_config(MotionStageConfig, path)
+    assert cfg.train.steps > 0 and cfg.motion.lookahead <= cfg.motion.layers * (cfg.motion.kernel - 1)
