@@ -215,6 +215,17 @@ def test_eval_videos_takes_at_most_clips(clips: Path, tmp_path: Path) -> None:
     assert [r["clip"] for r in json.loads((tmp_path / "x.json").read_text())["rows"]] == ["mute.mp4"]  # the first, by name
 
 
+def test_eval_videos_takes_a_seed_and_other_evals_refuse_it(clips: Path, tmp_path: Path) -> None:
+    """`--seed` reaches the renderer of eval --videos (its rows say which seed drew the blinks
+    and sway); an eval that has no renderer seed refuses it in one line."""
+    out = rtavatar("eval", "--videos", str(clips), "--clips", "1", "--seed", "3", "--out", str(tmp_path / "x.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "x.json").read_text())["seed"] == 3
+    bad = rtavatar("eval", "--photos", str(clips), "--audio", "x.wav", "--seed", "3")
+    lines = [x for x in bad.stderr.splitlines() if "ERROR" in x]
+    assert bad.returncode == 2 and len(lines) == 1 and "--seed" in lines[0], bad.stderr
+
+
 def test_eval_videos_bad_input_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "empty", tmp_path / "missing"):

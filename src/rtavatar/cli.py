@@ -149,7 +149,7 @@ def cmd_eval_videos(args: argparse.Namespace) -> dict:
         check_output(args.strip)
     videos = list_videos(args.videos)[: args.clips or None]
     result = evaluate_videos(_eval_avatar(args), videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
-                             strip_to=args.strip or None)
+                             seed=args.seed, strip_to=args.strip or None)
     return _report(args, result, format_video_table(result))
 
 
@@ -165,7 +165,7 @@ def cmd_eval_speech(args: argparse.Namespace) -> dict:
         check_output(args.out)
     files = list_speech(args.speech)[: args.clips or None]
     result = evaluate_speech(_eval_avatar(args), files, args.image or SAMPLE_PORTRAIT, paste=paste_options(args),
-                             steps=args.steps[0] if args.steps else None)
+                             steps=args.steps[0] if args.steps else None, seed=args.seed)
     return _report(args, result, format_speech_table(result))
 
 
@@ -178,6 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         return cmd_eval_speech(args)
     if args.videos:
         return cmd_eval_videos(args)
+    if args.seed:
+        raise RTAvatarError("--seed applies to eval --videos and --speech (the renderer's blinks and head sway)")
     if args.photos:
         return cmd_eval_photos(args)
     if not args.expert or not args.data:
@@ -477,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_paste_args(ev, "with --photos or --videos")
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
+    ev.add_argument("--seed", type=int, default=0, help="with --videos / --speech: the renderer's seed (its blinks and head sway)")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
     ev.add_argument("--steps", type=_positive_int, action="append", default=None,
                     help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")
