@@ -26,14 +26,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from rtavatar.photo.landmarks import LUMA
 from rtavatar.photo.lids import EYE_GRID, EYE_GRID_SHAPE, eye_frame
 
 CLOSED = 0.5  # a frame is shut when the EAR is under this x the clip's median
 BLUR = 0.18  # eye widths: the blur the relief is taken against
-
-
-def luminance(img: np.ndarray) -> np.ndarray:
-    return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def relief(lum: np.ndarray, pts: np.ndarray, left: bool) -> np.ndarray:
@@ -57,7 +54,7 @@ def clip_maps(path: str) -> list[np.ndarray]:
     med = float(np.nanmedian(ear))
     out = []
     for i in np.flatnonzero(np.nan_to_num(ear, nan=np.inf) < CLOSED * med):
-        lum = luminance(frames[i])
+        lum = frames[i].astype(np.float32) @ LUMA
         out += [relief(lum, track.points[i], True), relief(lum, track.points[i], False)]
     return out
 

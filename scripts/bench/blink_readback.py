@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rtavatar.evaluation.photos import FaceReader
-from rtavatar.evaluation.videos import VIDEO_SUFFIXES, eye_aspect_ratio, read_clip
+from rtavatar.evaluation.videos import VIDEO_SUFFIXES, eye_aspect_ratio, read_clip, track_faces
 from rtavatar.media import read_image
 from rtavatar.photo.lids import paint_blink
 
@@ -35,16 +35,14 @@ def main() -> None:
     files = sorted(p for p in args.root.rglob("*") if p.suffix.lower() in IMAGES + VIDEO_SUFFIXES)[:: args.every]
 
     def ear(img: np.ndarray) -> float:
-        faces = fa.detect(img)
-        return float(eye_aspect_ratio(fa.landmarks(img, faces[0].box)[None])[0]) if faces else float("nan")
+        return float(eye_aspect_ratio(track_faces([img], fa).points)[0])  # NaN: no face
 
     ratios = {}
     for f in files:
         img = read_image(f) if f.suffix.lower() in IMAGES else read_clip(f)[0][args.frame]
-        faces = fa.detect(img)
-        if not faces:
+        pts = track_faces([img], fa).points[0]
+        if not np.isfinite(pts).all():
             continue
-        pts = fa.landmarks(img, faces[0].box)
         shut = np.clip(paint_blink(img, pts, (1.0, 1.0)) + 0.5, 0, 255).astype(np.uint8)
         ratios[f.name] = ear(shut) / ear(img)
         print(f"{f.name:32s} shut / open EAR {ratios[f.name]:.2f}")

@@ -42,6 +42,19 @@ def coloured_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndar
     return x / max(float(np.sqrt((x**2).mean())), 1e-9)
 
 
+def _limit_peak(x: np.ndarray) -> np.ndarray:
+    """`x` as float32, scaled down to a 0.99 peak if it goes past it."""
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)
+
+
+def _resample_to(x: np.ndarray, up: int, down: int, length: int) -> np.ndarray:
+    """`x` resampled by up / down (reduced), then cut or zero-padded to `length` samples."""
+    g = np.gcd(up, down)
+    y = resample_poly(x, up // g, down // g)
+    return np.pad(y, (0, max(0, length - len(y))))[:length]
+
+
 def augment_speech(wav: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
     """One random degradation of 16 kHz mono speech (same length, float32)."""
     x = np.asarray(wav, np.float64)
@@ -55,8 +68,7 @@ def augment_speech(wav: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_R
         snr_db = float(rng.uniform(5.0, 30.0))
         x = x + coloured_noise(rng, len(x), float(rng.choice([0.0, 1.0, 2.0]))) * rms / 10 ** (snr_db / 20)
     x *= 10 ** (float(rng.uniform(-12.0, 6.0)) / 20)
-    peak = float(np.abs(x).max()) if len(x) else 0.0
-    return (x / peak * 0.99 if peak > 0.99 else x).astype(np.float32)
+    return _limit_peak(x)
 
 
 def speed_perturb(wav: np.ndarray, track: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +80,7 @@ def speed_perturb(wav: np.ndarray, track: np.ndarray, factor: float) -> tuple[np
     track = np.asarray(track)
     n = len(track)
     m = max(1, int(round(n / factor)))
-    num, den = int(round(1000 / factor)), 1000
-    g = np.gcd(num, den)
-    x = resample_poly(np.asarray(wav, np.float64), num // g, den // g)
-    x = np.pad(x, (0, max(0, m * SAMPLES_PER_FRAME - len(x))))[: m * SAMPLES_PER_FRAME]
+    x = _resample_to(np.asarray(wav, np.float64), int(round(1000 / factor)), 1000, m * SAMPLES_PER_FRAME)
     t = np.clip((np.arange(m) + 0.5) * factor - 0.5, 0, n - 1)  # frame centres, in the original's frames
     lo = np.floor(t).astype(int)
     hi = np.minimum(lo + 1, n - 1)
@@ -107,9 +116,5 @@ def pitch_shift(wav: np.ndarray, semitones: float) -> np.ndarray:
     if semitones == 0 or len(x) < 1024:
         return x.astype(np.float32)
     rate = 2.0 ** (semitones / 12)
-    num, den = 1000, int(round(1000 * rate))  # played back `rate` times faster: pitch x rate
-    g = np.gcd(num, den)
-    y = resample_poly(_stretch(x, rate), num // g, den // g)
-    y = np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
-    peak = float(np.abs(y).max())
-    return (y / peak * 0.99 if peak > 0.99 else y).astype(np.float32)
+    # Stretched `rate` times longer, then played back `rate` times faster: the same length, pitch x rate.
+    return _limit_peak(_resample_to(_stretch(x, rate), 1000, int(round(1000 * rate)), len(x)))
