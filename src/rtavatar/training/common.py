@@ -303,6 +303,9 @@ def train_loop(
         if last:
             break
     bar.close()
+    # Tear the process group down while the interpreter is whole: left to exit, gloo's worker
+    # threads can still hold work that needs the GIL, and a rank aborts (SIGABRT) now and then.
+    acc.end_training()
     return {"run": str(run), "steps": done, "seconds": round(time.perf_counter() - t0, 1)}
 
 
