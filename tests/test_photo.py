@@ -803,6 +803,26 @@ def test_the_shut_eye_relief_maps_onto_both_eyes_mirrored() -> None:
     assert shipped.min() < 0.8 and 0 < u < 1 and -0.2 < v < 0.3
 
 
+def test_the_shut_eye_relief_is_narrowed_on_a_large_eye_only() -> None:
+    """The relief map is blurred when enlarged onto a sharp photo's eye, so its dark side is
+    narrowed there: at video scale (an eye up to 32 px, the map's own cells) it is the map as
+    measured; on a 96 px eye each column's dip keeps its depth and is narrower, the faint dips
+    (a tenth of the column's deepest) fade, and the bright side is left alone."""
+    from rtavatar.photo.lids import sharpened
+
+    y = np.arange(-20, 21, dtype=np.float64)[:, None]
+    depth = np.array([[-0.05, -0.3, -0.5]])  # the line's ends are shallower than its middle
+    d = depth * np.exp(-0.5 * (y / 4) ** 2) + 0.1 * np.exp(-0.5 * ((y - 16) / 1.5) ** 2)  # a dip and a highlight below it
+    np.testing.assert_array_equal(sharpened(d, 30.0), d)
+    big = sharpened(d, 96.0)
+    np.testing.assert_allclose(big.min(0), d.min(0))  # same depth in every column, the ends too
+    width = lambda a: ((a < 0.5 * a.min(0)) & (a < 0)).sum(0)  # noqa: E731 - rows darker than half the column's deepest
+    assert (width(big) < 0.7 * width(d)).all()
+    faint = np.abs(y[:, 0] + 9) < 1  # above the line, where the dip is a tenth of its depth
+    assert (np.abs(big[faint]) < 0.1 * np.abs(d[faint])).all()
+    np.testing.assert_array_equal(big[d > 0], d[d > 0])
+
+
 def test_head_motion_turns_the_face_as_dlib_reads_it() -> None:
     """The sway moves the nose tip against the eyes (a turn's parallax), as real speakers' heads
     do (realvid/: a median 0.06 IOD, std), not only the whole head across the picture."""

@@ -30,6 +30,7 @@ GRAIN_SIGMA, GRAIN_CLIP = 1.5, 6.0  # px, levels: the skin grain laid on a paint
 # one (1), y down, both in eye widths (u0, u1, v0, v1), and its (rows, columns).
 EYE_GRID = (-0.5, 1.5, -0.8, 0.8)
 EYE_GRID_SHAPE = (52, 64)
+SHARPEN_MAX = 3.0  # the relief's dark side narrowed at most sqrt(this) on a large eye (`sharpened`)
 
 
 def eye_axes(pts: np.ndarray, left: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,6 +53,20 @@ def shut_relief() -> np.ndarray | None:
     from safetensors.numpy import load_file
 
     return load_file(str(SHUT_EYE))["relief"]
+
+
+def sharpened(d: np.ndarray, eye_w: float) -> np.ndarray:
+    """The relief's dark side (`d` < 0, image rows x columns) narrowed for an eye `eye_w` px
+    wide: a map of EYE_GRID_SHAPE[1] / 2 cells an eye width is blurred when enlarged past that,
+    so each column's dips are raised to a power, relative to the column's deepest (a Gaussian
+    dip x^p is sqrt(p) narrower at the same depth: the lash line keeps its depth and length),
+    growing with the enlargement up to SHARPEN_MAX; the faint dips (the socket's rim) fade with
+    it. At video scale (an eye at most that many pixels wide) the map is as measured."""
+    p = float(np.clip(eye_w / (EYE_GRID_SHAPE[1] / (EYE_GRID[1] - EYE_GRID[0])), 1.0, SHARPEN_MAX))
+    if p <= 1.0:
+        return d
+    deepest = np.minimum(d.min(axis=0, keepdims=True), -1e-6)
+    return np.where(d < 0, deepest * np.clip(d / deepest, 0, 1) ** p, d)
 
 
 def relief_at(relief: np.ndarray, pts: np.ndarray, left: bool, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -231,7 +246,7 @@ def paint_blink(image: np.ndarray, pts: np.ndarray, closure: tuple[float, float]
         s = float(smoothstep(np.clip((c - 0.5) / 0.5, 0, 1))) * RELIEF if relief is not None else 0.0
         if s > 0:
             rr, cc = np.meshgrid(np.arange(h, dtype=np.float64), xs, indexing="ij")
-            d = relief_at(relief, pts, base == EYE_LEFT_START, rr, cc) - 1
+            d = sharpened(relief_at(relief, pts, base == EYE_LEFT_START, rr, cc) - 1, eye_w)
             lid = lid * (1 + np.where(d < 0, s, min(s, 1.0) * RELIEF_BRIGHT) * d)[..., None].astype(np.float32)
         lash_w = max(1.0, 0.15 * g)  # a soft line of lashes, not a drawn stroke
         inner = np.clip(np.minimum(t, 1 - t) / 0.08 + 1, 0, 1).astype(np.float32)
