@@ -84,6 +84,24 @@ def test_motion_net_sees_only_its_lookahead() -> None:
     assert base.shape == (40, P, 2)
 
 
+def test_window_future_widens_the_windows_a_session_takes_and_trains_on() -> None:
+    """`MotionConfig.window_future` (the file-mode ablation, configs/motion-grid-future.yaml):
+    each encoder window holds that many frames of future audio, in training and in a session,
+    and a stream waits for it (its look-ahead); below the conv look-ahead it changes nothing."""
+    from rtavatar.engine.motion import ArrayTimeline, MotionTrack
+    from rtavatar.training.motion import session_windows
+
+    wav = np.random.default_rng(0).normal(0, 0.1, 60 * SAMPLES_PER_FRAME).astype(np.float32)
+    for future, frames in ((0, 3), (2, 3), (12, 12)):
+        net = MotionNet(MotionConfig(audio=AudioConfig(kind="mel", hidden=16), hidden=16, layers=2, lookahead=3, window_future=future))
+        track = MotionTrack(net)
+        assert net.lookahead_samples == frames * SAMPLES_PER_FRAME + net.audio.lookahead_samples  # the mel's own STFT reach too
+        assert track.after == frames + 1
+        (win,) = session_windows(wav, [20], 8, net)
+        assert len(win) == (net.cfg.context + 8 + track.after) * SAMPLES_PER_FRAME
+        np.testing.assert_array_equal(win, track.window(ArrayTimeline(wav), 20, 28))
+
+
 def test_rest_offsets_are_motion_from_the_mouth_at_rest() -> None:
     """Landmarks of the bundled photo opened by known amounts: the offsets' gap is the opening
     (the rest is the silent frames' mouth), whatever the head's position in the picture."""

@@ -46,6 +46,7 @@ class MotionConfig:
     kernel: int = 5
     lookahead: int = 4  # video frames of future audio the conv stack sees (160 ms)
     context: int = 25  # frames of past audio in each window a session encodes (engine/motion.py; trained on exactly these)
+    window_future: int = 0  # frames of future audio in each window, if more than `lookahead` (the encoder is bidirectional: a file can afford more)
     dropout: float = 0.1
     points: tuple[int, ...] = MOTION_POINTS
     gain: float = 1.0  # inference: offsets x gain (a regression under-shoots; set at export from held-out speakers)
@@ -82,7 +83,7 @@ class MotionNet(nn.Module):
     def lookahead_samples(self) -> int:
         """Future audio a frame's offsets depend on beyond its own 40 ms (conv stack + encoder)."""
         enc = self.audio.lookahead_samples if isinstance(self.audio, MelAudioEncoder) else 0
-        return self.cfg.lookahead * 640 + enc
+        return max(self.cfg.lookahead, self.cfg.window_future) * 640 + enc
 
     @property
     def future_frames(self) -> int:
