@@ -226,6 +226,26 @@ def test_eval_videos_takes_a_seed_and_other_evals_refuse_it(clips: Path, tmp_pat
     assert bad.returncode == 2 and len(lines) == 1 and "--seed" in lines[0], bad.stderr
 
 
+def test_eval_videos_averages_seeds(clips: Path, tmp_path: Path) -> None:
+    """`--seeds 2`: the clip is rendered with seeds 0 and 1 (different sway, so dlib reads a
+    different head), its row is each measure's mean over the two, and the per-seed medians
+    come with it; `--seeds` on another eval, or under 1, is one line."""
+    out = rtavatar("eval", "--videos", str(clips / "talk.mp4"), "--seeds", "2", "--out", str(tmp_path / "x.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "x.json").read_text())
+    (row,) = result["rows"]
+    runs = row["per_seed"]
+    assert result["seeds"] == 2 and len(runs) == 2 and len(result["median_per_seed"]) == 2
+    assert runs[0]["head_gen"] != runs[1]["head_gen"]
+    for k in ("gap_r", "width_r", "mouth_dist", "head_ratio", "blinks_gen"):
+        assert row[k] == pytest.approx((runs[0][k] + runs[1][k]) / 2)
+        assert result["median_per_seed"][1][k] == pytest.approx(runs[1][k])
+    for bad in (("--photos", str(clips), "--audio", "x.wav", "--seeds", "2"), ("--videos", str(clips), "--seeds", "0")):
+        res = rtavatar("eval", *bad)
+        lines = [x for x in res.stderr.splitlines() if "ERROR" in x]
+        assert res.returncode == 2 and len(lines) == 1 and "seeds" in lines[0], res.stderr
+
+
 def test_eval_videos_bad_input_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "empty", tmp_path / "missing"):

@@ -149,7 +149,7 @@ def cmd_eval_videos(args: argparse.Namespace) -> dict:
         check_output(args.strip)
     videos = list_videos(args.videos)[: args.clips or None]
     result = evaluate_videos(_eval_avatar(args), videos, paste=paste_options(args), steps=args.steps[0] if args.steps else None,
-                             seed=args.seed, strip_to=args.strip or None)
+                             seed=args.seed, seeds=args.seeds, strip_to=args.strip or None)
     return _report(args, result, format_video_table(result))
 
 
@@ -174,6 +174,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from rtavatar.evaluation.run import evaluate, format_table, load_clips
     from rtavatar.evaluation.sync import load_expert
 
+    if args.seeds != 1 and not args.videos:
+        raise RTAvatarError("--seeds applies to eval --videos (the renderer's blinks and head sway, averaged over seeds)")
     if args.speech:
         return cmd_eval_speech(args)
     if args.videos:
@@ -480,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test")
     ev.add_argument("--clips", type=_int(0), default=0, help="at most this many clips (0: all)")
     ev.add_argument("--seed", type=int, default=0, help="with --videos / --speech: the renderer's seed (its blinks and head sway)")
+    ev.add_argument("--seeds", type=int, default=1,
+                    help="with --videos: render each clip with this many seeds from --seed on and score the mean of each measure")
     ev.add_argument("--seconds", type=_positive_float, default=8.0, help="score the first S seconds of each clip")
     ev.add_argument("--steps", type=_positive_int, action="append", default=None,
                     help="sampling steps (repeatable; default 20 for a teacher, 1 for a distilled student)")

@@ -38,6 +38,10 @@ same indices, a fixed square around the person's face; FILE.png/.jpg writes one 
 clips, a folder one PNG per clip. A clip that cannot be scored (no audio track, no face in the
 first second, unreadable) gets a row with "error" instead.
 
+With `--seeds N` each clip is rendered with N renderer seeds (blinks and head sway differ, and
+the sway moves dlib's reading of a small mouth by a few hundredths) and each measure is the
+mean over them; the medians are over those means.
+
 None of these is a published metric: they are our measures with dlib's landmarks.
 """
 
@@ -353,10 +357,22 @@ def write_strips(strips: list[tuple[str, np.ndarray]], dest: str | Path) -> list
 # --------------------------------------------------------------------------- the command
 
 
+def _seed_mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each measure's mean over one clip's rows rendered with different seeds (NaN where every seed's is)."""
+    with np.errstate(invalid="ignore"):
+        return {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) if any(np.isfinite(r.get(k, np.nan)) for r in rows)
+                else float("nan") for k in rows[0]}
+
+
 def evaluate_videos(avatar: Any, videos: list[Path], *, paste: PasteOptions | None = None, steps: int | None = None,
-                    seed: int = 0, strip_to: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                    seed: int = 0, seeds: int = 1, strip_to: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Self-reenact and score each clip (module docstring). Returns {"rows": per clip (a row
-    with "error" where a clip cannot be used), "median": over the clips that scored}."""
+    with "error" where a clip cannot be used), "median": over the clips that scored}. With
+    `seeds` > 1 each clip is rendered with the renderer's seeds seed .. seed + seeds - 1 (their
+    blinks and head sway differ, and dlib's reading of a small mouth moves with the sway) and
+    its row holds each measure's mean over them (`per_seed`: the single runs)."""
+    if seeds < 1:
+        raise RTAvatarError(f"seeds must be at least 1, got {seeds}")
     from rtavatar.evaluation.photos import FaceReader
 
     reader = FaceReader()
@@ -369,9 +385,15 @@ def evaluate_videos(avatar: Any, videos: list[Path], *, paste: PasteOptions | No
             track = track_faces(real, fa)
             k = pick_portrait(track)
             portrait = avatar.portrait(real[k])
-            gen = avatar.generate(portrait, audio, paste=paste, steps=steps, seed=seed)[: len(real)]
-            row = {"clip": path.name, "seconds": round(len(real) / FPS, 2), "portrait_frame": k,
-                   **score_clip(real, gen, audio, k, fa, rec, track)}
+            runs = []
+            for s in range(seed, seed + seeds):
+                frames = avatar.generate(portrait, audio, paste=paste, steps=steps, seed=s)[: len(real)]
+                if s == seed:
+                    gen = frames  # the strip shows the first seed's
+                runs.append(score_clip(real, frames, audio, k, fa, rec, track))
+            row = {"clip": path.name, "seconds": round(len(real) / FPS, 2), "portrait_frame": k, **_seed_mean(runs)}
+            if seeds > 1:
+                row["per_seed"] = runs
         except RTAvatarError as e:
             rows.append({"clip": path.name, "error": " ".join(str(e).split())})
             log.warning("%s: %s", path.name, e)
@@ -384,8 +406,12 @@ def evaluate_videos(avatar: Any, videos: list[Path], *, paste: PasteOptions | No
         write_strips(strips, strip_to)
     scored = [r for r in rows if "error" not in r]
     median = {k: _median([r.get(k, float("nan")) for r in scored]) for k in COLUMNS} if scored else {}
-    return {"rows": rows, "median": median, "clips": len(rows), "scored": len(scored), "seed": seed,
-            "paste": paste.to_dict(), "steps": steps}
+    out = {"rows": rows, "median": median, "clips": len(rows), "scored": len(scored), "seed": seed, "seeds": seeds,
+           "paste": paste.to_dict(), "steps": steps}
+    if seeds > 1 and scored:
+        out["median_per_seed"] = [{k: _median([r["per_seed"][j].get(k, float("nan")) for r in scored]) for k in COLUMNS}
+                                  for j in range(seeds)]
+    return out
 
 
 def _cell(r: dict[str, Any], key: str) -> str:
@@ -411,6 +437,8 @@ def format_video_table(result: dict[str, Any]) -> str:
             lines.append(f"| {r['clip']} | " + " | ".join(_cell(r, k) for k, _ in TABLE) + " |")
     if result.get("median"):
         lines.append(f"| **median of {result['scored']}** | " + " | ".join(_cell(result["median"], k) for k, _ in TABLE) + " |")
+    if result.get("seeds", 1) > 1:
+        lines.append(f"\nEach row: the mean over the renderer's seeds {result['seed']}-{result['seed'] + result['seeds'] - 1}.")
     return "\n".join(lines)
 
 
