@@ -180,6 +180,45 @@ def test_pitch_shift_moves_the_voice_and_keeps_its_timing() -> None:
         pitch_shift(wav, 13)
 
 
+def test_change_voice_moves_pitch_and_formants_apart_and_keeps_timing() -> None:
+    """A vowel-like burst (120 Hz, its harmonics shaped by formants at 700 and 1,200 Hz) as
+    another voice: the pitch moves to the median asked for or stays (0), the spectrum's
+    centroid rises with the formant ratio and falls below 1, and the burst keeps its frames."""
+    from rtavatar.data.augment import change_voice
+
+    n, sr = 50, SAMPLE_RATE
+    t = np.arange(n * SAMPLES_PER_FRAME) / sr
+    on = (t >= 0.6) & (t < 1.4)  # frames 15-34
+    f0 = 120.0
+    harm = sum(np.exp(-((h * f0 - 700) / 150) ** 2) + 0.6 * np.exp(-((h * f0 - 1200) / 200) ** 2) for h in range(1, 40))
+    wav = (0.4 * on * sum((np.exp(-((h * f0 - 700) / 150) ** 2) + 0.6 * np.exp(-((h * f0 - 1200) / 200) ** 2))
+                          * np.sin(2 * np.pi * h * f0 * t) for h in range(1, 40)) / harm).astype(np.float32)
+
+    def pitch(x: np.ndarray) -> float:
+        seg = x[int(0.8 * sr) : int(1.2 * sr)].astype(np.float64)
+        ac = np.correlate(seg, seg, "full")[len(seg) - 1 :]
+        lo, hi = sr // 400, sr // 60
+        return sr / (lo + int(np.argmax(ac[lo:hi])))
+
+    def centroid(x: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(x[int(0.8 * sr) : int(1.2 * sr)])) ** 2
+        f = np.fft.rfftfreq(int(0.4 * sr), 1 / sr)
+        return float((spec * f).sum() / spec.sum())
+
+    assert pitch(wav) == pytest.approx(f0, rel=0.03)
+    for formant, median in ((1.15, 210.0), (0.9, 0.0)):
+        x = change_voice(wav, formant, median)
+        assert x.shape == wav.shape and x.dtype == np.float32
+        env = np.sqrt((x.reshape(n, -1) ** 2).mean(1))
+        loud = np.flatnonzero(env > 0.5 * env.max())
+        assert loud.min() >= 14 and loud.max() <= 35 and len(loud) >= 16
+        assert pitch(x) == pytest.approx(median or f0, rel=0.06)
+        assert (centroid(x) > 1.08 * centroid(wav)) if formant > 1 else (centroid(x) < 0.95 * centroid(wav))
+    assert np.array_equal(change_voice(wav[:500], 1.1), wav[:500])
+    with pytest.raises(ValueError):
+        change_voice(wav, 3.0)
+
+
 @pytest.fixture(scope="module")
 def talking(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six 3 s clips of the bundled photo whose lips open with a voiced sound (the warp's own

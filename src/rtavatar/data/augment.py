@@ -11,7 +11,8 @@ track (the mouth's landmarks) resampled in time with it, so one speaker's record
 like several speakers talking at several rates. `pitch_shift` keeps the rate: the voice's pitch
 and formants move by a number of semitones (a phase-vocoder stretch, then a resample back), so
 one speaker's recordings sound like higher and lower voices saying the same words at the same
-moments, and the mouth's track needs no change.
+moments, and the mouth's track needs no change. `change_voice` moves the two apart, as they
+differ between people: formants by a ratio, the pitch to a new median (Praat's "Change gender").
 """
 
 from __future__ import annotations
@@ -105,6 +106,27 @@ def _stretch(x: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np
         phase = phase + expected + d - 2 * np.pi * np.round(d / (2 * np.pi))
     _, y = istft(out, nperseg=n_fft, noverlap=n_fft - hop, boundary=True)
     return y
+
+
+def change_voice(wav: np.ndarray, formant: float, pitch: float = 0.0, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """16 kHz audio as another voice saying the same at the same moments: the formants scaled
+    by `formant` (a shorter or longer vocal tract), the pitch's median moved to `pitch` Hz (0
+    keeps it), by Praat's "Change gender" (pitch-synchronous overlap-add; `praat-parselmouth`,
+    the `train` extra). Unlike `pitch_shift` the two move apart, as they do between people.
+    The same length (float32); audio shorter than one 64 ms window comes back as it is."""
+    x = np.asarray(wav, np.float64)
+    if not 0.5 <= formant <= 2.0 or not (pitch == 0 or 50 <= pitch <= 500):
+        raise ValueError(f"formant ratio {formant} (0.5-2) or pitch {pitch} Hz (0 or 50-500) out of range")
+    if len(x) < 1024 or not np.abs(x).max() > 0:
+        return x.astype(np.float32)
+    try:
+        import parselmouth
+        from parselmouth.praat import call
+    except ImportError as e:
+        raise ImportError("change_voice needs praat-parselmouth: pip install 'rtavatar[train]'") from e
+    # Change gender: pitch floor and ceiling (Hz), formant shift ratio, new pitch median, pitch range factor, duration factor.
+    y = call(parselmouth.Sound(x, sampling_frequency=sr), "Change gender", 75, 600, formant, pitch, 1.0, 1.0).values[0]
+    return _limit_peak(np.pad(y, (0, max(len(x) - len(y), 0)))[: len(x)])
 
 
 def pitch_shift(wav: np.ndarray, semitones: float) -> np.ndarray:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from rtavatar import SAMPLES_PER_FRAME
 from rtavatar.checkpoints import check_run_dir
 from rtavatar.config import to_dict
-from rtavatar.data.augment import augment_speech, pitch_shift, speed_perturb
+from rtavatar.data.augment import augment_speech, change_voice, pitch_shift, speed_perturb
 from rtavatar.data.dataset import Dataset
 from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.errors import DatasetError
@@ -66,6 +66,7 @@ class MotionStageConfig:
     augment: int = 2  # degraded copies of each clip's audio beside the clean one
     speeds: tuple[float, ...] = ()  # speed-perturbed copies of each training clip (data/augment.speed_perturb), e.g. (0.9, 1.15)
     pitches: tuple[float, ...] = ()  # pitch-shifted copies of each training clip, semitones (data/augment.pitch_shift), e.g. (-3, 4)
+    voices: tuple[tuple[float, float], ...] = ()  # copies as other voices: (formant ratio, pitch median Hz or 0) each (data/augment.change_voice)
     feature_weight: float = 1.0  # extra loss on the inner-lip gap and mouth width derived from the points
     width_weight: float = 1.0  # the width's share of that loss (its changes are about 0.6 of the gap's, so its squared error 0.4)
 
@@ -163,6 +164,7 @@ def load_motion_clips(data: list[str | Path], net: MotionNet, cfg: MotionStageCo
             if not held:
                 variants += [(f"@{k:g}", *speed_perturb(wav, target, k)) for k in cfg.speeds]
                 variants += [(f"^{p:+g}", pitch_shift(wav, p), target) for p in cfg.pitches]
+                variants += [(f"~{f:g}/{p:g}", change_voice(wav, f, p), target) for f, p in cfg.voices]
             for suffix, w, t in variants:
                 mc = MotionClip(rec["clip_id"] + suffix, w, np.nan_to_num(t).astype(np.float32), np.isfinite(t).all((1, 2)), [])
                 if not held and len(t) >= cfg.chunk:
