@@ -391,7 +391,7 @@ def evaluate_videos(avatar: Any, videos: list[Path], *, paste: PasteOptions | No
                 if s == seed:
                     gen = frames  # the strip shows the first seed's
                 runs.append(score_clip(real, frames, audio, k, fa, rec, track))
-            row = {"clip": path.name, "seconds": round(len(real) / FPS, 2), "portrait_frame": k, **_seed_mean(runs)}
+            row = {"clip": path.name, "seconds": round(len(real) / FPS, 2), "portrait_frame": k, **(_seed_mean(runs) if seeds > 1 else runs[0])}
             if seeds > 1:
                 row["per_seed"] = runs
         except RTAvatarError as e:
