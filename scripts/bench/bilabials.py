@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ from rtavatar.engine.motion import ArrayTimeline, MotionTrack
 from rtavatar.evaluation.videos import Track, features, list_videos, pick_portrait, read_clip, track_faces
 from rtavatar.models.audio import whisper_model_dir
 from rtavatar.models.motion import shape_gap
+
+sys.path.insert(0, str(Path(__file__).parent))
+from motion_ceiling import real_tracks  # noqa: E402
 
 BILABIAL = ("b", "p", "m")
 NOT_CONTROL = ("b", "p", "m", "f", "v", "w")
@@ -79,17 +83,12 @@ def main() -> None:
     model_dir = args.model or str(shipped_model())
     net = load_motion(model_dir).eval()
     asr = WhisperModel(whisper_model_dir(""), device="cpu", compute_type="int8", cpu_threads=2)
-    store = dict(np.load(args.cache, allow_pickle=False)) if args.cache and args.cache.is_file() else {}
+    videos = list_videos(args.videos)
+    tracks = real_tracks(videos, args.cache)
     fa, avatar = FaceAnalyzer(), None
     pooled: dict[str, dict[str, list[float]]] = {}
-    for path in list_videos(args.videos):
-        if f"{path.name}:pts" in store:
-            pts, audio = store[f"{path.name}:pts"], store[f"{path.name}:audio"]
-            frames = read_clip(path)[0] if args.render else None
-        else:
-            frames, audio = read_clip(path)
-            pts = track_faces(frames, fa).points
-            store[f"{path.name}:pts"], store[f"{path.name}:audio"] = pts, audio
+    for path in videos:
+        pts, audio = tracks[path.name]
         n = min(len(pts), len(audio) // SAMPLES_PER_FRAME)
         spans = words(asr, audio)
         series = {"person": features(pts[:n])["gap"],
@@ -99,7 +98,7 @@ def main() -> None:
 
             avatar = avatar or Avatar.load(model_dir)
             k = pick_portrait(Track(pts, np.isfinite(pts).all((1, 2)), {}))
-            gen = avatar.generate(avatar.portrait(frames[k]), audio, paste=PasteOptions(head_motion=args.head_motion), seed=0)[:n]
+            gen = avatar.generate(avatar.portrait(read_clip(path)[0][k]), audio, paste=PasteOptions(head_motion=args.head_motion), seed=0)[:n]
             series["rendered"] = features(track_faces(gen, fa).points)["gap"]
         line = []
         for name, gap in series.items():
@@ -109,8 +108,6 @@ def main() -> None:
             line.append(f"{name} {np.median(r['bilabial']) if r['bilabial'] else float('nan'):.2f}/"
                         f"{np.median(r['control']) if r['control'] else float('nan'):.2f}")
         print(f"{path.name:28s} words {len(spans):3d}  closure/opening, bilabial/control: " + "  ".join(line), flush=True)
-    if args.cache:
-        np.savez(args.cache, **store)
     summary = {name: {kind: {"words": len(v), "median": float(np.median(v)) if v else None,
                              "closed": float(np.mean(np.array(v) < 0.25)) if v else None} for kind, v in r.items()}
                for name, r in pooled.items()}
