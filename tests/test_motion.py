@@ -190,9 +190,8 @@ def test_change_voice_moves_pitch_and_formants_apart_and_keeps_timing() -> None:
     t = np.arange(n * SAMPLES_PER_FRAME) / sr
     on = (t >= 0.6) & (t < 1.4)  # frames 15-34
     f0 = 120.0
-    harm = sum(np.exp(-((h * f0 - 700) / 150) ** 2) + 0.6 * np.exp(-((h * f0 - 1200) / 200) ** 2) for h in range(1, 40))
-    wav = (0.4 * on * sum((np.exp(-((h * f0 - 700) / 150) ** 2) + 0.6 * np.exp(-((h * f0 - 1200) / 200) ** 2))
-                          * np.sin(2 * np.pi * h * f0 * t) for h in range(1, 40)) / harm).astype(np.float32)
+    amp = {h: np.exp(-((h * f0 - 700) / 150) ** 2) + 0.6 * np.exp(-((h * f0 - 1200) / 200) ** 2) for h in range(1, 40)}  # the formants
+    wav = (0.4 * on * sum(a * np.sin(2 * np.pi * h * f0 * t) for h, a in amp.items()) / sum(amp.values())).astype(np.float32)
 
     def pitch(x: np.ndarray) -> float:
         seg = x[int(0.8 * sr) : int(1.2 * sr)].astype(np.float64)
