@@ -209,6 +209,41 @@ def test_whisper_encoder_runs_offline_and_is_frozen(tmp_path: Path) -> None:
         build_audio_encoder(AudioConfig(kind="whisper-tiny", whisper_path=str(tmp_path)))
 
 
+def test_whisper_depths_add_a_shallower_copy_of_the_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtavatar.models.audio import WhisperAudioEncoder, whisper_model_dir
+    from rtavatar.models.ct2 import read_model, shallow_whisper, write_model
+
+    monkeypatch.setenv("RTAVATAR_CACHE", str(tmp_path / "cache"))
+    src = Path(whisper_model_dir()) / "model.bin"
+    model = read_model(src)
+    write_model(model, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes(), "the file is read and written back byte for byte"
+    assert model.encoder_layers() == 4
+    cut = shallow_whisper(str(src.parent), 2)
+    assert Path(cut).is_relative_to(tmp_path / "cache")
+    short = read_model(Path(cut) / "model.bin")
+    assert short.encoder_layers() == 2
+    assert {v.name for v in short.variables if not v.name.startswith("encoder/layer_")} == \
+        {v.name for v in model.variables if not v.name.startswith("encoder/layer_")}, "only encoder layers are dropped"
+    assert shallow_whisper(str(src.parent), 2) == cut, "made once, then reused"
+    for depth in (0, 4):
+        with pytest.raises(RTAvatarError, match="depth must be 1-3"):
+            shallow_whisper(str(src.parent), depth)
+    (tmp_path / "bad.bin").write_bytes(src.read_bytes()[:1000])
+    with pytest.raises(RTAvatarError, match="not a CTranslate2 model"):
+        read_model(tmp_path / "bad.bin")
+
+    g = torch.Generator().manual_seed(0)
+    wav = torch.randn(1, 640 * 10, generator=g) * 0.1
+    whole = WhisperAudioEncoder(AudioConfig(kind="whisper-tiny", dim=32)).features(wav)
+    both = WhisperAudioEncoder(AudioConfig(kind="whisper-tiny", dim=32, whisper_depths=[2]))
+    assert both.cfg.whisper_depths == (2,)
+    feats = both.features(wav)
+    assert feats.shape == (1, 10, 1536) and both.proj.in_features == 1536
+    torch.testing.assert_close(feats[..., :768], whole)
+    assert (feats[..., 768:] - whole).abs().mean() > 0.1, "the second half is another layer's output"
+
+
 def test_ddim_step_matches_the_formula() -> None:
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.randn(2, 3, 4, 2, 2, generator=g), torch.randn(2, 3, 4, 2, 2, generator=g)

@@ -1,7 +1,7 @@
 """Do the lips close for b, p and m? The person's, the MotionNet's and the rendered mouth's
 inner-lip gap at the start of words that begin with a bilabial, against words that do not.
 
-    python scripts/bench/bilabials.py ../shared/realvid --cache data/realvid_tracks.npz [--model photo-v7] [--render]
+    python scripts/bench/bilabials.py ../shared/realvid --cache data/realvid_tracks.npz [--model photo-v8] [--render]
 
 Word timings come from Whisper tiny.en (faster-whisper, the CTranslate2 model the package
 ships; `word_timestamps`, accurate to about 50-100 ms). Per word, on a gap series less its

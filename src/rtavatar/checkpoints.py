@@ -151,7 +151,7 @@ def latest_checkpoint(run: Path, verify: bool = True) -> Path | None:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory (its newest intact checkpoint), a checkpoint directory (verified), or the
-    name of a model the package ships (e.g. "photo-v7") where no such path exists."""
+    name of a model the package ships (e.g. "photo-v8") where no such path exists."""
     p = Path(path)
     if (p / "model.safetensors").is_file() or (p / "config.json").is_file():
         verify_checkpoint(p)
@@ -489,7 +489,7 @@ def random_bundle(net: str | AvatarNetConfig = "tiny", vae_channels: int = 32, s
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_MODEL = "photo-v7"
+DEFAULT_MODEL = "photo-v8"
 
 
 def pretrained_path(name: str = DEFAULT_MODEL) -> Path:

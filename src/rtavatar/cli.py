@@ -596,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vae", default="", help="teacher: VAE run or checkpoint directory")
     t.add_argument("--init-from", default="", help="teacher / distill: warm-start a new run from another run of the same stage")
     t.add_argument("--teacher", default="", help="distill: teacher run or checkpoint directory")
-    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v7) to fine-tune")
+    t.add_argument("--student", default="", help="eft: distill run or checkpoint directory, or an exported / shipped model (e.g. photo-v8) to fine-tune")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
     return p

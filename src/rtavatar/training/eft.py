@@ -76,7 +76,7 @@ class EFTConfig:
     adv_weight: float = 0.1
     disc: DiscConfig = field(default_factory=DiscConfig)
     student: DistillConfig = field(default_factory=DistillConfig)  # filled from the distill run
-    # An exported model to fine-tune instead of a distill run: a shipped name ("photo-v7") or an
+    # An exported model to fine-tune instead of a distill run: a shipped name ("photo-v8") or an
     # `rtavatar export` directory. Its net, latent space, guidance and VAE replace those of `student`.
     init_pretrained: str = ""
     # The teacher's mouth-opening loss (TeacherConfig.aperture_weight), on the one-step estimate.
