@@ -229,6 +229,11 @@ def test_whisper_depths_add_a_shallower_copy_of_the_encoder(tmp_path: Path, monk
     for depth in (0, 4):
         with pytest.raises(RTAvatarError, match="depth must be 1-3"):
             shallow_whisper(str(src.parent), depth)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RTAVATAR_CACHE", str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(RTAvatarError, match="RTAVATAR_CACHE"):
+        shallow_whisper(str(src.parent), 1)
+    monkeypatch.setenv("RTAVATAR_CACHE", str(tmp_path / "cache"))
     (tmp_path / "bad.bin").write_bytes(src.read_bytes()[:1000])
     with pytest.raises(RTAvatarError, match="not a CTranslate2 model"):
         read_model(tmp_path / "bad.bin")
