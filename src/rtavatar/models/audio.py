@@ -163,7 +163,6 @@ class WhisperAudioEncoder(nn.Module):
     @torch.no_grad()
     def features(self, wav: Tensor) -> Tensor:
         """(B, n_frames * 640) -> frozen Whisper features (B, n_frames, 768 x (1 + len(whisper_depths)))."""
-        import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
         fe = FeatureExtractor(feature_size=80)
@@ -171,15 +170,19 @@ class WhisperAudioEncoder(nn.Module):
         out = []
         for w in wav.detach().cpu().float().numpy():
             mel = fe(w)[:, : n_frames * MEL_PER_FRAME]  # 10 ms hop: 4 mel frames per video frame
-            per_model = []
-            for path in self.paths:
-                parts = []
-                for a in range(0, mel.shape[1], WHISPER_MAX_MEL):  # <= 30 s per encoder call
-                    chunk = np.ascontiguousarray(mel[None, :, a : a + WHISPER_MAX_MEL], dtype=np.float32)
-                    parts.append(np.array(self._model(path).encode(ctranslate2.StorageView.from_array(chunk)))[0])
-                per_model.append(np.concatenate(parts)[: n_frames * WHISPER_PER_FRAME].reshape(n_frames, -1))
+            per_model = [self._encode(path, mel)[: n_frames * WHISPER_PER_FRAME].reshape(n_frames, -1) for path in self.paths]
             out.append(torch.from_numpy(np.concatenate(per_model, axis=1)))
         return torch.stack(out).to(wav.device)
+
+    def _encode(self, path: str, mel: np.ndarray) -> np.ndarray:
+        """(80, M) log-mel -> (M / 2, 384) outputs of the encoder at `path`, <= 30 s per call."""
+        import ctranslate2
+
+        parts = []
+        for a in range(0, mel.shape[1], WHISPER_MAX_MEL):
+            chunk = np.ascontiguousarray(mel[None, :, a : a + WHISPER_MAX_MEL], dtype=np.float32)
+            parts.append(np.array(self._model(path).encode(ctranslate2.StorageView.from_array(chunk)))[0])
+        return np.concatenate(parts)
 
     def forward(self, wav: Tensor) -> Tensor:
         return self.proj(self.features(wav))
