@@ -102,6 +102,22 @@ def test_window_future_widens_the_windows_a_session_takes_and_trains_on() -> Non
         np.testing.assert_array_equal(win, track.window(ArrayTimeline(wav), 20, 28))
 
 
+def test_center_window_ignores_a_voice_offset_shared_by_the_window() -> None:
+    """`MotionConfig.center_window`: the net reads each window's Whisper features less their
+    mean over the window, so a shift common to every frame (a voice's or a channel's colour)
+    changes nothing; without it the same shift moves the mouth."""
+    rng = np.random.default_rng(0)
+    frozen = torch.from_numpy(rng.normal(0, 1, (1, 40, 768)).astype(np.float32))
+    shifted = frozen + torch.from_numpy(rng.normal(0, 1, (1, 1, 768)).astype(np.float32))
+    for center in (True, False):
+        torch.manual_seed(0)
+        net = MotionNet(MotionConfig(audio=AudioConfig(kind="whisper-tiny"), hidden=32, layers=2, lookahead=3, center_window=center))
+        torch.nn.init.normal_(net.out.weight, std=0.02)
+        net.eval()
+        same = torch.allclose(net(frozen), net(shifted), atol=1e-5)
+        assert same == center
+
+
 def test_rest_offsets_are_motion_from_the_mouth_at_rest() -> None:
     """Landmarks of the bundled photo opened by known amounts: the offsets' gap is the opening
     (the rest is the silent frames' mouth), whatever the head's position in the picture."""

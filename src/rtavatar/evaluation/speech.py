@@ -11,6 +11,8 @@ REST_TOLERANCE of the photo's own gap. Per file:
 
 - `speech_gap`, `pause_gap`: mean gap above the photo's own over speech / pause frames;
 - `ratio`: mean gap over speech frames / over non-speech frames (both absolute; target >= 1.5);
+  `silent_frames`: how many non-speech frames (with a face) that rests on: a recording that is
+  nearly all speech has a few, the gaps between words, and its ratio says little;
 - `pauses`, `pauses_at_rest`: long pauses, and how many of them rest (target: all);
 - `worst_pause`: the largest median gap above rest in a long pause.
 
@@ -39,7 +41,7 @@ from rtavatar.photo.options import PasteOptions
 log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".aiff", ".aif", ".m4a", ".opus")
 PAUSE_MS, EDGE, REST_TOLERANCE = 300.0, 2, 0.03
-COLUMNS = ("seconds", "speech_fraction", "speech_gap", "pause_gap", "ratio", "pauses", "pauses_at_rest", "worst_pause")
+COLUMNS = ("seconds", "speech_fraction", "speech_gap", "pause_gap", "ratio", "silent_frames", "pauses", "pauses_at_rest", "worst_pause")
 
 
 def speech_frames(audio: np.ndarray, n: int) -> np.ndarray:
@@ -77,6 +79,7 @@ def score_speech(gap: np.ndarray, speech: np.ndarray, rest: float) -> dict[str, 
     speech_gap = float(np.mean(gap[speech & ok])) if (speech & ok).any() else float("nan")
     return {"speech_fraction": float(speech.mean()), "speech_gap": mean(speech), "pause_gap": mean(~speech),
             "ratio": speech_gap / silent_gap if silent_gap > 1e-6 else float("inf") if speech_gap > 0 else float("nan"),
+            "silent_frames": int((~speech & ok).sum()),
             "pauses": len(long), "pauses_at_rest": int(sum(m <= REST_TOLERANCE for m in medians if np.isfinite(m))),
             "worst_pause": max(medians) if medians else float("nan")}
 
@@ -111,7 +114,7 @@ def evaluate_speech(avatar: Any, files: list[Path], portrait: Any, *, paste: Pas
 
 
 def format_speech_table(result: dict[str, Any]) -> str:
-    lines = ["| file | s | speech | gap in speech / pauses (above rest, IOD) | speech/silence opening | pauses > 300 ms at rest |",
+    lines = ["| file | s | speech | gap in speech / pauses (above rest, IOD) | speech/silence opening (non-speech frames) | pauses > 300 ms at rest |",
              "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "error" in r:
@@ -119,5 +122,5 @@ def format_speech_table(result: dict[str, Any]) -> str:
             continue
         f = lambda k, fmt="{:.3f}": "–" if r.get(k) is None or not np.isfinite(r[k]) else fmt.format(r[k])  # noqa: E731
         lines.append(f"| {r['file']} | {r['seconds']:.1f} | {r['speech_fraction']:.0%} | {f('speech_gap')} / {f('pause_gap')} | "
-                     f"{f('ratio', '{:.1f}')} | {r['pauses_at_rest']} of {r['pauses']} (worst {f('worst_pause')}) |")
+                     f"{f('ratio', '{:.1f}')} ({r.get('silent_frames', '–')}) | {r['pauses_at_rest']} of {r['pauses']} (worst {f('worst_pause')}) |")
     return "\n".join(lines)

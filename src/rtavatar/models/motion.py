@@ -48,6 +48,7 @@ class MotionConfig:
     context: int = 25  # frames of past audio in each window a session encodes (engine/motion.py; trained on exactly these)
     window_future: int = 0  # frames of future audio in each window, if more than `lookahead` (the encoder is bidirectional: a file can afford more)
     dropout: float = 0.1
+    center_window: bool = False  # Whisper features minus their mean over the window a session encodes (a per-window voice/channel normalisation)
     points: tuple[int, ...] = MOTION_POINTS
     gain: float = 1.0  # inference: offsets x gain (a regression under-shoots; set at export from held-out speakers)
     width_gain: float = 1.0  # inference: the lips' sideways offsets x this too (set at export from held-out speakers' width std)
@@ -101,7 +102,7 @@ class MotionNet(nn.Module):
     def encode(self, frozen: Tensor) -> Tensor:
         """`frozen` -> per-frame features (B, T, hidden)."""
         if isinstance(self.audio, WhisperAudioEncoder):
-            return self.audio.proj(frozen)
+            return self.audio.proj(frozen - frozen.mean(1, keepdim=True) if self.cfg.center_window else frozen)
         return self.audio(frozen)
 
     def head(self, feats: Tensor) -> Tensor:
