@@ -704,6 +704,29 @@ def test_head_motion_moves_the_head_not_the_picture() -> None:
     assert make_renderer(p, PasteOptions(mode="warp", head_motion=0), p.face).motion is None
 
 
+def test_the_default_blink_schedule_is_a_talking_persons() -> None:
+    """The renderer's default: about 20 blinks a minute (people in conversation blink about
+    that often), at irregular gaps, each shut for 3-4 frames (a detector that misses one frame
+    still sees a shut eye), over ten minutes at 25 fps. The rate asked for is the rate given,
+    onset to onset, also at the most allowed (a blink's own 0.36 s is not added to each gap)."""
+    from rtavatar.photo.lids import Blinks
+    from rtavatar.photo.options import DEFAULT_BLINKS, MAX_BLINKS
+
+    def onsets(per_minute: float) -> tuple[np.ndarray, np.ndarray]:
+        closure = np.array([Blinks(per_minute, seed=0)(i) for i in range(10 * 60 * 25)])
+        return np.flatnonzero((closure[1:] > 0) & (closure[:-1] == 0)) + 1, closure
+
+    assert PasteOptions().blinks == DEFAULT_BLINKS == 20.0
+    starts, closure = onsets(DEFAULT_BLINKS)
+    shut = closure >= 0.999
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, shut.astype(int), 0])))[::2]
+    assert 18 <= len(starts) / 10 <= 22
+    assert set(runs) <= {3, 4} and len(runs) == len(starts)
+    gaps = np.diff(starts) / 25
+    assert gaps.min() > 0.36 and gaps.std() / gaps.mean() > 0.4
+    assert 0.95 * MAX_BLINKS <= len(onsets(MAX_BLINKS)[0]) / 10 <= 1.05 * MAX_BLINKS
+
+
 def test_a_painted_blink_reads_as_a_shut_eye() -> None:
     """dlib's eye-aspect ratio (the measure `eval --videos` counts blinks with: below 0.6 of the
     open eye) on a phone photo's full closure; half closed is not shut, and nothing below the

@@ -104,7 +104,9 @@ class Blinks:
         self.onsets: list[float] = [self._gap() * 0.5] if per_minute > 0 else []
 
     def _gap(self) -> float:
-        return float(self.rng.gamma(2.0, 60.0 / max(self.per_minute, 1e-6) / 2.0)) * self.fps  # frames
+        """Frames from one blink's end to the next one's start: onset to onset is 60 / per_minute s on average."""
+        mean = max(60.0 / max(self.per_minute, 1e-6) - self.DURATION, 0.1)
+        return float(self.rng.gamma(2.0, mean / 2.0)) * self.fps
 
     def _end(self, onset: float) -> int:
         """The first frame after the blink that starts at `onset`."""

@@ -13,7 +13,7 @@ PASTE_MODES = ("warp", "photo", "face")
 DEFAULT_PASTE_MODE = "warp"
 MAX_HEAD_MOTION = 3.0
 MAX_BLINKS = 60.0
-DEFAULT_BLINKS = 15.0  # a minute (people at rest: 15-20; in conversation more; the realvid/ speakers: median 13)
+DEFAULT_BLINKS = 20.0  # a minute (people at rest: about 17, in conversation about 26: Bentivoglio et al. 1997; realvid/ as dlib counts: 13)
 
 
 @dataclass(frozen=True)
