@@ -75,11 +75,12 @@ def score_speech(gap: np.ndarray, speech: np.ndarray, rest: float) -> dict[str, 
         inner = above[a + EDGE : b - EDGE]
         inner = inner[np.isfinite(inner)]
         medians.append(float(np.median(inner)) if len(inner) else float("nan"))
-    silent_gap = float(np.mean(gap[~speech & ok])) if (~speech & ok).any() else float("nan")
+    silent = ~speech & ok
+    silent_gap = float(np.mean(gap[silent])) if silent.any() else float("nan")
     speech_gap = float(np.mean(gap[speech & ok])) if (speech & ok).any() else float("nan")
     return {"speech_fraction": float(speech.mean()), "speech_gap": mean(speech), "pause_gap": mean(~speech),
             "ratio": speech_gap / silent_gap if silent_gap > 1e-6 else float("inf") if speech_gap > 0 else float("nan"),
-            "silent_frames": int((~speech & ok).sum()),
+            "silent_frames": int(silent.sum()),
             "pauses": len(long), "pauses_at_rest": int(sum(m <= REST_TOLERANCE for m in medians if np.isfinite(m))),
             "worst_pause": max(medians) if medians else float("nan")}
 
